@@ -1,0 +1,599 @@
+//! The `TrustAnchorRotation` custom resource (`trust.linkerd.io/v1alpha1`).
+//!
+//! One cluster-scoped object (by convention named `cluster`) describes every resource a
+//! Linkerd trust-anchor rotation touches and records, in its `.status`, how far the
+//! rotation has got. The doc comments on the fields below become the CRD's descriptions,
+//! which is what `kubectl explain trustanchorrotations.spec` shows.
+
+#![forbid(unsafe_code)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+pub mod defaults;
+
+pub use defaults::*;
+
+/// API group of the TrustAnchorRotation resource.
+pub const GROUP: &str = "trust.linkerd.io";
+/// API version of the TrustAnchorRotation resource.
+pub const VERSION: &str = "v1alpha1";
+/// The CRD's name, as `kubectl get crd` shows it.
+pub const CRD_NAME: &str = "trustanchorrotations.trust.linkerd.io";
+/// How many finished rotations `.status.history` keeps.
+pub const HISTORY_LIMIT: usize = 5;
+
+/// The duration grammar of the Linkerd proxy (`^\s*(\d+)(ms|s|m|h|d)?\s*$`), without the
+/// surrounding whitespace the proxy tolerates. A value outside it makes the proxy exit at
+/// start-up, so the CRD refuses it.
+pub const PROXY_DURATION_PATTERN: &str = r"^\d+(ms|s|m|h|d)?$";
+
+/// Desired configuration of a Linkerd trust-anchor rotation.
+///
+/// Every field has the default that the Linkerd and cert-manager documentation use, so
+/// `spec: {}` describes a cluster installed as the user guide describes.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "trust.linkerd.io",
+    version = "v1alpha1",
+    kind = "TrustAnchorRotation",
+    plural = "trustanchorrotations",
+    singular = "trustanchorrotation",
+    shortname = "tar",
+    category = "linkerd",
+    status = "TrustAnchorRotationStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Current phase of the rotation"),
+    printcolumn(name = "Bundle", type_ = "string", json_path = ".status.trustBundle.summary", description = "Meshed pods carrying the current trust bundle (converged/target)"),
+    printcolumn(name = "Certificates", type_ = "string", json_path = ".status.workloadCertificates.summary", description = "Meshed pods whose live workload certificate chains to the active issuer (converged/target)"),
+    printcolumn(name = "Blocked", type_ = "string", json_path = ".status.blockingMessage", priority = "1", description = "Why the rotation cannot proceed, if it cannot"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustAnchorRotationSpec {
+    /// The cert-manager Certificate that produces the trust anchor (the root of the mesh).
+    /// A new certificate in its Secret starts a rotation.
+    #[serde(default = "CertificateRef::default_trust_anchor")]
+    #[schemars(default = "CertificateRef::default_trust_anchor")]
+    pub trust_anchor: CertificateRef,
+
+    /// The Secret that keeps a copy of the previous trust anchor's certificate (`tls.crt`,
+    /// never the private key) while both roots are trusted.
+    #[serde(default = "SecretRef::default_previous_anchor")]
+    #[schemars(default = "SecretRef::default_previous_anchor")]
+    pub previous_anchor: SecretRef,
+
+    /// The cert-manager Certificate of Linkerd's identity issuer (signed by the trust
+    /// anchor through the `linkerd-identity-issuer` ClusterIssuer).
+    #[serde(default = "CertificateRef::default_identity_issuer")]
+    #[schemars(default = "CertificateRef::default_identity_issuer")]
+    pub identity_issuer: CertificateRef,
+
+    /// The ConfigMap from which Linkerd reads its trust roots.
+    #[serde(default)]
+    pub trust_roots: ConfigMapRef,
+
+    /// The Linkerd control plane whose Deployments are restarted when the bundle changes.
+    #[serde(default)]
+    pub control_plane: ControlPlaneRef,
+
+    /// How often proxies should renew their workload certificate while the rotation waits
+    /// for them to move onto the new issuer (`LINKERD2_PROXY_IDENTITY_MAX_REFRESH`). Uses
+    /// the proxy's own duration grammar: digits and one unit of ms, s, m, h or d
+    /// (`5m`, `300s`); compound values such as `1h30m` are refused because the proxy would
+    /// exit at start-up.
+    #[serde(default = "default_refresh_interval")]
+    #[schemars(default = "default_refresh_interval", regex(pattern = r"^\d+(ms|s|m|h|d)?$"))]
+    pub workload_certificate_refresh_interval: String,
+
+    /// When true, the operator itself consumes the accelerated refresh interval: during
+    /// propagation it sets `config.linkerd.io/proxy-additional-env` on every namespace with
+    /// meshed pods (so pods restarted then renew their certificates quickly after the
+    /// issuer rotates), and removes what it set once the rotation is done. Leave false when
+    /// the data plane operator is installed.
+    #[serde(default)]
+    pub manage_proxy_refresh_env: bool,
+
+    /// Linkerd's trust domain, used to derive each pod's identity when probing its proxy.
+    #[serde(default = "default_trust_domain")]
+    #[schemars(default = "default_trust_domain")]
+    pub trust_domain: String,
+
+    /// When true, the operator makes no further writes for this rotation; it resumes from
+    /// the same point when set back to false.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl Default for TrustAnchorRotationSpec {
+    fn default() -> Self {
+        Self {
+            trust_anchor: CertificateRef::default_trust_anchor(),
+            previous_anchor: SecretRef::default_previous_anchor(),
+            identity_issuer: CertificateRef::default_identity_issuer(),
+            trust_roots: ConfigMapRef::default(),
+            control_plane: ControlPlaneRef::default(),
+            workload_certificate_refresh_interval: default_refresh_interval(),
+            manage_proxy_refresh_env: false,
+            trust_domain: default_trust_domain(),
+            paused: false,
+        }
+    }
+}
+
+fn default_refresh_interval() -> String {
+    DEFAULT_REFRESH_INTERVAL.to_string()
+}
+
+fn default_trust_domain() -> String {
+    DEFAULT_TRUST_DOMAIN.to_string()
+}
+
+/// A cert-manager Certificate and the Secret it writes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRef {
+    /// Namespace of the Certificate and its Secret.
+    pub namespace: String,
+    /// Name of the cert-manager Certificate.
+    pub certificate: String,
+    /// Name of the Secret the Certificate writes (`spec.secretName`).
+    pub secret: String,
+}
+
+impl CertificateRef {
+    pub fn default_trust_anchor() -> Self {
+        Self {
+            namespace: DEFAULT_CERT_MANAGER_NAMESPACE.into(),
+            certificate: DEFAULT_TRUST_ANCHOR.into(),
+            secret: DEFAULT_TRUST_ANCHOR.into(),
+        }
+    }
+
+    pub fn default_identity_issuer() -> Self {
+        Self {
+            namespace: DEFAULT_LINKERD_NAMESPACE.into(),
+            certificate: DEFAULT_IDENTITY_ISSUER.into(),
+            secret: DEFAULT_IDENTITY_ISSUER.into(),
+        }
+    }
+}
+
+/// A Secret by namespace and name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+}
+
+impl SecretRef {
+    pub fn default_previous_anchor() -> Self {
+        Self {
+            namespace: DEFAULT_CERT_MANAGER_NAMESPACE.into(),
+            name: DEFAULT_PREVIOUS_ANCHOR.into(),
+        }
+    }
+}
+
+/// The trust-roots ConfigMap and the key that holds the PEM bundle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapRef {
+    /// Namespace of the ConfigMap.
+    #[serde(default = "default_linkerd_namespace")]
+    pub namespace: String,
+    /// Name of the ConfigMap.
+    #[serde(default = "default_trust_roots_name")]
+    pub name: String,
+    /// Key that holds the concatenated PEM certificates.
+    #[serde(default = "default_trust_roots_key")]
+    pub key: String,
+}
+
+impl Default for ConfigMapRef {
+    fn default() -> Self {
+        Self {
+            namespace: default_linkerd_namespace(),
+            name: default_trust_roots_name(),
+            key: default_trust_roots_key(),
+        }
+    }
+}
+
+fn default_linkerd_namespace() -> String {
+    DEFAULT_LINKERD_NAMESPACE.into()
+}
+fn default_trust_roots_name() -> String {
+    DEFAULT_TRUST_ROOTS.into()
+}
+fn default_trust_roots_key() -> String {
+    DEFAULT_TRUST_ROOTS_KEY.into()
+}
+
+/// The Linkerd control plane.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneRef {
+    /// Namespace of the Linkerd control plane.
+    #[serde(default = "default_linkerd_namespace")]
+    pub namespace: String,
+    /// The identity controller's Deployment. It loads the trust bundle at start and
+    /// validates every new issuer against it.
+    #[serde(default = "default_identity_deployment")]
+    pub identity_deployment: String,
+    /// The proxy injector's Deployment. It must be Available before any meshed workload
+    /// restarts, or restarted pods come up without a proxy.
+    #[serde(default = "default_injector_deployment")]
+    pub proxy_injector_deployment: String,
+    /// Every other control-plane Deployment whose proxies read the trust bundle at start.
+    #[serde(default = "default_other_deployments")]
+    pub other_deployments: Vec<String>,
+}
+
+impl Default for ControlPlaneRef {
+    fn default() -> Self {
+        Self {
+            namespace: default_linkerd_namespace(),
+            identity_deployment: default_identity_deployment(),
+            proxy_injector_deployment: default_injector_deployment(),
+            other_deployments: default_other_deployments(),
+        }
+    }
+}
+
+impl ControlPlaneRef {
+    /// Every control-plane Deployment, the proxy injector first.
+    pub fn deployments(&self) -> Vec<String> {
+        let mut all = vec![
+            self.proxy_injector_deployment.clone(),
+            self.identity_deployment.clone(),
+        ];
+        for d in &self.other_deployments {
+            if !all.contains(d) {
+                all.push(d.clone());
+            }
+        }
+        all
+    }
+}
+
+fn default_identity_deployment() -> String {
+    DEFAULT_IDENTITY_DEPLOYMENT.into()
+}
+fn default_injector_deployment() -> String {
+    DEFAULT_INJECTOR_DEPLOYMENT.into()
+}
+fn default_other_deployments() -> Vec<String> {
+    vec![DEFAULT_DESTINATION_DEPLOYMENT.into()]
+}
+
+// === status ===
+
+/// The phases of a rotation, in the order a rotation walks them:
+/// Synced → RefreshingControlPlane → PropagatingTrustRoots → WaitingForIdentityRotation →
+/// RenewingWorkloadCerts → RefreshingControlPlane → RemovingOldTrustRoots → Synced.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// The bundle holds exactly the current trust anchor; nothing to do.
+    Synced,
+    /// Control-plane Deployments are restarting onto a changed bundle.
+    RefreshingControlPlane,
+    /// Waiting for every meshed pod to be restarted with the expanded bundle.
+    PropagatingTrustRoots,
+    /// Waiting for the identity issuer to be re-issued under the new anchor
+    /// (`cmctl renew -n linkerd linkerd-identity-issuer`).
+    WaitingForIdentityRotation,
+    /// Waiting for every meshed pod's workload certificate to come from the new issuer.
+    RenewingWorkloadCerts,
+    /// Waiting for every meshed pod to be restarted with the reduced bundle.
+    RemovingOldTrustRoots,
+}
+
+impl Phase {
+    /// Every phase, in declaration order (used for the `trust_rotation_phase` metric).
+    pub const ALL: [Phase; 6] = [
+        Phase::Synced,
+        Phase::RefreshingControlPlane,
+        Phase::PropagatingTrustRoots,
+        Phase::WaitingForIdentityRotation,
+        Phase::RenewingWorkloadCerts,
+        Phase::RemovingOldTrustRoots,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Synced => "Synced",
+            Phase::RefreshingControlPlane => "RefreshingControlPlane",
+            Phase::PropagatingTrustRoots => "PropagatingTrustRoots",
+            Phase::WaitingForIdentityRotation => "WaitingForIdentityRotation",
+            Phase::RenewingWorkloadCerts => "RenewingWorkloadCerts",
+            Phase::RemovingOldTrustRoots => "RemovingOldTrustRoots",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown phase {s:?}"))
+    }
+}
+
+/// Observed state of the rotation, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustAnchorRotationStatus {
+    /// Current phase of the rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The `.metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Name of the step the operator is executing or waiting in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+    /// One record per step of the current rotation, in workflow order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
+    /// Standard conditions: `Ready` (Synced and nothing to do), `Progressing`, `Blocked`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// What stops the rotation from proceeding and how to fix it; absent when nothing does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking_message: Option<String>,
+    /// Meshed pods (outside the control plane) that carry the current trust bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_bundle: Option<Convergence>,
+    /// Meshed pods whose live workload certificate chains to the active issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_certificates: Option<Convergence>,
+    /// The trust anchor currently in the anchor Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_anchor: Option<CertificateSummary>,
+    /// The anchor kept in the previous-anchor Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_anchor: Option<CertificateSummary>,
+    /// The identity issuer currently in the issuer Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_issuer: Option<CertificateSummary>,
+    /// The accelerated workload-certificate refresh interval currently published to the
+    /// data plane; absent when no override is in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_certificate_refresh_interval: Option<String>,
+    /// The rotation in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationRecord>,
+    /// The most recent finished rotations, newest first (at most five).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RotationRecord>,
+}
+
+/// Progress of one step of the workflow.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// Stable name of the step in the workflow (unique within it).
+    pub name: String,
+    /// The phase the rotation reports while this step runs.
+    pub phase: Phase,
+    /// Where the step stands.
+    pub state: StepState,
+    /// How many times the step has been executed.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the step first started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the step finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// The latest thing the step had to say (what it waits for, or why it is blocked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a step stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StepState {
+    /// Not started yet.
+    Pending,
+    /// Started and waiting for the cluster to converge.
+    Waiting,
+    /// Cannot proceed until a human fixes what `message` says.
+    Blocked,
+    /// Finished; never executed again within this rotation.
+    Done,
+}
+
+/// Convergence counts of meshed pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Convergence {
+    /// Pods that have converged.
+    pub converged: u32,
+    /// Pods that must converge.
+    pub target: u32,
+    /// `converged/target`, for `kubectl get`.
+    pub summary: String,
+    /// Up to ten pods (`namespace/name`) that have not converged yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconverged: Vec<String>,
+    /// When these counts were observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
+}
+
+impl Convergence {
+    /// Counts with a consistent summary and at most ten named stragglers.
+    pub fn new(converged: u32, target: u32, mut unconverged: Vec<String>, at: Option<Time>) -> Self {
+        unconverged.truncate(10);
+        Self {
+            converged,
+            target,
+            summary: format!("{converged}/{target}"),
+            unconverged,
+            observed_at: at,
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.converged == self.target
+    }
+}
+
+/// Identity of one certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSummary {
+    /// Lowercase hex SHA-256 of the certificate's DER, no colons.
+    pub fingerprint: String,
+    /// The certificate's subject, for people (never used to identify it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// When the certificate expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+}
+
+/// One rotation, in progress or finished.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationRecord {
+    /// Unique id of the rotation (also the trace id of its trace, when tracing is on).
+    pub id: String,
+    /// What started it, e.g. `trust anchor renewed (fingerprint 3f2a…)`.
+    pub trigger: String,
+    /// Fingerprint of the anchor being replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_anchor: Option<String>,
+    /// Fingerprint of the new anchor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_anchor: Option<String>,
+    /// When the rotation started.
+    pub started_at: Time,
+    /// When it finished (history entries only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// W3C `traceparent` of the rotation's root span, so every step of one rotation lands
+    /// in one trace, across operator restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
+}
+
+// === validation ===
+
+/// Parses a duration in the proxy's grammar (`5m`, `300s`, `1500ms`, `2h`, `1d`, or bare
+/// seconds). Anything else is an error naming the accepted forms.
+pub fn parse_proxy_duration(value: &str) -> Result<Duration, String> {
+    let s = value.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let invalid = || {
+        format!(
+            "{value:?} is not a proxy duration: use digits followed by one unit of ms, s, m, h \
+             or d (for example 5m or 300s); compound values like 1h30m make the proxy exit"
+        )
+    };
+    if digits.is_empty() {
+        return Err(invalid());
+    }
+    let n: u64 = digits.parse().map_err(|_| invalid())?;
+    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs).ok_or_else(invalid);
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => Err(invalid()),
+    }
+}
+
+impl TrustAnchorRotationSpec {
+    /// Checks what the schema cannot fully express. Returns a message for the user.
+    pub fn validate(&self) -> Result<(), String> {
+        parse_proxy_duration(&self.workload_certificate_refresh_interval)
+            .map(|_| ())
+            .map_err(|e| format!("spec.workloadCertificateRefreshInterval: {e}"))
+    }
+}
+
+/// The CRD as YAML, exactly as `crdgen` prints it and as committed in the repository.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = TrustAnchorRotation::crd();
+    let body = serde_yaml::to_string(&crd).expect("a CRD always serializes");
+    format!("# Generated by `cargo run -p trust-rotation-crds --bin crdgen`. Do not edit.\n---\n{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_durations() {
+        assert_eq!(parse_proxy_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_proxy_duration("300s"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_proxy_duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_proxy_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_proxy_duration("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in ["1h30m", "", "m", "5 m", "-5m", "5M", "5min", "99999999999999999999s"] {
+            assert!(parse_proxy_duration(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn schema_pattern_matches_parser() {
+        let re = regex::Regex::new(PROXY_DURATION_PATTERN).unwrap();
+        for v in ["5m", "300s", "300", "1500ms", "1d", "1h30m", "5min", "", "m"] {
+            assert_eq!(re.is_match(v), parse_proxy_duration(v).is_ok(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn empty_spec_gets_the_guides_defaults() {
+        let spec: TrustAnchorRotationSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(spec, TrustAnchorRotationSpec::default());
+        assert_eq!(spec.trust_anchor.namespace, "cert-manager");
+        assert_eq!(spec.trust_anchor.secret, "linkerd-trust-anchor");
+        assert_eq!(spec.identity_issuer.namespace, "linkerd");
+        assert_eq!(spec.trust_roots.key, "ca-bundle.crt");
+        assert_eq!(spec.workload_certificate_refresh_interval, "5m");
+        assert_eq!(
+            spec.control_plane.deployments(),
+            ["linkerd-proxy-injector", "linkerd-identity", "linkerd-destination"]
+        );
+    }
+
+    #[test]
+    fn phases_serialize_with_the_guides_names() {
+        for p in Phase::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+            assert_eq!(p.as_str().parse::<Phase>(), Ok(p));
+        }
+    }
+
+    #[test]
+    fn committed_crd_is_fresh() {
+        let committed = include_str!("../trust.linkerd.io_trustanchorrotations.yaml");
+        assert!(
+            committed == crd_yaml(),
+            "crds/trust.linkerd.io_trustanchorrotations.yaml is stale: run `make generate`"
+        );
+    }
+}

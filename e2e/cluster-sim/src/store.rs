@@ -1,0 +1,467 @@
+//! The simulator's object store: every object as JSON, one global resourceVersion counter,
+//! a bounded event history for watch resume, and mutating admission hooks on create.
+//!
+//! This is the contract between the HTTP API server (`api/`) and the simulated cluster
+//! components (`mesh/`): both read and write objects only through [`Store`]. Controllers
+//! use the same semantics a client gets over HTTP (resourceVersion, generation, status
+//! subresource), but skip serialization.
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// How many events the store keeps for watches that resume from an older resourceVersion.
+/// Older versions answer `410 Gone`.
+pub const DEFAULT_HISTORY: usize = 100_000;
+
+/// A resource type: `(group, plural)` identifies it; `version`, `kind` and scope describe it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    /// API group, "" for core.
+    pub group: String,
+    /// Plural resource name, e.g. "pods".
+    pub plural: String,
+}
+
+impl ResourceKey {
+    pub fn new(group: &str, plural: &str) -> Self {
+        Self {
+            group: group.to_string(),
+            plural: plural.to_string(),
+        }
+    }
+}
+
+/// Description of a served resource type.
+#[derive(Clone, Debug)]
+pub struct ResourceType {
+    pub key: ResourceKey,
+    /// Served version (one per type in this simulator).
+    pub version: String,
+    pub kind: String,
+    pub list_kind: String,
+    pub singular: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    /// Whether a `status` subresource exists (status writes go only through it).
+    pub status_subresource: bool,
+    pub categories: Vec<String>,
+    /// Printer columns from a CRD (`additionalPrinterColumns`), if any.
+    pub printer_columns: Vec<Value>,
+    pub verbs: Vec<String>,
+}
+
+impl ResourceType {
+    pub fn api_version(&self) -> String {
+        if self.key.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.key.group, self.version)
+        }
+    }
+}
+
+/// A store error, mapped to a Kubernetes `Status` by the API layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: String, name: String },
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: String, name: String },
+    #[error("Operation cannot be fulfilled on {plural} {name:?}: the object has been modified; please apply your changes to the latest version and try again")]
+    Conflict { plural: String, name: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the server could not find the requested resource")]
+    UnknownResource,
+    #[error("too old resource version: {requested} ({oldest})")]
+    Gone { requested: u64, oldest: u64 },
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// A watch event as the API serves it.
+#[derive(Clone, Debug)]
+pub struct WatchEvent {
+    /// "ADDED", "MODIFIED" or "DELETED".
+    pub kind: &'static str,
+    pub key: ResourceKey,
+    pub namespace: Option<String>,
+    pub resource_version: u64,
+    pub object: Arc<Value>,
+}
+
+/// Mutating admission on create (the proxy injector is one). Called with the store unlocked
+/// is not guaranteed: a hook must not call back into the store's write methods.
+pub trait AdmissionHook: Send + Sync {
+    fn on_create(&self, store: &Store, key: &ResourceKey, obj: &mut Value) -> Result<(), StoreError>;
+}
+
+type ObjKey = (Option<String>, String);
+
+#[derive(Default)]
+struct Inner {
+    types: BTreeMap<ResourceKey, ResourceType>,
+    objects: HashMap<ResourceKey, BTreeMap<ObjKey, Arc<Value>>>,
+    rv: u64,
+    history: VecDeque<WatchEvent>,
+    history_limit: usize,
+    uid_counter: u64,
+}
+
+/// The object store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Mutex<Inner>>,
+    events: broadcast::Sender<WatchEvent>,
+    hooks: Arc<Mutex<Vec<Arc<dyn AdmissionHook>>>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn meta(obj: &Value) -> (Option<String>, Option<String>) {
+    let m = &obj["metadata"];
+    (
+        m["namespace"].as_str().map(str::to_string),
+        m["name"].as_str().map(str::to_string),
+    )
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(65_536);
+        let inner = Inner {
+            history_limit: DEFAULT_HISTORY,
+            rv: 1,
+            ..Default::default()
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            events,
+            hooks: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // === types ===
+
+    pub fn register_type(&self, t: ResourceType) {
+        let mut inner = self.lock();
+        inner.objects.entry(t.key.clone()).or_default();
+        inner.types.insert(t.key.clone(), t);
+    }
+
+    pub fn unregister_type(&self, key: &ResourceKey) {
+        let mut inner = self.lock();
+        inner.types.remove(key);
+        inner.objects.remove(key);
+    }
+
+    pub fn resource_type(&self, key: &ResourceKey) -> Option<ResourceType> {
+        self.lock().types.get(key).cloned()
+    }
+
+    pub fn resource_types(&self) -> Vec<ResourceType> {
+        self.lock().types.values().cloned().collect()
+    }
+
+    /// Finds a type by group and kind (e.g. for `kubectl apply`, which knows the kind).
+    pub fn type_for_kind(&self, group: &str, kind: &str) -> Option<ResourceType> {
+        self.lock()
+            .types
+            .values()
+            .find(|t| t.key.group == group && t.kind == kind)
+            .cloned()
+    }
+
+    pub fn add_admission_hook(&self, hook: Arc<dyn AdmissionHook>) {
+        self.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
+    }
+
+    /// The current resourceVersion of the whole store.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    // === reads ===
+
+    pub fn get(&self, key: &ResourceKey, ns: Option<&str>, name: &str) -> Option<Arc<Value>> {
+        let inner = self.lock();
+        inner
+            .objects
+            .get(key)?
+            .get(&(ns.map(str::to_string), name.to_string()))
+            .cloned()
+    }
+
+    /// All objects of a type (in one namespace, or all when `ns` is None), sorted by
+    /// namespace and name, with the store's resourceVersion at the time of the list.
+    pub fn list(&self, key: &ResourceKey, ns: Option<&str>) -> (Vec<Arc<Value>>, u64) {
+        let inner = self.lock();
+        let items = match inner.objects.get(key) {
+            Some(objs) => objs
+                .iter()
+                .filter(|((ons, _), _)| ns.is_none() || ons.as_deref() == ns)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        (items, inner.rv)
+    }
+
+    pub fn count(&self, key: &ResourceKey) -> usize {
+        self.lock().objects.get(key).map_or(0, |m| m.len())
+    }
+
+    // === writes ===
+
+    /// Creates an object: fills uid, creationTimestamp, resourceVersion, generation (1),
+    /// resolves `generateName`, runs admission hooks.
+    pub fn create(&self, key: &ResourceKey, mut obj: Value) -> Result<Arc<Value>, StoreError> {
+        let hooks: Vec<_> = self.hooks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for h in &hooks {
+            h.on_create(self, key, &mut obj)?;
+        }
+        let mut inner = self.lock();
+        let t = inner.types.get(key).cloned().ok_or(StoreError::UnknownResource)?;
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        if obj["metadata"]["name"].as_str().unwrap_or("").is_empty() {
+            if let Some(prefix) = obj["metadata"]["generateName"].as_str().map(str::to_string) {
+                inner.uid_counter += 1;
+                let suffix = random_suffix(inner.uid_counter);
+                obj["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
+            }
+        }
+        let (ns, name) = meta(&obj);
+        let name = name.filter(|n| !n.is_empty()).ok_or_else(|| {
+            StoreError::Invalid(format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", t.kind))
+        })?;
+        let ns = if t.namespaced { ns } else { None };
+        let k = (ns.clone(), name.clone());
+        let objs = inner.objects.entry(key.clone()).or_default();
+        if objs.contains_key(&k) {
+            return Err(StoreError::AlreadyExists {
+                kind: t.plural_or_kind(),
+                name,
+            });
+        }
+        inner.uid_counter += 1;
+        inner.rv += 1;
+        let rv = inner.rv;
+        let uid = uuid_like(inner.uid_counter);
+        let m = &mut obj["metadata"];
+        m["uid"] = json!(uid);
+        m["resourceVersion"] = json!(rv.to_string());
+        m["creationTimestamp"] = json!(now_rfc3339());
+        m["generation"] = json!(1);
+        if !t.namespaced {
+            if let Some(m) = m.as_object_mut() {
+                m.remove("namespace");
+            }
+        }
+        obj["apiVersion"] = json!(t.api_version());
+        obj["kind"] = json!(t.kind);
+        let obj = Arc::new(obj);
+        inner.objects.entry(key.clone()).or_default().insert(k, obj.clone());
+        self.record(&mut inner, "ADDED", key, ns, rv, obj.clone());
+        Ok(obj)
+    }
+
+    /// Atomically reads, changes and writes one object. `f` gets the current object and may
+    /// change anything but identity fields; a no-op change keeps the resourceVersion.
+    /// `generation` moves when `spec` (or anything outside metadata/status) changed.
+    pub fn mutate<F>(&self, key: &ResourceKey, ns: Option<&str>, name: &str, f: F) -> Result<Arc<Value>, StoreError>
+    where
+        F: FnOnce(&mut Value) -> Result<(), StoreError>,
+    {
+        let mut inner = self.lock();
+        let t = inner.types.get(key).cloned().ok_or(StoreError::UnknownResource)?;
+        let k = (ns.map(str::to_string).filter(|_| t.namespaced), name.to_string());
+        let current = inner
+            .objects
+            .get(key)
+            .and_then(|m| m.get(&k))
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                kind: t.plural_or_kind(),
+                name: name.to_string(),
+            })?;
+        let mut next = (*current).clone();
+        f(&mut next)?;
+        // Identity is not the caller's to change.
+        for field in ["uid", "creationTimestamp", "name", "namespace"] {
+            next["metadata"][field] = current["metadata"][field].clone();
+        }
+        if let Some(m) = next["metadata"].as_object_mut() {
+            m.retain(|_, v| !v.is_null());
+        }
+        next["apiVersion"] = current["apiVersion"].clone();
+        next["kind"] = current["kind"].clone();
+        next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        next["metadata"]["generation"] = current["metadata"]["generation"].clone();
+        if next == *current {
+            return Ok(current);
+        }
+        if spec_changed(&current, &next) {
+            let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
+            next["metadata"]["generation"] = json!(g + 1);
+        }
+        // A deleting object whose finalizers are gone disappears.
+        let finalizers_empty = next["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|a| a.is_empty());
+        inner.rv += 1;
+        let rv = inner.rv;
+        next["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let next = Arc::new(next);
+        if next["metadata"]["deletionTimestamp"].is_string() && finalizers_empty {
+            inner.objects.get_mut(key).map(|m| m.remove(&k));
+            self.record(&mut inner, "DELETED", key, k.0.clone(), rv, next.clone());
+        } else {
+            inner.objects.get_mut(key).map(|m| m.insert(k.clone(), next.clone()));
+            self.record(&mut inner, "MODIFIED", key, k.0.clone(), rv, next.clone());
+        }
+        Ok(next)
+    }
+
+    /// Deletes an object. With finalizers it only gets a deletionTimestamp.
+    pub fn delete(&self, key: &ResourceKey, ns: Option<&str>, name: &str) -> Result<Arc<Value>, StoreError> {
+        let mut inner = self.lock();
+        let t = inner.types.get(key).cloned().ok_or(StoreError::UnknownResource)?;
+        let k = (ns.map(str::to_string).filter(|_| t.namespaced), name.to_string());
+        let current = inner
+            .objects
+            .get(key)
+            .and_then(|m| m.get(&k))
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                kind: t.plural_or_kind(),
+                name: name.to_string(),
+            })?;
+        inner.rv += 1;
+        let rv = inner.rv;
+        let has_finalizers = current["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        let mut next = (*current).clone();
+        next["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if has_finalizers {
+            if next["metadata"]["deletionTimestamp"].is_null() {
+                next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            }
+            let next = Arc::new(next);
+            inner.objects.get_mut(key).map(|m| m.insert(k.clone(), next.clone()));
+            self.record(&mut inner, "MODIFIED", key, k.0.clone(), rv, next.clone());
+            return Ok(next);
+        }
+        inner.objects.get_mut(key).map(|m| m.remove(&k));
+        let next = Arc::new(next);
+        self.record(&mut inner, "DELETED", key, k.0.clone(), rv, next.clone());
+        Ok(next)
+    }
+
+    // === watch ===
+
+    /// Subscribes to events. Events with resourceVersion greater than `since` that are still
+    /// in the history are returned first (for resume); a `since` older than the history is
+    /// `Gone`. Filtering by type and namespace is the caller's.
+    pub fn watch(&self, since: Option<u64>) -> Result<(Vec<WatchEvent>, broadcast::Receiver<WatchEvent>), StoreError> {
+        let inner = self.lock();
+        let rx = self.events.subscribe();
+        let mut backlog = Vec::new();
+        if let Some(since) = since {
+            let oldest = inner.history.front().map_or(inner.rv, |e| e.resource_version);
+            if since + 1 < oldest && since < inner.rv {
+                return Err(StoreError::Gone { requested: since, oldest });
+            }
+            backlog.extend(inner.history.iter().filter(|e| e.resource_version > since).cloned());
+        }
+        Ok((backlog, rx))
+    }
+
+    /// Drops history up to and including `rv` (tests use it to force `410 Gone`).
+    pub fn compact(&self, rv: u64) {
+        let mut inner = self.lock();
+        while inner.history.front().is_some_and(|e| e.resource_version <= rv) {
+            inner.history.pop_front();
+        }
+    }
+
+    fn record(&self, inner: &mut Inner, kind: &'static str, key: &ResourceKey, ns: Option<String>, rv: u64, object: Arc<Value>) {
+        let ev = WatchEvent {
+            kind,
+            key: key.clone(),
+            namespace: ns,
+            resource_version: rv,
+            object,
+        };
+        inner.history.push_back(ev.clone());
+        while inner.history.len() > inner.history_limit {
+            inner.history.pop_front();
+        }
+        let _ = self.events.send(ev);
+    }
+}
+
+impl ResourceType {
+    fn plural_or_kind(&self) -> String {
+        if self.key.group.is_empty() {
+            self.plural_name()
+        } else {
+            format!("{}.{}", self.key.plural, self.key.group)
+        }
+    }
+    fn plural_name(&self) -> String {
+        self.key.plural.clone()
+    }
+}
+
+fn spec_changed(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("metadata");
+            o.remove("status");
+        }
+        v
+    };
+    strip(a) != strip(b)
+}
+
+fn uuid_like(n: u64) -> String {
+    let r: u64 = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        (r >> 32) as u32,
+        (r >> 16) as u16,
+        n & 0xfff,
+        (n >> 12) & 0xfff,
+        (r ^ n) & 0xffff_ffff_ffff
+    )
+}
+
+fn random_suffix(seed: u64) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut x: u64 = rand::random::<u64>() ^ seed;
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
+            x /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}

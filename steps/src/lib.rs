@@ -1,0 +1,8 @@
+//! The domain of a Linkerd trust-anchor rotation: the PKI and bundle core, observation of the
+//! cluster, the one implementation of "what has converged" (shared by the operator and the
+//! CLI), the `Step` trait, the runner, and the rotation's steps.
+
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod pki;

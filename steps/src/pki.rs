@@ -1,0 +1,569 @@
+//! X.509 certificates as a rotation sees them: parsed from PEM, identified by the SHA-256 of
+//! their DER, and related to each other only by signature verification (never by comparing
+//! subject names: cert-manager keeps the same CN across rotations).
+
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use trust_rotation_crds::CertificateSummary;
+use x509_parser::prelude::*;
+
+/// What went wrong reading certificates.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PkiError {
+    #[error("no PEM certificate found (expected one or more -----BEGIN CERTIFICATE----- blocks)")]
+    Empty,
+    #[error(
+        "PEM block {index} is a {label:?}, not a CERTIFICATE: a trust bundle must hold \
+         certificates only (never private keys)"
+    )]
+    NotACertificate { index: usize, label: String },
+    #[error("unexpected text {found:?} outside PEM blocks at line {line}")]
+    Garbage { line: usize, found: String },
+    #[error("PEM block {index} is malformed: {reason}")]
+    MalformedPem { index: usize, reason: String },
+    #[error("PEM block {index} is not a valid X.509 certificate: {reason}")]
+    InvalidCertificate { index: usize, reason: String },
+}
+
+/// A certificate's public-key algorithm, as far as Linkerd cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    EcdsaP256,
+    EcdsaP384,
+    Ecdsa(String),
+    Rsa(usize),
+    Ed25519,
+    Other(String),
+}
+
+impl KeyAlgorithm {
+    /// Linkerd's identity issuer must be ECDSA P-256.
+    pub fn is_ecdsa_p256(&self) -> bool {
+        matches!(self, KeyAlgorithm::EcdsaP256)
+    }
+
+    /// Algorithms Linkerd accepts for trust anchors (ECDSA P-256/P-384 and RSA ≥ 2048).
+    pub fn is_supported_for_anchor(&self) -> bool {
+        match self {
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => true,
+            KeyAlgorithm::Rsa(bits) => *bits >= 2048,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyAlgorithm::EcdsaP256 => f.write_str("ECDSA P-256"),
+            KeyAlgorithm::EcdsaP384 => f.write_str("ECDSA P-384"),
+            KeyAlgorithm::Ecdsa(curve) => write!(f, "ECDSA {curve}"),
+            KeyAlgorithm::Rsa(bits) => write!(f, "RSA {bits}"),
+            KeyAlgorithm::Ed25519 => f.write_str("Ed25519"),
+            KeyAlgorithm::Other(oid) => write!(f, "unknown ({oid})"),
+        }
+    }
+}
+
+/// One parsed certificate. Cheap to clone; equality is DER equality.
+#[derive(Clone)]
+pub struct Certificate {
+    der: Vec<u8>,
+    fingerprint: String,
+    subject: String,
+    issuer: String,
+    serial: String,
+    not_before: Timestamp,
+    not_after: Timestamp,
+    key_algorithm: KeyAlgorithm,
+    is_ca: bool,
+    subject_key_id: Option<Vec<u8>>,
+    authority_key_id: Option<Vec<u8>>,
+}
+
+impl PartialEq for Certificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.der == other.der
+    }
+}
+impl Eq for Certificate {}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate")
+            .field("subject", &self.subject)
+            .field("fingerprint", &self.fingerprint)
+            .field("not_after", &self.not_after)
+            .finish()
+    }
+}
+
+/// Lowercase hex SHA-256 of DER bytes, no colons (`openssl x509 -fingerprint -sha256`,
+/// lowercased, colons removed).
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// The first 12 hex digits of a fingerprint, for people.
+pub fn short_fingerprint(fp: &str) -> &str {
+    fp.get(..12).unwrap_or(fp)
+}
+
+impl Certificate {
+    /// Parses one DER certificate. `index` is only used in the error.
+    pub fn from_der(der: Vec<u8>) -> Result<Self, PkiError> {
+        Self::from_der_at(der, 0)
+    }
+
+    fn from_der_at(der: Vec<u8>, index: usize) -> Result<Self, PkiError> {
+        let invalid = |reason: String| PkiError::InvalidCertificate { index, reason };
+        let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| invalid(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(invalid(format!("{} trailing bytes after the certificate", rest.len())));
+        }
+        let ts = |t: ASN1Time| {
+            Timestamp::from_second(t.timestamp()).map_err(|e| invalid(format!("validity: {e}")))
+        };
+        let not_before = ts(cert.validity().not_before)?;
+        let not_after = ts(cert.validity().not_after)?;
+        let key_algorithm = key_algorithm(cert.public_key());
+        let is_ca = cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .map(|bc| bc.value.ca)
+            .unwrap_or(false);
+        let subject_key_id = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        });
+        let authority_key_id = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        });
+        Ok(Self {
+            fingerprint: fingerprint(&der),
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            serial: cert.raw_serial_as_string(),
+            not_before,
+            not_after,
+            key_algorithm,
+            is_ca,
+            subject_key_id,
+            authority_key_id,
+            der,
+        })
+    }
+
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+    pub fn issuer_name(&self) -> &str {
+        &self.issuer
+    }
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+    pub fn not_before(&self) -> Timestamp {
+        self.not_before
+    }
+    pub fn not_after(&self) -> Timestamp {
+        self.not_after
+    }
+    pub fn key_algorithm(&self) -> &KeyAlgorithm {
+        &self.key_algorithm
+    }
+    pub fn is_ca(&self) -> bool {
+        self.is_ca
+    }
+    pub fn subject_key_id(&self) -> Option<&[u8]> {
+        self.subject_key_id.as_deref()
+    }
+    pub fn authority_key_id(&self) -> Option<&[u8]> {
+        self.authority_key_id.as_deref()
+    }
+
+    /// Whether `at` lies within the validity period.
+    pub fn valid_at(&self, at: Timestamp) -> bool {
+        self.not_before <= at && at <= self.not_after
+    }
+
+    /// The certificate as one PEM block, ending in a newline.
+    pub fn to_pem(&self) -> String {
+        let block = ::pem::Pem::new("CERTIFICATE", self.der.clone());
+        ::pem::encode_config(&block, ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF))
+    }
+
+    /// Whether `issuer`'s public key verifies this certificate's signature.
+    pub fn is_signed_by(&self, issuer: &Certificate) -> bool {
+        let (Ok((_, me)), Ok((_, them))) = (
+            X509Certificate::from_der(&self.der),
+            X509Certificate::from_der(&issuer.der),
+        ) else {
+            return false;
+        };
+        me.verify_signature(Some(them.public_key())).is_ok()
+    }
+
+    /// The summary recorded in the TrustAnchorRotation status.
+    pub fn summary(&self) -> CertificateSummary {
+        CertificateSummary {
+            fingerprint: self.fingerprint.clone(),
+            subject: Some(self.subject.clone()),
+            not_after: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(self.not_after)),
+        }
+    }
+}
+
+fn key_algorithm(spki: &SubjectPublicKeyInfo<'_>) -> KeyAlgorithm {
+    match spki.parsed() {
+        Ok(x509_parser::public_key::PublicKey::EC(_)) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|oid| oid.to_id_string())
+                .unwrap_or_default();
+            match curve.as_str() {
+                "1.2.840.10045.3.1.7" => KeyAlgorithm::EcdsaP256,
+                "1.3.132.0.34" => KeyAlgorithm::EcdsaP384,
+                other => KeyAlgorithm::Ecdsa(other.to_string()),
+            }
+        }
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => KeyAlgorithm::Rsa(rsa.key_size()),
+        _ => {
+            let oid = spki.algorithm.algorithm.to_id_string();
+            if oid == "1.3.101.112" {
+                KeyAlgorithm::Ed25519
+            } else {
+                KeyAlgorithm::Other(oid)
+            }
+        }
+    }
+}
+
+const BEGIN: &str = "-----BEGIN ";
+const END: &str = "-----END ";
+const DASHES: &str = "-----";
+
+/// Parses concatenated PEM certificates. Whitespace between blocks is tolerated; any other
+/// text, a block that is not a `CERTIFICATE`, or a block that does not decode is an error
+/// that names what was found. An input with no certificate is [`PkiError::Empty`].
+pub fn parse_pem_certificates(text: &str) -> Result<Vec<Certificate>, PkiError> {
+    let mut certs = Vec::new();
+    let mut rest = text;
+    let mut consumed_lines = 0usize;
+    let mut index = 0usize;
+    loop {
+        let Some(start) = rest.find(BEGIN) else {
+            check_blank(rest, consumed_lines)?;
+            break;
+        };
+        check_blank(&rest[..start], consumed_lines)?;
+        consumed_lines += rest[..start].matches('\n').count();
+        let header = &rest[start + BEGIN.len()..];
+        let Some(label_end) = header.find(DASHES) else {
+            return Err(PkiError::MalformedPem {
+                index,
+                reason: "unterminated BEGIN line".into(),
+            });
+        };
+        let label = header[..label_end].to_string();
+        let end_marker = format!("{END}{label}{DASHES}");
+        let Some(end) = rest[start..].find(&end_marker) else {
+            return Err(PkiError::MalformedPem {
+                index,
+                reason: format!("no matching \"{end_marker}\" line"),
+            });
+        };
+        let block_end = start + end + end_marker.len();
+        let block = &rest[start..block_end];
+        if label != "CERTIFICATE" {
+            return Err(PkiError::NotACertificate { index, label });
+        }
+        let parsed = ::pem::parse(block).map_err(|e| PkiError::MalformedPem {
+            index,
+            reason: e.to_string(),
+        })?;
+        certs.push(Certificate::from_der_at(parsed.into_contents(), index)?);
+        consumed_lines += block.matches('\n').count();
+        rest = &rest[block_end..];
+        index += 1;
+    }
+    if certs.is_empty() {
+        return Err(PkiError::Empty);
+    }
+    Ok(certs)
+}
+
+/// Parses PEM that must hold at least one certificate and returns the first (a leaf or an
+/// issuer's `tls.crt`, whose following certificates are its chain).
+pub fn parse_pem_certificate(text: &str) -> Result<Certificate, PkiError> {
+    parse_pem_certificates(text).map(|mut certs| certs.swap_remove(0))
+}
+
+fn check_blank(between: &str, line_offset: usize) -> Result<(), PkiError> {
+    for (i, line) in between.lines().enumerate() {
+        let t = line.trim();
+        if !t.is_empty() {
+            let found: String = t.chars().take(40).collect();
+            return Err(PkiError::Garbage {
+                line: line_offset + i + 1,
+                found,
+            });
+        }
+    }
+    Ok(())
+}
+
+// === chains ===
+
+/// Why a chain does not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChainError {
+    #[error("the chain is empty")]
+    Empty,
+    #[error("certificate {index} ({subject}) is not signed by the next certificate in the chain")]
+    Broken { index: usize, subject: String },
+    #[error("the chain does not lead to any of the {roots} trusted root(s)")]
+    UntrustedRoot { roots: usize },
+    #[error("certificate {subject} is not valid at {at} (valid {not_before} to {not_after})")]
+    NotValid {
+        subject: String,
+        at: Timestamp,
+        not_before: Timestamp,
+        not_after: Timestamp,
+    },
+}
+
+/// Verifies `chain` (leaf first, then intermediates) against `roots` by signatures, and
+/// returns the root that anchors it. A chain whose last element is itself one of the roots
+/// is accepted. When `at` is given, every certificate of the path must be valid then.
+pub fn verify_chain<'r>(
+    chain: &[Certificate],
+    roots: &'r [Certificate],
+    at: Option<Timestamp>,
+) -> Result<&'r Certificate, ChainError> {
+    let leaf = chain.first().ok_or(ChainError::Empty)?;
+    let check_time = |c: &Certificate| match at {
+        Some(t) if !c.valid_at(t) => Err(ChainError::NotValid {
+            subject: c.subject.clone(),
+            at: t,
+            not_before: c.not_before,
+            not_after: c.not_after,
+        }),
+        _ => Ok(()),
+    };
+    // Walk up the presented chain as far as it links, trying the roots at every level, so
+    // that a chain carrying its own root (or extra certificates) still verifies.
+    for (i, cert) in chain.iter().enumerate() {
+        check_time(cert)?;
+        if let Some(root) = roots.iter().find(|r| *r == cert || cert.is_signed_by(r)) {
+            check_time(root)?;
+            return Ok(root);
+        }
+        match chain.get(i + 1) {
+            Some(next) if cert.is_signed_by(next) => continue,
+            Some(_) => {
+                return Err(ChainError::Broken {
+                    index: i,
+                    subject: cert.subject.clone(),
+                })
+            }
+            None => break,
+        }
+    }
+    let _ = leaf;
+    Err(ChainError::UntrustedRoot { roots: roots.len() })
+}
+
+/// Which of `roots` anchor `chain` (by signatures, ignoring validity periods).
+pub fn anchoring_roots<'r>(chain: &[Certificate], roots: &'r [Certificate]) -> Vec<&'r Certificate> {
+    roots
+        .iter()
+        .filter(|r| verify_chain(chain, std::slice::from_ref(*r), None).is_ok())
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Certificates for tests, made with rcgen.
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256};
+
+    pub struct Ca {
+        pub cert: rcgen::Certificate,
+        pub key: KeyPair,
+    }
+
+    impl Ca {
+        pub fn parsed(&self) -> Certificate {
+            Certificate::from_der(self.cert.der().to_vec()).unwrap()
+        }
+        pub fn pem(&self) -> String {
+            self.cert.pem()
+        }
+    }
+
+    fn params(cn: &str, ca: bool) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        if ca {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        p
+    }
+
+    pub fn root(cn: &str) -> Ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params(cn, true).self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    pub fn issued(cn: &str, by: &Ca, ca: bool) -> Ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let issuer_params = params(by_cn(by), true);
+        let issuer = rcgen::Issuer::from_params(&issuer_params, &by.key);
+        let cert = params(cn, ca).signed_by(&key, &issuer).unwrap();
+        Ca { cert, key }
+    }
+
+    fn by_cn(_by: &Ca) -> &'static str {
+        // Issuer DN is irrelevant to signature checks; same CN on purpose.
+        "root.linkerd.cluster.local"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn parses_and_fingerprints() {
+        let r = root("root.linkerd.cluster.local");
+        let certs = parse_pem_certificates(&r.pem()).unwrap();
+        assert_eq!(certs.len(), 1);
+        assert_eq!(certs[0].fingerprint(), fingerprint(r.cert.der()));
+        assert_eq!(certs[0].fingerprint().len(), 64);
+        assert!(certs[0].is_ca());
+        assert!(certs[0].key_algorithm().is_ecdsa_p256());
+        assert!(certs[0].subject().contains("root.linkerd.cluster.local"));
+        // Round trip through our own PEM writer.
+        assert_eq!(parse_pem_certificate(&certs[0].to_pem()).unwrap(), certs[0]);
+    }
+
+    #[test]
+    fn tolerates_whitespace_and_crlf() {
+        let a = root("a");
+        let b = root("b");
+        let text = format!("\n\n  {}\r\n\t\n{}\n\n", a.pem().replace('\n', "\r\n"), b.pem());
+        let certs = parse_pem_certificates(&text).unwrap();
+        assert_eq!(certs.len(), 2);
+    }
+
+    #[test]
+    fn refuses_private_keys_and_names_them() {
+        let a = root("a");
+        let text = format!("{}{}", a.pem(), a.key.serialize_pem());
+        let err = parse_pem_certificates(&text).unwrap_err();
+        assert_eq!(
+            err,
+            PkiError::NotACertificate {
+                index: 1,
+                label: "PRIVATE KEY".into()
+            }
+        );
+        assert!(err.to_string().contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn refuses_garbage_with_its_line() {
+        let a = root("a");
+        let text = format!("{}hello world\n", a.pem());
+        match parse_pem_certificates(&text).unwrap_err() {
+            PkiError::Garbage { found, line } => {
+                assert_eq!(found, "hello world");
+                assert_eq!(line, a.pem().lines().count() + 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(parse_pem_certificates("").unwrap_err(), PkiError::Empty);
+        assert_eq!(parse_pem_certificates(" \n\t").unwrap_err(), PkiError::Empty);
+        assert!(matches!(
+            parse_pem_certificates("-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap_err(),
+            PkiError::MalformedPem { .. }
+        ));
+        assert!(matches!(
+            parse_pem_certificates("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .unwrap_err(),
+            PkiError::InvalidCertificate { .. }
+        ));
+        assert!(matches!(
+            parse_pem_certificates("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+                .unwrap_err(),
+            PkiError::MalformedPem { .. }
+        ));
+    }
+
+    #[test]
+    fn chains_verify_by_signature_not_by_name() {
+        // Two roots with the same subject, as cert-manager produces across rotations.
+        let old = root("root.linkerd.cluster.local");
+        let new = root("root.linkerd.cluster.local");
+        let issuer = issued("identity.linkerd.cluster.local", &new, true);
+        let leaf = issued("web.emojivoto.serviceaccount.identity.linkerd.cluster.local", &issuer, false);
+        let roots_old = [old.parsed()];
+        let roots_both = [old.parsed(), new.parsed()];
+        let chain = [leaf.parsed(), issuer.parsed()];
+
+        assert!(issuer.parsed().is_signed_by(&new.parsed()));
+        assert!(!issuer.parsed().is_signed_by(&old.parsed()));
+        assert_eq!(
+            verify_chain(&chain, &roots_old, None),
+            Err(ChainError::UntrustedRoot { roots: 1 })
+        );
+        assert_eq!(verify_chain(&chain, &roots_both, None), Ok(&roots_both[1]));
+        assert_eq!(anchoring_roots(&chain, &roots_both), vec![&roots_both[1]]);
+        // The leaf alone does not reach a root; the issuer alone does.
+        assert!(verify_chain(&chain[..1], &roots_both, None).is_err());
+        assert!(verify_chain(&chain[1..], &roots_both, None).is_ok());
+        // A chain that carries its root verifies too.
+        let with_root = [leaf.parsed(), issuer.parsed(), new.parsed()];
+        assert_eq!(verify_chain(&with_root, &roots_both, None), Ok(&roots_both[1]));
+        // Broken links are named.
+        let broken = [leaf.parsed(), old.parsed()];
+        assert!(matches!(
+            verify_chain(&broken, &roots_both, None),
+            Err(ChainError::Broken { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn validity_is_checked_when_asked() {
+        let r = root("r");
+        let c = r.parsed();
+        let far = Timestamp::from_second(c.not_after().as_second() + 1).unwrap();
+        assert!(verify_chain(std::slice::from_ref(&c), std::slice::from_ref(&c), Some(far)).is_err());
+        assert!(verify_chain(std::slice::from_ref(&c), std::slice::from_ref(&c), None).is_ok());
+    }
+
+    #[test]
+    fn hostile_der_does_not_panic() {
+        for len in [0usize, 1, 2, 16, 200] {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
+            assert!(Certificate::from_der(junk).is_err());
+        }
+    }
+}
