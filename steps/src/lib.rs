@@ -5,4 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod convergence;
+pub mod observe;
 pub mod pki;
+pub mod probe;

@@ -1,0 +1,450 @@
+//! The one implementation of "what has converged", shared by the operator (which gates phases
+//! on it) and the CLI (which shows it).
+//!
+//! Two questions per meshed workload pod:
+//! - **trust bundle**: was the pod injected with the current `linkerd-identity-trust-roots`
+//!   value? Answered from the `linkerd.io/trust-root-sha256` annotation (the injector's hash of
+//!   the exact bytes) or, failing that, the proxy's inline trust-anchor env compared the way
+//!   `linkerd check --proxy` does (trimmed).
+//! - **workload certificate**: does the certificate the proxy presents right now chain to the
+//!   active identity issuer? Answered by signature verification only, never by names (the
+//!   issuer keeps its subject across rotations).
+//!
+//! Only pods outside the control plane that are not being deleted count.
+
+use crate::bundle::{env_matches_bundle, trust_root_sha256};
+use crate::observe::{MeshedPod, PodRef};
+use crate::pki::{short_fingerprint, Certificate};
+use crate::probe::ProbeOutcome;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::fmt;
+use trust_rotation_crds::Convergence;
+
+/// Whether a state counts as converged.
+pub trait Converged {
+    fn is_converged(&self) -> bool;
+}
+
+/// A pod's trust bundle compared with the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BundleState {
+    /// Injected with the current bundle.
+    Current,
+    /// Injected with another bundle (or nothing says which): needs a restart.
+    Stale,
+    /// The pod carries no `linkerd-proxy` container.
+    NoProxy,
+}
+
+impl BundleState {
+    /// Stable machine name (`current`, `stale`, `no-proxy`), used in JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BundleState::Current => "current",
+            BundleState::Stale => "stale",
+            BundleState::NoProxy => "no-proxy",
+        }
+    }
+}
+
+impl fmt::Display for BundleState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BundleState::Current => "current",
+            BundleState::Stale => "stale bundle",
+            BundleState::NoProxy => "no proxy",
+        })
+    }
+}
+
+impl Converged for BundleState {
+    fn is_converged(&self) -> bool {
+        matches!(self, BundleState::Current)
+    }
+}
+
+/// Compares a pod with the exact ConfigMap value `bundle_value`.
+///
+/// `Current` when the annotation equals the injector's hash of the exact value, or when the
+/// proxy's inline env equals the value after trimming (what `linkerd check --proxy` accepts).
+/// A pod whose annotation differs but whose env matches is current: the annotation is only a
+/// shortcut. A control-plane pod reading the bundle through `valueFrom` has neither and is
+/// reported `Stale` here; judge it with [`control_plane_bundle_state`].
+pub fn bundle_state(pod: &MeshedPod, bundle_value: &str) -> BundleState {
+    if !pod.has_proxy {
+        return BundleState::NoProxy;
+    }
+    if pod.trust_root_sha256.as_deref() == Some(trust_root_sha256(bundle_value).as_str()) {
+        return BundleState::Current;
+    }
+    match pod.trust_anchors_env.as_deref() {
+        Some(env) if env_matches_bundle(env, bundle_value) => BundleState::Current,
+        _ => BundleState::Stale,
+    }
+}
+
+/// A control-plane proxy reads the bundle from the ConfigMap when it starts, so it is current
+/// once its `linkerd-proxy` container started at or after `bundle_changed_at`. A proxy with no
+/// known start time is `Stale`.
+pub fn control_plane_bundle_state(pod: &MeshedPod, bundle_changed_at: Timestamp) -> BundleState {
+    if !pod.has_proxy {
+        return BundleState::NoProxy;
+    }
+    match pod.proxy_started_at {
+        Some(t) if t >= bundle_changed_at => BundleState::Current,
+        _ => BundleState::Stale,
+    }
+}
+
+/// The certificate a proxy presents, compared with the active identity issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CertState {
+    /// Signed by the active issuer.
+    Active,
+    /// Signed by another issuer; carries the fingerprint of the presented intermediate
+    /// (`chain[1]`) when the proxy sent one.
+    OtherIssuer { issuer_fingerprint: Option<String> },
+    /// The proxy could not be reached (the text says why).
+    Unreachable(String),
+    /// The proxy did not answer within the probe timeout.
+    TimedOut,
+    /// The pod carries no `linkerd-proxy` container.
+    NoProxy,
+    /// The proxy answered with something that is not a usable certificate chain.
+    Invalid(String),
+}
+
+impl CertState {
+    /// Stable machine name (`active`, `other-issuer`, `unreachable`, `timed-out`, `no-proxy`,
+    /// `invalid`), used in JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CertState::Active => "active",
+            CertState::OtherIssuer { .. } => "other-issuer",
+            CertState::Unreachable(_) => "unreachable",
+            CertState::TimedOut => "timed-out",
+            CertState::NoProxy => "no-proxy",
+            CertState::Invalid(_) => "invalid",
+        }
+    }
+
+    /// The detail that goes with [`CertState::as_str`], if any.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            CertState::OtherIssuer { issuer_fingerprint } => issuer_fingerprint.as_deref(),
+            CertState::Unreachable(s) | CertState::Invalid(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CertState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertState::Active => f.write_str("active issuer"),
+            CertState::OtherIssuer {
+                issuer_fingerprint: Some(fp),
+            } => write!(f, "old issuer {}", short_fingerprint(fp)),
+            CertState::OtherIssuer {
+                issuer_fingerprint: None,
+            } => f.write_str("old issuer"),
+            CertState::Unreachable(why) => write!(f, "unreachable: {why}"),
+            CertState::TimedOut => f.write_str("timed out"),
+            CertState::NoProxy => f.write_str("no proxy"),
+            CertState::Invalid(why) => write!(f, "invalid: {why}"),
+        }
+    }
+}
+
+impl Converged for CertState {
+    fn is_converged(&self) -> bool {
+        matches!(self, CertState::Active)
+    }
+}
+
+/// Judges a probe's outcome: `Active` iff the presented leaf's signature verifies with the
+/// active issuer's public key.
+pub fn cert_state(outcome: &ProbeOutcome, active_issuer: &Certificate) -> CertState {
+    match outcome {
+        ProbeOutcome::Chain(chain) => match chain.first() {
+            None => CertState::Invalid("the proxy presented no parsable certificate".into()),
+            Some(leaf) if leaf.is_signed_by(active_issuer) => CertState::Active,
+            Some(_) => CertState::OtherIssuer {
+                issuer_fingerprint: chain.get(1).map(|c| c.fingerprint().to_string()),
+            },
+        },
+        ProbeOutcome::Unreachable(why) => CertState::Unreachable(why.clone()),
+        ProbeOutcome::TimedOut => CertState::TimedOut,
+        ProbeOutcome::NoProxy => CertState::NoProxy,
+    }
+}
+
+/// One pod that has not converged, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodStatus<S> {
+    pub pod: PodRef,
+    pub owner: Option<String>,
+    pub state: S,
+}
+
+/// Convergence counts over the pods that must converge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally<S> {
+    pub converged: u32,
+    pub target: u32,
+    /// Every pod that has not converged, sorted by namespace and name.
+    pub unconverged: Vec<PodStatus<S>>,
+}
+
+impl<S> Default for Tally<S> {
+    fn default() -> Self {
+        Self {
+            converged: 0,
+            target: 0,
+            unconverged: Vec::new(),
+        }
+    }
+}
+
+impl<S: Converged> Tally<S> {
+    fn from_states<'a>(states: impl IntoIterator<Item = (&'a MeshedPod, S)>) -> Self {
+        let mut t = Tally::default();
+        for (pod, state) in states {
+            if !pod.is_workload() {
+                continue;
+            }
+            t.target = t.target.saturating_add(1);
+            if state.is_converged() {
+                t.converged = t.converged.saturating_add(1);
+            } else {
+                t.unconverged.push(PodStatus {
+                    pod: pod.pod.clone(),
+                    owner: pod.owner.clone(),
+                    state,
+                });
+            }
+        }
+        t.unconverged.sort_by(|a, b| a.pod.cmp(&b.pod));
+        t
+    }
+}
+
+impl<S> Tally<S> {
+    /// Whether every target pod has converged.
+    pub fn is_complete(&self) -> bool {
+        self.converged == self.target
+    }
+
+    /// The status form: `converged/target` and at most ten unconverged pods as `ns/name`.
+    pub fn to_status(&self, at: Option<Time>) -> Convergence {
+        Convergence::new(
+            self.converged,
+            self.target,
+            self.unconverged
+                .iter()
+                .take(10)
+                .map(|p| p.pod.to_string())
+                .collect(),
+            at,
+        )
+    }
+}
+
+/// Trust-bundle convergence of the workload pods (control plane and deleting pods excluded;
+/// a pod without a proxy counts as unconverged).
+pub fn bundle_convergence(pods: &[MeshedPod], bundle_value: &str) -> Tally<BundleState> {
+    Tally::from_states(pods.iter().map(|p| (p, bundle_state(p, bundle_value))))
+}
+
+/// Workload-certificate convergence from probe results. Unreachable and timed-out pods never
+/// count as converged.
+pub fn cert_convergence(
+    results: &[(MeshedPod, ProbeOutcome)],
+    active_issuer: &Certificate,
+) -> Tally<CertState> {
+    Tally::from_states(
+        results
+            .iter()
+            .map(|(p, o)| (p, cert_state(o, active_issuer))),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::testing::{issued, root};
+
+    fn pod(ns: &str, name: &str) -> MeshedPod {
+        MeshedPod {
+            pod: PodRef::new(ns, name),
+            owner: Some(format!("deployment/{name}")),
+            service_account: "default".into(),
+            ip: Some("127.0.0.2".into()),
+            ready: true,
+            deleting: false,
+            control_plane: ns == "linkerd",
+            has_proxy: true,
+            trust_root_sha256: None,
+            trust_anchors_env: None,
+            proxy_started_at: None,
+            created_at: None,
+        }
+    }
+
+    const BUNDLE: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn bundle_state_by_exact_hash_then_trimmed_env() {
+        let mut p = pod("app", "a");
+        assert_eq!(bundle_state(&p, BUNDLE), BundleState::Stale);
+        p.trust_root_sha256 = Some(trust_root_sha256(BUNDLE));
+        assert_eq!(bundle_state(&p, BUNDLE), BundleState::Current);
+        // The hash is over exact bytes: a different trailing newline is another bundle...
+        assert_eq!(bundle_state(&p, BUNDLE.trim_end()), BundleState::Stale);
+        // ...unless the env says the trimmed contents match.
+        p.trust_root_sha256 = Some("0000".into());
+        p.trust_anchors_env = Some(format!("{}\n", BUNDLE.trim()));
+        assert_eq!(bundle_state(&p, BUNDLE.trim_end()), BundleState::Current);
+        p.trust_anchors_env = Some("something else".into());
+        assert_eq!(bundle_state(&p, BUNDLE), BundleState::Stale);
+        p.has_proxy = false;
+        assert_eq!(bundle_state(&p, BUNDLE), BundleState::NoProxy);
+    }
+
+    #[test]
+    fn control_plane_judged_by_proxy_start() {
+        let mut p = pod("linkerd", "linkerd-identity");
+        let t = Timestamp::from_second(1_000).unwrap();
+        assert_eq!(control_plane_bundle_state(&p, t), BundleState::Stale);
+        p.proxy_started_at = Some(Timestamp::from_second(999).unwrap());
+        assert_eq!(control_plane_bundle_state(&p, t), BundleState::Stale);
+        p.proxy_started_at = Some(t);
+        assert_eq!(control_plane_bundle_state(&p, t), BundleState::Current);
+    }
+
+    #[test]
+    fn bundle_tally_excludes_control_plane_and_deleting() {
+        let mut current = pod("app", "b-current");
+        current.trust_root_sha256 = Some(trust_root_sha256(BUNDLE));
+        let stale = pod("app", "a-stale");
+        let mut noproxy = pod("app", "c-noproxy");
+        noproxy.has_proxy = false;
+        let mut deleting = pod("app", "d-deleting");
+        deleting.deleting = true;
+        let cp = pod("linkerd", "linkerd-destination");
+        let t = bundle_convergence(&[current, noproxy, stale, deleting, cp], BUNDLE);
+        assert_eq!((t.converged, t.target), (1, 3));
+        let names: Vec<String> = t.unconverged.iter().map(|p| p.pod.to_string()).collect();
+        assert_eq!(names, vec!["app/a-stale", "app/c-noproxy"]);
+        assert_eq!(t.unconverged[1].state, BundleState::NoProxy);
+        assert_eq!(
+            t.unconverged[0].owner.as_deref(),
+            Some("deployment/a-stale")
+        );
+        let s = t.to_status(None);
+        assert_eq!(s.summary, "1/3");
+        assert_eq!(s.unconverged, vec!["app/a-stale", "app/c-noproxy"]);
+        assert!(!t.is_complete());
+        let empty = bundle_convergence(&[], BUNDLE);
+        assert!(empty.is_complete());
+        assert_eq!(empty.to_status(None).summary, "0/0");
+    }
+
+    #[test]
+    fn status_names_at_most_ten() {
+        let pods: Vec<MeshedPod> = (0..25).map(|i| pod("app", &format!("p{i:02}"))).collect();
+        let t = bundle_convergence(&pods, BUNDLE);
+        assert_eq!(t.unconverged.len(), 25);
+        let s = t.to_status(None);
+        assert_eq!(s.summary, "0/25");
+        assert_eq!(s.unconverged.len(), 10);
+        assert_eq!(s.unconverged[0], "app/p00");
+    }
+
+    #[test]
+    fn cert_state_by_signature_only() {
+        // Same subject names everywhere, as cert-manager does across rotations.
+        let r = root("root.linkerd.cluster.local");
+        let old_issuer = issued("identity.linkerd.cluster.local", &r, true);
+        let new_issuer = issued("identity.linkerd.cluster.local", &r, true);
+        let leaf_old = issued(
+            "web.app.serviceaccount.identity.linkerd.cluster.local",
+            &old_issuer,
+            false,
+        );
+        let leaf_new = issued(
+            "web.app.serviceaccount.identity.linkerd.cluster.local",
+            &new_issuer,
+            false,
+        );
+        let active = new_issuer.parsed();
+
+        let ok = ProbeOutcome::Chain(vec![leaf_new.parsed(), new_issuer.parsed()]);
+        assert_eq!(cert_state(&ok, &active), CertState::Active);
+        // A leaf alone is enough when it verifies.
+        let ok_leaf = ProbeOutcome::Chain(vec![leaf_new.parsed()]);
+        assert_eq!(cert_state(&ok_leaf, &active), CertState::Active);
+        let old = ProbeOutcome::Chain(vec![leaf_old.parsed(), old_issuer.parsed()]);
+        assert_eq!(
+            cert_state(&old, &active),
+            CertState::OtherIssuer {
+                issuer_fingerprint: Some(old_issuer.parsed().fingerprint().to_string())
+            }
+        );
+        // Lying about the intermediate does not help: the leaf must verify.
+        let lying = ProbeOutcome::Chain(vec![leaf_old.parsed(), new_issuer.parsed()]);
+        assert!(matches!(
+            cert_state(&lying, &active),
+            CertState::OtherIssuer { .. }
+        ));
+        let alone = ProbeOutcome::Chain(vec![leaf_old.parsed()]);
+        assert_eq!(
+            cert_state(&alone, &active),
+            CertState::OtherIssuer {
+                issuer_fingerprint: None
+            }
+        );
+        assert!(matches!(
+            cert_state(&ProbeOutcome::Chain(vec![]), &active),
+            CertState::Invalid(_)
+        ));
+        assert_eq!(
+            cert_state(&ProbeOutcome::Unreachable("refused".into()), &active),
+            CertState::Unreachable("refused".into())
+        );
+        assert_eq!(
+            cert_state(&ProbeOutcome::TimedOut, &active),
+            CertState::TimedOut
+        );
+        assert_eq!(
+            cert_state(&ProbeOutcome::NoProxy, &active),
+            CertState::NoProxy
+        );
+    }
+
+    #[test]
+    fn cert_tally_never_counts_unreachable_or_timed_out() {
+        let r = root("r");
+        let issuer = issued("i", &r, true);
+        let leaf = issued("l", &issuer, false);
+        let active = issuer.parsed();
+        let results = vec![
+            (
+                pod("app", "ok"),
+                ProbeOutcome::Chain(vec![leaf.parsed(), active.clone()]),
+            ),
+            (pod("app", "slow"), ProbeOutcome::TimedOut),
+            (
+                pod("app", "gone"),
+                ProbeOutcome::Unreachable("connection refused".into()),
+            ),
+            (pod("linkerd", "linkerd-identity"), ProbeOutcome::TimedOut),
+        ];
+        let t = cert_convergence(&results, &active);
+        assert_eq!((t.converged, t.target), (1, 3));
+        assert_eq!(t.unconverged[0].state.as_str(), "unreachable");
+        assert_eq!(t.unconverged[1].state, CertState::TimedOut);
+        assert_eq!(t.to_status(None).summary, "1/3");
+    }
+}

@@ -1,0 +1,471 @@
+//! Observation of the mesh: which pods carry a Linkerd proxy, what trust bundle they were
+//! injected with, and how to reach them. This is read-only and shared by the operator and the
+//! CLI, so both agree on what a "meshed pod" is.
+//!
+//! A pod is meshed when it carries the `linkerd.io/control-plane-ns=<ns>` label the proxy
+//! injector sets. Its proxy is the `linkerd-proxy` container, found among `containers` or, for
+//! native sidecars, `initContainers`.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
+use kube::api::{Api, ListParams};
+use std::fmt;
+use trust_rotation_crds::defaults::{
+    CONTROL_PLANE_NS_LABEL, PROXY_CONTAINER, TRUST_ANCHORS_ENV, TRUST_ROOT_SHA256_ANNOTATION,
+};
+
+/// How many pods one list page asks for. Large enough to keep the number of round trips low on
+/// big clusters, small enough that one page never strains the API server.
+pub const LIST_PAGE_SIZE: u32 = 500;
+
+/// A pod, by namespace and name. Displays as `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PodRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What a rotation needs to know about one meshed pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshedPod {
+    pub pod: PodRef,
+    /// The workload that owns the pod, as `kind/name` (for example `deployment/web`), from the
+    /// `linkerd.io/proxy-<kind>` labels the injector sets.
+    pub owner: Option<String>,
+    pub service_account: String,
+    /// `status.podIP`, when assigned.
+    pub ip: Option<String>,
+    /// The pod's `Ready` condition is `True`.
+    pub ready: bool,
+    /// `metadata.deletionTimestamp` is set: the pod is going away and no longer counts.
+    pub deleting: bool,
+    /// The pod runs in the Linkerd control-plane namespace.
+    pub control_plane: bool,
+    /// A `linkerd-proxy` container exists (in `containers` or `initContainers`).
+    pub has_proxy: bool,
+    /// The `linkerd.io/trust-root-sha256` annotation.
+    pub trust_root_sha256: Option<String>,
+    /// The proxy's inline `LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS` value. `None` when the variable
+    /// is absent, empty, or comes from `valueFrom` (the control plane reads the ConfigMap; judge
+    /// those pods by [`MeshedPod::proxy_started_at`] instead).
+    pub trust_anchors_env: Option<String>,
+    /// `state.running.startedAt` of the `linkerd-proxy` container.
+    pub proxy_started_at: Option<Timestamp>,
+    /// `metadata.creationTimestamp`.
+    pub created_at: Option<Timestamp>,
+}
+
+impl MeshedPod {
+    /// Whether this pod counts towards convergence: outside the control plane and not being
+    /// deleted.
+    pub fn is_workload(&self) -> bool {
+        !self.control_plane && !self.deleting
+    }
+
+    /// The command that restarts the pod's owner (or deletes a bare pod), so that the injector
+    /// gives it the current bundle.
+    pub fn restart_command(&self) -> String {
+        match self.owner.as_deref().and_then(|o| o.split_once('/')) {
+            Some((kind, name)) if RESTARTABLE_KINDS.contains(&kind) => format!(
+                "kubectl -n {} rollout restart {kind}/{name}",
+                self.pod.namespace
+            ),
+            _ => format!(
+                "kubectl -n {} delete pod {}",
+                self.pod.namespace, self.pod.name
+            ),
+        }
+    }
+}
+
+/// Owner kinds `kubectl rollout restart` understands.
+const RESTARTABLE_KINDS: &[&str] = &["deployment", "statefulset", "daemonset"];
+
+/// `linkerd.io/proxy-<kind>` labels the injector sets, most specific workload first.
+const OWNER_LABEL_KINDS: &[&str] = &[
+    "deployment",
+    "statefulset",
+    "daemonset",
+    "cronjob",
+    "job",
+    "replicaset",
+    "replicationcontroller",
+];
+
+/// Why observing the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("listing meshed pods (label selector {selector:?}) failed: {source}")]
+    ListPods {
+        selector: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ObserveError {
+    fn kube(&self) -> &kube::Error {
+        match self {
+            ObserveError::ListPods { source, .. } => source,
+        }
+    }
+
+    /// A short, stable label for metrics and logs (see [`kube_error_category`]).
+    pub fn category(&self) -> &'static str {
+        kube_error_category(self.kube())
+    }
+
+    /// Whether retrying later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        kube_error_is_transient(self.kube())
+    }
+}
+
+/// A stable category for a Kubernetes client error: `forbidden`, `unauthorized`, `not_found`,
+/// `conflict`, `expired`, `throttled`, `server`, `invalid`, `connection`, `tls`, `config`,
+/// `decode` or `other`.
+pub fn kube_error_category(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            409 => "conflict",
+            410 => "expired",
+            429 => "throttled",
+            400 | 422 => "invalid",
+            c if c >= 500 => "server",
+            _ => "other",
+        },
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
+            "connection"
+        }
+        kube::Error::UpgradeConnection(_) => "connection",
+        kube::Error::RustlsTls(_) | kube::Error::TlsRequired => "tls",
+        kube::Error::InferConfig(_) | kube::Error::InferKubeconfig(_) | kube::Error::Auth(_) => {
+            "config"
+        }
+        kube::Error::SerdeError(_)
+        | kube::Error::FromUtf8(_)
+        | kube::Error::LinesCodecMaxLineLengthExceeded => "decode",
+        _ => "other",
+    }
+}
+
+/// Whether a Kubernetes client error may go away by itself (network trouble, throttling,
+/// server errors, an expired list continuation).
+pub fn kube_error_is_transient(e: &kube::Error) -> bool {
+    matches!(
+        kube_error_category(e),
+        "connection" | "throttled" | "server" | "expired" | "conflict"
+    )
+}
+
+/// The label selector of every pod meshed by the control plane in `linkerd_ns`.
+pub fn meshed_selector(linkerd_ns: &str) -> String {
+    format!("{CONTROL_PLANE_NS_LABEL}={linkerd_ns}")
+}
+
+/// Lists every meshed pod in the cluster, following list continuations so that large clusters
+/// are read in pages of [`LIST_PAGE_SIZE`].
+pub async fn list_meshed_pods(
+    client: &kube::Client,
+    linkerd_ns: &str,
+) -> Result<Vec<MeshedPod>, ObserveError> {
+    let selector = meshed_selector(linkerd_ns);
+    let api: Api<Pod> = Api::all(client.clone());
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default()
+            .labels(&selector)
+            .limit(LIST_PAGE_SIZE);
+        if let Some(t) = token.take() {
+            lp = lp.continue_token(&t);
+        }
+        let page = api
+            .list(&lp)
+            .await
+            .map_err(|source| ObserveError::ListPods {
+                selector: selector.clone(),
+                source,
+            })?;
+        out.extend(
+            page.items
+                .iter()
+                .filter_map(|p| meshed_pod_from(p, linkerd_ns)),
+        );
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one pod. Returns `None` for a pod that is not meshed by `linkerd_ns` (no
+/// `linkerd.io/control-plane-ns` label with that value) or that has no name or namespace.
+pub fn meshed_pod_from(pod: &Pod, linkerd_ns: &str) -> Option<MeshedPod> {
+    let meta = &pod.metadata;
+    let labels = meta.labels.as_ref();
+    if labels
+        .and_then(|l| l.get(CONTROL_PLANE_NS_LABEL))
+        .map(String::as_str)
+        != Some(linkerd_ns)
+    {
+        return None;
+    }
+    let namespace = meta.namespace.clone().filter(|s| !s.is_empty())?;
+    let name = meta.name.clone().filter(|s| !s.is_empty())?;
+    let spec = pod.spec.as_ref();
+    let proxy = spec.and_then(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .find(|c| c.name == PROXY_CONTAINER)
+    });
+    let status = pod.status.as_ref();
+    let proxy_status = status.and_then(|s| {
+        s.container_statuses
+            .iter()
+            .flatten()
+            .chain(s.init_container_statuses.iter().flatten())
+            .find(|c| c.name == PROXY_CONTAINER)
+    });
+    let owner = labels.and_then(|l| {
+        OWNER_LABEL_KINDS.iter().find_map(|kind| {
+            l.get(&format!("linkerd.io/proxy-{kind}"))
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{kind}/{v}"))
+        })
+    });
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    Some(MeshedPod {
+        control_plane: namespace == linkerd_ns,
+        pod: PodRef { namespace, name },
+        owner,
+        service_account: spec
+            .and_then(|s| {
+                s.service_account_name
+                    .clone()
+                    .or_else(|| s.service_account.clone())
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".to_string()),
+        ip: status
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|s| !s.is_empty()),
+        ready,
+        deleting: meta.deletion_timestamp.is_some(),
+        has_proxy: proxy.is_some(),
+        trust_root_sha256: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TRUST_ROOT_SHA256_ANNOTATION))
+            .cloned(),
+        trust_anchors_env: proxy.and_then(inline_trust_anchors),
+        proxy_started_at: proxy_status.and_then(started_at),
+        created_at: meta.creation_timestamp.as_ref().map(|t| t.0),
+    })
+}
+
+fn inline_trust_anchors(c: &Container) -> Option<String> {
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == TRUST_ANCHORS_ENV)
+        .and_then(|e| e.value.clone())
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn started_at(cs: &ContainerStatus) -> Option<Timestamp> {
+    cs.state
+        .as_ref()
+        .and_then(|s| s.running.as_ref())
+        .and_then(|r| r.started_at.as_ref())
+        .map(|t| t.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).expect("test pod is valid")
+    }
+
+    fn web_pod() -> serde_json::Value {
+        json!({
+            "metadata": {
+                "name": "web-5f8c-abcde",
+                "namespace": "emojivoto",
+                "creationTimestamp": "2026-01-02T03:04:05Z",
+                "labels": {
+                    "linkerd.io/control-plane-ns": "linkerd",
+                    "linkerd.io/proxy-deployment": "web",
+                    "linkerd.io/proxy-replicaset": "web-5f8c",
+                },
+                "annotations": { "linkerd.io/trust-root-sha256": "abc123" }
+            },
+            "spec": {
+                "serviceAccountName": "web",
+                "containers": [
+                    { "name": "web-svc", "image": "web" },
+                    { "name": "linkerd-proxy", "image": "proxy", "env": [
+                        { "name": "OTHER", "value": "x" },
+                        { "name": "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", "value": "PEM\n" }
+                    ]}
+                ]
+            },
+            "status": {
+                "podIP": "127.0.3.4",
+                "conditions": [{ "type": "Ready", "status": "True" }],
+                "containerStatuses": [
+                    { "name": "web-svc", "ready": true, "restartCount": 0, "image": "web", "imageID": "" },
+                    { "name": "linkerd-proxy", "ready": true, "restartCount": 0, "image": "proxy", "imageID": "",
+                      "state": { "running": { "startedAt": "2026-01-02T03:04:07Z" } } }
+                ]
+            }
+        })
+    }
+
+    #[test]
+    fn reads_a_meshed_workload_pod() {
+        let m = meshed_pod_from(&pod(web_pod()), "linkerd").expect("meshed");
+        assert_eq!(m.pod.to_string(), "emojivoto/web-5f8c-abcde");
+        assert_eq!(m.owner.as_deref(), Some("deployment/web"));
+        assert_eq!(m.service_account, "web");
+        assert_eq!(m.ip.as_deref(), Some("127.0.3.4"));
+        assert!(m.ready && m.has_proxy && !m.deleting && !m.control_plane);
+        assert!(m.is_workload());
+        assert_eq!(m.trust_root_sha256.as_deref(), Some("abc123"));
+        assert_eq!(m.trust_anchors_env.as_deref(), Some("PEM\n"));
+        assert_eq!(m.proxy_started_at.map(|t| t.as_second()), Some(1767323047));
+        assert_eq!(m.created_at.map(|t| t.as_second()), Some(1767323045));
+        assert_eq!(
+            m.restart_command(),
+            "kubectl -n emojivoto rollout restart deployment/web"
+        );
+    }
+
+    #[test]
+    fn ignores_pods_of_another_control_plane_or_unmeshed() {
+        assert!(meshed_pod_from(&pod(web_pod()), "linkerd-other").is_none());
+        let mut v = web_pod();
+        v["metadata"]["labels"] = json!({ "app": "web" });
+        assert!(meshed_pod_from(&pod(v), "linkerd").is_none());
+    }
+
+    #[test]
+    fn finds_native_sidecar_proxy_in_init_containers() {
+        let mut v = web_pod();
+        let proxy = v["spec"]["containers"][1].clone();
+        v["spec"]["containers"] = json!([{ "name": "web-svc" }]);
+        v["spec"]["initContainers"] = json!([
+            { "name": "linkerd-init" },
+            { "restartPolicy": "Always", "name": proxy["name"], "env": proxy["env"] }
+        ]);
+        let status = v["status"]["containerStatuses"][1].clone();
+        v["status"]["containerStatuses"] = json!([]);
+        v["status"]["initContainerStatuses"] = json!([status]);
+        let m = meshed_pod_from(&pod(v), "linkerd").unwrap();
+        assert!(m.has_proxy);
+        assert_eq!(m.trust_anchors_env.as_deref(), Some("PEM\n"));
+        assert!(m.proxy_started_at.is_some());
+    }
+
+    #[test]
+    fn control_plane_pod_with_value_from_has_no_inline_env() {
+        let mut v = web_pod();
+        v["metadata"]["namespace"] = json!("linkerd");
+        v["metadata"]["labels"] = json!({
+            "linkerd.io/control-plane-ns": "linkerd",
+            "linkerd.io/proxy-deployment": "linkerd-destination",
+        });
+        v["spec"]["containers"][1]["env"] = json!([{
+            "name": "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+            "valueFrom": { "configMapKeyRef": { "name": "linkerd-identity-trust-roots", "key": "ca-bundle.crt" } }
+        }]);
+        let m = meshed_pod_from(&pod(v), "linkerd").unwrap();
+        assert!(m.control_plane);
+        assert!(!m.is_workload());
+        assert_eq!(m.trust_anchors_env, None);
+        assert!(m.proxy_started_at.is_some());
+    }
+
+    #[test]
+    fn empty_env_value_and_missing_proxy() {
+        let mut v = web_pod();
+        v["spec"]["containers"][1]["env"][1]["value"] = json!("  ");
+        assert_eq!(
+            meshed_pod_from(&pod(v), "linkerd")
+                .unwrap()
+                .trust_anchors_env,
+            None
+        );
+
+        let mut v = web_pod();
+        v["spec"]["containers"] = json!([{ "name": "web-svc" }]);
+        v["status"] = json!({});
+        let m = meshed_pod_from(&pod(v), "linkerd").unwrap();
+        assert!(!m.has_proxy);
+        assert!(!m.ready);
+        assert_eq!(m.ip, None);
+        assert_eq!(m.proxy_started_at, None);
+    }
+
+    #[test]
+    fn deleting_bare_pod_and_defaults() {
+        let mut v = web_pod();
+        v["metadata"]["deletionTimestamp"] = json!("2026-01-02T04:00:00Z");
+        v["metadata"]["labels"] = json!({ "linkerd.io/control-plane-ns": "linkerd" });
+        v["spec"]["serviceAccountName"] = json!(null);
+        v["status"]["podIP"] = json!("");
+        let m = meshed_pod_from(&pod(v), "linkerd").unwrap();
+        assert!(m.deleting && !m.is_workload());
+        assert_eq!(m.owner, None);
+        assert_eq!(m.service_account, "default");
+        assert_eq!(m.ip, None);
+        assert_eq!(
+            m.restart_command(),
+            "kubectl -n emojivoto delete pod web-5f8c-abcde"
+        );
+    }
+
+    #[test]
+    fn owner_prefers_the_workload_over_its_replicaset() {
+        let mut v = web_pod();
+        v["metadata"]["labels"] = json!({
+            "linkerd.io/control-plane-ns": "linkerd",
+            "linkerd.io/proxy-replicaset": "web-5f8c",
+        });
+        let m = meshed_pod_from(&pod(v.clone()), "linkerd").unwrap();
+        assert_eq!(m.owner.as_deref(), Some("replicaset/web-5f8c"));
+        assert_eq!(
+            m.restart_command(),
+            "kubectl -n emojivoto delete pod web-5f8c-abcde"
+        );
+        v["metadata"]["labels"]["linkerd.io/proxy-statefulset"] = json!("db");
+        let m = meshed_pod_from(&pod(v), "linkerd").unwrap();
+        assert_eq!(m.owner.as_deref(), Some("statefulset/db"));
+    }
+}

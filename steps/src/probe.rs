@@ -1,0 +1,299 @@
+//! Asks proxies which certificate they serve right now.
+//!
+//! A Linkerd proxy terminates TLS on its admin port (4191) for clients that name its identity
+//! in SNI. We open a TLS 1.3 connection with SNI = the pod's identity, let the proxy present
+//! its chain, record it, and judge it ourselves by signature ([`crate::convergence`]). The TLS
+//! client therefore accepts any server certificate: it authenticates nothing and sends no
+//! data, it only reads what the proxy presents.
+//!
+//! Probes run with bounded concurrency and a per-pod timeout, either straight to the pod IP
+//! (in-cluster, [`ProbeMode::Direct`]) or through the API server's port-forward
+//! ([`ProbeMode::PortForward`], what a laptop can reach).
+
+use crate::observe::MeshedPod;
+use crate::pki::Certificate;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use trust_rotation_crds::defaults::PROXY_ADMIN_PORT;
+
+/// How probes reach proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ProbeMode {
+    /// Dial `<podIP>:4191` directly (needs a pod network route, i.e. in-cluster).
+    Direct,
+    /// Tunnel through the API server's pod port-forward (works from anywhere kubectl works).
+    PortForward,
+}
+
+impl fmt::Display for ProbeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProbeMode::Direct => "direct",
+            ProbeMode::PortForward => "port-forward",
+        })
+    }
+}
+
+impl std::str::FromStr for ProbeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "direct" => Ok(ProbeMode::Direct),
+            "port-forward" => Ok(ProbeMode::PortForward),
+            other => Err(format!(
+                "unknown probe mode {other:?}: expected \"direct\" or \"port-forward\""
+            )),
+        }
+    }
+}
+
+/// How to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub mode: ProbeMode,
+    /// At most this many probes in flight (0 is treated as 1).
+    pub concurrency: usize,
+    /// Per-pod budget, connection and handshake included.
+    pub timeout: Duration,
+    pub trust_domain: String,
+    pub linkerd_ns: String,
+}
+
+/// What a probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The chain the proxy presented, leaf first. Certificates after the first that do not
+    /// parse are dropped; an empty chain means not even the leaf parsed.
+    Chain(Vec<Certificate>),
+    /// The proxy could not be reached; the text says why (with the OS error when there is one).
+    Unreachable(String),
+    /// No answer within the timeout.
+    TimedOut,
+    /// The pod has no proxy to probe.
+    NoProxy,
+}
+
+/// The identity a meshed pod's proxy serves:
+/// `<sa>.<ns>.serviceaccount.identity.<linkerd_ns>.<trust_domain>`.
+pub fn pod_identity(sa: &str, ns: &str, linkerd_ns: &str, trust_domain: &str) -> String {
+    format!("{sa}.{ns}.serviceaccount.identity.{linkerd_ns}.{trust_domain}")
+}
+
+/// Probes every pod with at most `cfg.concurrency` in flight, calling `on_done` after each.
+/// The results come back in the order of `pods`.
+pub async fn probe_pods(
+    client: &kube::Client,
+    pods: Vec<MeshedPod>,
+    cfg: &ProbeConfig,
+    on_done: impl Fn() + Send + Sync,
+) -> Vec<(MeshedPod, ProbeOutcome)> {
+    let on_done = &on_done;
+    let mut results: Vec<(usize, MeshedPod, ProbeOutcome)> =
+        futures::stream::iter(pods.into_iter().enumerate())
+            .map(|(i, pod)| async move {
+                let outcome = probe_pod(client, &pod, cfg).await;
+                on_done();
+                (i, pod, outcome)
+            })
+            .buffer_unordered(cfg.concurrency.max(1))
+            .collect()
+            .await;
+    results.sort_by_key(|(i, _, _)| *i);
+    results.into_iter().map(|(_, p, o)| (p, o)).collect()
+}
+
+/// Probes one pod within `cfg.timeout`.
+pub async fn probe_pod(client: &kube::Client, pod: &MeshedPod, cfg: &ProbeConfig) -> ProbeOutcome {
+    if !pod.has_proxy {
+        return ProbeOutcome::NoProxy;
+    }
+    let identity = pod_identity(
+        &pod.service_account,
+        &pod.pod.namespace,
+        &cfg.linkerd_ns,
+        &cfg.trust_domain,
+    );
+    let attempt = async {
+        match cfg.mode {
+            ProbeMode::Direct => {
+                let Some(ip) = pod.ip.as_deref() else {
+                    return ProbeOutcome::Unreachable("pod has no IP yet".into());
+                };
+                probe_addr(ip, PROXY_ADMIN_PORT, &identity).await
+            }
+            ProbeMode::PortForward => probe_port_forward(client, pod, &identity).await,
+        }
+    };
+    match tokio::time::timeout(cfg.timeout, attempt).await {
+        Ok(outcome) => outcome,
+        Err(_) => ProbeOutcome::TimedOut,
+    }
+}
+
+/// Probes a proxy at `ip:port` (no timeout of its own; see [`probe_pod`]).
+pub async fn probe_addr(ip: &str, port: u16, identity: &str) -> ProbeOutcome {
+    let addr = match ip.parse::<std::net::IpAddr>() {
+        Ok(a) => std::net::SocketAddr::new(a, port),
+        Err(_) => return ProbeOutcome::Unreachable(format!("pod IP {ip:?} is not an IP address")),
+    };
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(tcp) => {
+            let _ = tcp.set_nodelay(true);
+            tls_probe(tcp, identity).await
+        }
+        Err(e) => ProbeOutcome::Unreachable(format!("connecting to {addr}: {e}")),
+    }
+}
+
+/// Aborts the port-forward's background task however the probe ends.
+struct AbortOnDrop(kube::api::Portforwarder);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn probe_port_forward(
+    client: &kube::Client,
+    pod: &MeshedPod,
+    identity: &str,
+) -> ProbeOutcome {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.pod.namespace);
+    let mut pf = match api.portforward(&pod.pod.name, &[PROXY_ADMIN_PORT]).await {
+        Ok(pf) => AbortOnDrop(pf),
+        Err(e) => {
+            return ProbeOutcome::Unreachable(format!(
+                "port-forward to {}:{PROXY_ADMIN_PORT}: {e}",
+                pod.pod
+            ))
+        }
+    };
+    let (Some(stream), Some(error)) = (
+        pf.0.take_stream(PROXY_ADMIN_PORT),
+        pf.0.take_error(PROXY_ADMIN_PORT),
+    ) else {
+        return ProbeOutcome::Unreachable("port-forward returned no stream".into());
+    };
+    // The error channel resolves with a message when the API server could not reach the pod,
+    // or with nothing when the forward closes: the TLS side then sees EOF.
+    let error = async {
+        match error.await {
+            Some(msg) => ProbeOutcome::Unreachable(format!("port-forward: {}", msg.trim())),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        outcome = tls_probe(stream, identity) => outcome,
+        outcome = error => outcome,
+    }
+}
+
+/// Runs a TLS 1.3 handshake over `io` with SNI `identity` and returns the chain the server
+/// presented. A handshake that fails after the server sent its certificate still yields the
+/// chain (the proxy may, for example, hang up on a client without one).
+pub async fn tls_probe<IO>(io: IO, identity: &str) -> ProbeOutcome
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let server_name = match ServerName::try_from(identity.to_string()) {
+        Ok(n) => n,
+        Err(e) => {
+            return ProbeOutcome::Unreachable(format!(
+                "identity {identity:?} is not a valid SNI name: {e}"
+            ))
+        }
+    };
+    let recorder = Arc::new(ChainRecorder::default());
+    let config = match client_config(recorder.clone()) {
+        Ok(c) => c,
+        Err(e) => return ProbeOutcome::Unreachable(format!("building the TLS client: {e}")),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let result = connector.connect(server_name, io).await;
+    if let Some(chain) = recorder.take() {
+        let certs = chain
+            .into_iter()
+            .map(Certificate::from_der)
+            .take_while(Result::is_ok)
+            .flatten()
+            .collect();
+        return ProbeOutcome::Chain(certs);
+    }
+    match result {
+        Ok(_) => ProbeOutcome::Unreachable("TLS handshake completed without a certificate".into()),
+        Err(e) => ProbeOutcome::Unreachable(format!("TLS handshake: {e}")),
+    }
+}
+
+fn client_config(recorder: Arc<ChainRecorder>) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(recorder)
+        .with_no_client_auth())
+}
+
+/// A verifier that trusts everything and keeps the presented chain: the chain is judged
+/// afterwards by signature against the active issuer, not by this TLS client.
+#[derive(Debug, Default)]
+struct ChainRecorder {
+    chain: Mutex<Option<Vec<Vec<u8>>>>,
+}
+
+impl ChainRecorder {
+    fn take(&self) -> Option<Vec<Vec<u8>>> {
+        self.chain.lock().map(|mut c| c.take()).unwrap_or(None)
+    }
+}
+
+impl ServerCertVerifier for ChainRecorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.as_ref().to_vec())
+            .collect();
+        if let Ok(mut slot) = self.chain.lock() {
+            *slot = Some(chain);
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        // Linkerd's identities are ECDSA P-256 with SHA-256.
+        vec![SignatureScheme::ECDSA_NISTP256_SHA256]
+    }
+}
