@@ -1,0 +1,301 @@
+//! The operator's Prometheus metrics. The names of the first group are the user guide's
+//! contract; the step and expiry metrics are ours.
+
+use crate::step::Progress;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use trust_rotation_crds::{parse_proxy_duration, Phase, TrustAnchorRotationStatus};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the rotation runner publishes.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    phase: Family<Labels, Gauge>,
+    bundle_converged: Gauge,
+    bundle_target: Gauge,
+    certs_converged: Gauge,
+    certs_target: Gauge,
+    active_issuer: Family<Labels, Gauge>,
+    previous_anchor: Family<Labels, Gauge>,
+    refresh_interval: Gauge<f64, AtomicU64>,
+    anchor_expiry: Gauge<f64, AtomicU64>,
+    issuer_expiry: Gauge<f64, AtomicU64>,
+    step_duration: Family<Labels, Histogram>,
+    step_executions: Family<Labels, Counter>,
+    step_errors: Family<Labels, Counter>,
+    rotations_started: Counter,
+    rotations_finished: Counter,
+}
+
+fn step_histogram() -> Histogram {
+    Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry` (names without prefix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            phase: Family::default(),
+            bundle_converged: Gauge::default(),
+            bundle_target: Gauge::default(),
+            certs_converged: Gauge::default(),
+            certs_target: Gauge::default(),
+            active_issuer: Family::default(),
+            previous_anchor: Family::default(),
+            refresh_interval: Gauge::default(),
+            anchor_expiry: Gauge::default(),
+            issuer_expiry: Gauge::default(),
+            step_duration: Family::new_with_constructor(step_histogram),
+            step_executions: Family::default(),
+            step_errors: Family::default(),
+            rotations_started: Counter::default(),
+            rotations_finished: Counter::default(),
+        };
+        registry.register(
+            "trust_rotation_phase",
+            "1 for the rotation's current phase, 0 for every other phase",
+            m.phase.clone(),
+        );
+        registry.register(
+            "trust_rotation_trust_bundle_converged_pods",
+            "Meshed pods outside the control plane that carry the current trust bundle",
+            m.bundle_converged.clone(),
+        );
+        registry.register(
+            "trust_rotation_trust_bundle_target_pods",
+            "Meshed pods outside the control plane that must carry the current trust bundle",
+            m.bundle_target.clone(),
+        );
+        registry.register(
+            "trust_rotation_workload_certificates_converged_pods",
+            "Meshed pods whose live workload certificate chains to the active issuer",
+            m.certs_converged.clone(),
+        );
+        registry.register(
+            "trust_rotation_workload_certificates_target_pods",
+            "Meshed pods whose live workload certificate must chain to the active issuer",
+            m.certs_target.clone(),
+        );
+        registry.register(
+            "trust_rotation_active_issuer_info",
+            "Fingerprint (SHA-256 of the DER) of the active identity issuer",
+            m.active_issuer.clone(),
+        );
+        registry.register(
+            "trust_rotation_previous_anchor_info",
+            "Fingerprint (SHA-256 of the DER) of the anchor in the previous-anchor Secret",
+            m.previous_anchor.clone(),
+        );
+        registry.register(
+            "trust_rotation_workload_certificate_refresh_interval_seconds",
+            "Accelerated workload-certificate refresh interval published to the data plane; 0 when no override is in effect",
+            m.refresh_interval.clone(),
+        );
+        registry.register(
+            "trust_rotation_trust_anchor_expiry_timestamp_seconds",
+            "When the current trust anchor expires (Unix seconds)",
+            m.anchor_expiry.clone(),
+        );
+        registry.register(
+            "trust_rotation_identity_issuer_expiry_timestamp_seconds",
+            "When the active identity issuer expires (Unix seconds)",
+            m.issuer_expiry.clone(),
+        );
+        registry.register(
+            "trust_rotation_step_duration_seconds",
+            "Duration of one execution of a rotation step",
+            m.step_duration.clone(),
+        );
+        registry.register(
+            "trust_rotation_step_executions",
+            "Executions of rotation steps by outcome (done, wait, blocked, error)",
+            m.step_executions.clone(),
+        );
+        registry.register(
+            "trust_rotation_step_errors",
+            "Failed executions of rotation steps by error category",
+            m.step_errors.clone(),
+        );
+        registry.register(
+            "trust_rotation_rotations_started",
+            "Rotations started by this operator process",
+            m.rotations_started.clone(),
+        );
+        registry.register(
+            "trust_rotation_rotations_finished",
+            "Rotations finished by this operator process",
+            m.rotations_finished.clone(),
+        );
+        for p in Phase::ALL {
+            m.phase
+                .get_or_create(&vec![("phase", p.as_str().to_string())])
+                .set(0);
+        }
+        m
+    }
+
+    /// Makes the gauges mirror `status`.
+    pub fn observe_status(&self, status: &TrustAnchorRotationStatus) {
+        let current = status.phase.unwrap_or(Phase::Synced);
+        for p in Phase::ALL {
+            self.phase
+                .get_or_create(&vec![("phase", p.as_str().to_string())])
+                .set(i64::from(p == current));
+        }
+        let (bc, bt) = status
+            .trust_bundle
+            .as_ref()
+            .map(|c| (c.converged, c.target))
+            .unwrap_or_default();
+        self.bundle_converged.set(i64::from(bc));
+        self.bundle_target.set(i64::from(bt));
+        let (cc, ct) = status
+            .workload_certificates
+            .as_ref()
+            .map(|c| (c.converged, c.target))
+            .unwrap_or_default();
+        self.certs_converged.set(i64::from(cc));
+        self.certs_target.set(i64::from(ct));
+        set_info(
+            &self.active_issuer,
+            status
+                .active_issuer
+                .as_ref()
+                .map(|c| c.fingerprint.as_str()),
+        );
+        set_info(
+            &self.previous_anchor,
+            status
+                .previous_anchor
+                .as_ref()
+                .map(|c| c.fingerprint.as_str()),
+        );
+        let interval = status
+            .workload_certificate_refresh_interval
+            .as_deref()
+            .and_then(|v| parse_proxy_duration(v).ok())
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.refresh_interval.set(interval);
+        let expiry = |c: &Option<trust_rotation_crds::CertificateSummary>| {
+            c.as_ref()
+                .and_then(|c| c.not_after.as_ref())
+                .map(|t| t.0.as_second() as f64)
+                .unwrap_or(0.0)
+        };
+        self.anchor_expiry.set(expiry(&status.active_anchor));
+        self.issuer_expiry.set(expiry(&status.active_issuer));
+    }
+
+    /// Records one step execution.
+    pub fn observe_step(&self, step: &str, outcome: &'static str, took: Duration) {
+        let labels = vec![("step", step.to_string()), ("outcome", outcome.to_string())];
+        self.step_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        self.step_executions.get_or_create(&labels).inc();
+    }
+
+    /// Records a failed step execution.
+    pub fn observe_error(&self, step: &str, category: &'static str) {
+        self.step_errors
+            .get_or_create(&vec![
+                ("step", step.to_string()),
+                ("category", category.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn rotation_started(&self) {
+        self.rotations_started.inc();
+    }
+
+    pub fn rotation_finished(&self) {
+        self.rotations_finished.inc();
+    }
+
+    /// Applies a step's report without waiting for the next status write.
+    pub fn observe_progress(&self, progress: &Progress) {
+        if let Some(c) = &progress.trust_bundle {
+            self.bundle_converged.set(i64::from(c.converged));
+            self.bundle_target.set(i64::from(c.target));
+        }
+        if let Some(c) = &progress.workload_certificates {
+            self.certs_converged.set(i64::from(c.converged));
+            self.certs_target.set(i64::from(c.target));
+        }
+    }
+}
+
+fn set_info(family: &Family<Labels, Gauge>, fingerprint: Option<&str>) {
+    let wanted = fingerprint.map(|f| vec![("fingerprint", f.to_string())]);
+    family.clear();
+    if let Some(labels) = wanted {
+        family.get_or_create(&labels).set(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+    use trust_rotation_crds::{CertificateSummary, Convergence};
+
+    fn render(registry: &Registry) -> String {
+        let mut out = String::new();
+        encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn exposes_the_guides_metric_names_and_values() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let status = TrustAnchorRotationStatus {
+            phase: Some(Phase::PropagatingTrustRoots),
+            trust_bundle: Some(Convergence::new(3, 5, vec![], None)),
+            active_issuer: Some(CertificateSummary {
+                fingerprint: "ab12".into(),
+                subject: None,
+                not_after: None,
+            }),
+            previous_anchor: Some(CertificateSummary {
+                fingerprint: "cd34".into(),
+                subject: None,
+                not_after: None,
+            }),
+            workload_certificate_refresh_interval: Some("5m".into()),
+            ..Default::default()
+        };
+        m.observe_status(&status);
+        let text = render(&registry);
+        for line in [
+            "trust_rotation_phase{phase=\"PropagatingTrustRoots\"} 1",
+            "trust_rotation_phase{phase=\"Synced\"} 0",
+            "trust_rotation_trust_bundle_converged_pods 3",
+            "trust_rotation_trust_bundle_target_pods 5",
+            "trust_rotation_workload_certificates_converged_pods 0",
+            "trust_rotation_workload_certificates_target_pods 0",
+            "trust_rotation_active_issuer_info{fingerprint=\"ab12\"} 1",
+            "trust_rotation_previous_anchor_info{fingerprint=\"cd34\"} 1",
+            "trust_rotation_workload_certificate_refresh_interval_seconds 300.0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        // A new issuer replaces the old fingerprint rather than adding a second series.
+        let mut next = status.clone();
+        next.active_issuer.as_mut().unwrap().fingerprint = "ef56".into();
+        next.workload_certificate_refresh_interval = None;
+        m.observe_status(&next);
+        let text = render(&registry);
+        assert!(!text.contains("fingerprint=\"ab12\""));
+        assert!(text.contains("trust_rotation_active_issuer_info{fingerprint=\"ef56\"} 1"));
+        assert!(text.contains("trust_rotation_workload_certificate_refresh_interval_seconds 0.0"));
+    }
+}

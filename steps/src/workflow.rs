@@ -1,0 +1,80 @@
+//! A workflow: what starts a rotation, and the ordered steps that carry it out.
+
+use crate::step::{Progress, Step, StepError};
+use async_trait::async_trait;
+use std::collections::HashSet;
+use trust_rotation_crds::TrustAnchorRotationSpec;
+
+/// Why a rotation starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationStart {
+    /// For people, e.g. `trust anchor renewed (fingerprint 3f2a…)`.
+    pub trigger: String,
+    pub from_anchor: Option<String>,
+    pub to_anchor: Option<String>,
+}
+
+/// What the trigger saw while no rotation is in progress.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncedView {
+    /// Certificate summaries and counts for the status.
+    pub progress: Progress,
+    /// `Some` when a rotation must start now.
+    pub start: Option<RotationStart>,
+    /// Something a human must fix before the operator can even tell whether a rotation is
+    /// needed (a missing ConfigMap, an unreadable Secret).
+    pub blocked: Option<String>,
+}
+
+/// Observes the cluster while Synced and decides whether a rotation starts.
+#[async_trait]
+pub trait Trigger: Send + Sync {
+    async fn observe(
+        &self,
+        client: &kube::Client,
+        spec: &TrustAnchorRotationSpec,
+    ) -> Result<SyncedView, StepError>;
+}
+
+/// An ordered list of steps with unique names and the trigger that starts them.
+pub struct Workflow {
+    trigger: Box<dyn Trigger>,
+    steps: Vec<Box<dyn Step>>,
+}
+
+/// A workflow that cannot run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkflowError {
+    #[error("a workflow needs at least one step")]
+    Empty,
+    #[error(
+        "step name {0:?} appears twice: every step needs a unique name, since it keys the status"
+    )]
+    DuplicateName(String),
+}
+
+impl Workflow {
+    pub fn new(
+        trigger: Box<dyn Trigger>,
+        steps: Vec<Box<dyn Step>>,
+    ) -> Result<Self, WorkflowError> {
+        if steps.is_empty() {
+            return Err(WorkflowError::Empty);
+        }
+        let mut seen = HashSet::new();
+        for s in &steps {
+            if !seen.insert(s.name().to_string()) {
+                return Err(WorkflowError::DuplicateName(s.name().to_string()));
+            }
+        }
+        Ok(Self { trigger, steps })
+    }
+
+    pub fn steps(&self) -> &[Box<dyn Step>] {
+        &self.steps
+    }
+
+    pub fn trigger(&self) -> &dyn Trigger {
+        self.trigger.as_ref()
+    }
+}
