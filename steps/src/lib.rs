@@ -6,6 +6,10 @@
 
 pub mod bundle;
 pub mod convergence;
+pub mod metrics;
 pub mod observe;
 pub mod pki;
 pub mod probe;
+pub mod runner;
+pub mod step;
+pub mod workflow;
