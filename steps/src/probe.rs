@@ -297,3 +297,261 @@ impl ServerCertVerifier for ChainRecorder {
         vec![SignatureScheme::ECDSA_NISTP256_SHA256]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convergence::{cert_state, CertState};
+    use crate::observe::PodRef;
+    use crate::pki::testing::{issued, root, Ca};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::TcpListener;
+
+    /// A loopback address unlikely to collide with other tests running at the same time.
+    fn loopback(n: u8) -> Ipv4Addr {
+        let pid = std::process::id();
+        Ipv4Addr::new(127, 200 + (pid % 50) as u8, (pid / 50 % 250) as u8 + 1, n)
+    }
+
+    fn server_config(leaf: &Ca, chain: &[&Ca]) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = chain
+            .iter()
+            .map(|c| CertificateDer::from(c.cert.der().to_vec()))
+            .collect();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der()));
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        )
+    }
+
+    /// Serves TLS with `chain` on `ip:port`; reports the SNI of each handshake.
+    async fn tls_server(
+        ip: Ipv4Addr,
+        port: u16,
+        cfg: Arc<rustls::ServerConfig>,
+    ) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+        let listener = TcpListener::bind((ip, port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = tx.send(tls.get_ref().1.server_name().map(str::to_string));
+                    }
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    /// Accepts connections and never answers. At each accept it records a lower bound of the
+    /// probes in flight: connections accepted so far minus probes reported done.
+    async fn silent_server(
+        ip: Ipv4Addr,
+        accepted: Arc<AtomicUsize>,
+        done: Arc<AtomicUsize>,
+        max_in_flight: Arc<AtomicUsize>,
+    ) {
+        let listener = TcpListener::bind((ip, PROXY_ADMIN_PORT)).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let n = accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                let in_flight = n.saturating_sub(done.load(Ordering::SeqCst));
+                max_in_flight.fetch_max(in_flight, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    // Hold the connection until the client gives up.
+                    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    fn pod(name: &str, ip: Option<Ipv4Addr>) -> MeshedPod {
+        MeshedPod {
+            pod: PodRef::new("emojivoto", name),
+            owner: Some(format!("deployment/{name}")),
+            service_account: name.into(),
+            ip: ip.map(|i| i.to_string()),
+            ready: true,
+            deleting: false,
+            control_plane: false,
+            has_proxy: true,
+            trust_root_sha256: None,
+            trust_anchors_env: None,
+            proxy_started_at: None,
+            created_at: None,
+        }
+    }
+
+    fn offline_client() -> kube::Client {
+        // Never contacted in direct mode.
+        let cfg = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        kube::Client::try_from(cfg).unwrap()
+    }
+
+    #[test]
+    fn identity_format() {
+        assert_eq!(
+            pod_identity("web", "emojivoto", "linkerd", "cluster.local"),
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local"
+        );
+        assert_eq!(
+            "port-forward".parse::<ProbeMode>(),
+            Ok(ProbeMode::PortForward)
+        );
+        assert_eq!(ProbeMode::Direct.to_string(), "direct");
+        assert!("sideways".parse::<ProbeMode>().is_err());
+    }
+
+    #[tokio::test]
+    async fn reads_the_presented_chain_with_identity_sni() {
+        let r = root("root.linkerd.cluster.local");
+        let issuer = issued("identity.linkerd.cluster.local", &r, true);
+        let other = issued("identity.linkerd.cluster.local", &r, true);
+        let leaf = issued(
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            &issuer,
+            false,
+        );
+        let (port, mut sni) = tls_server(
+            Ipv4Addr::LOCALHOST,
+            0,
+            server_config(&leaf, &[&leaf, &issuer]),
+        )
+        .await;
+        let identity = pod_identity("web", "emojivoto", "linkerd", "cluster.local");
+        let outcome = probe_addr("127.0.0.1", port, &identity).await;
+        let ProbeOutcome::Chain(chain) = &outcome else {
+            panic!("expected a chain, got {outcome:?}");
+        };
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0].fingerprint(), leaf.parsed().fingerprint());
+        assert_eq!(chain[1].fingerprint(), issuer.parsed().fingerprint());
+        assert_eq!(
+            sni.recv().await.flatten().as_deref(),
+            Some(identity.as_str())
+        );
+        assert_eq!(cert_state(&outcome, &issuer.parsed()), CertState::Active);
+        assert_eq!(
+            cert_state(&outcome, &other.parsed()),
+            CertState::OtherIssuer {
+                issuer_fingerprint: Some(issuer.parsed().fingerprint().to_string())
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn plaintext_peer_is_unreachable_not_a_panic() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            if let Ok((mut tcp, _)) = listener.accept().await {
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut tcp,
+                    b"HTTP/1.1 400 Bad Request\r\n\r\n",
+                )
+                .await;
+            }
+        });
+        match probe_addr(
+            "127.0.0.1",
+            port,
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+        )
+        .await
+        {
+            ProbeOutcome::Unreachable(why) => assert!(why.contains("TLS handshake"), "{why}"),
+            other => panic!("expected unreachable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn probe_pods_reports_every_outcome_in_order_within_the_bound() {
+        let r = root("root");
+        let issuer = issued("issuer", &r, true);
+        let leaf = issued("leaf", &issuer, false);
+        let good_ip = loopback(1);
+        let closed_ip = loopback(2);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        tls_server(
+            good_ip,
+            PROXY_ADMIN_PORT,
+            server_config(&leaf, &[&leaf, &issuer]),
+        )
+        .await;
+        let slow_ips: Vec<Ipv4Addr> = (10..14).map(loopback).collect();
+        for ip in &slow_ips {
+            silent_server(*ip, accepted.clone(), done.clone(), max.clone()).await;
+        }
+        let mut no_proxy = pod("noproxy", Some(good_ip));
+        no_proxy.has_proxy = false;
+        // Slow pods first, so that the in-flight bound is measured while only they run.
+        let mut pods: Vec<MeshedPod> = slow_ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| pod(&format!("slow{i}"), Some(*ip)))
+            .collect();
+        pods.extend([
+            pod("good", Some(good_ip)),
+            pod("closed", Some(closed_ip)),
+            pod("pending", None),
+            no_proxy,
+        ]);
+        let cfg = ProbeConfig {
+            mode: ProbeMode::Direct,
+            concurrency: 2,
+            timeout: Duration::from_millis(300),
+            trust_domain: "cluster.local".into(),
+            linkerd_ns: "linkerd".into(),
+        };
+        let results = probe_pods(&offline_client(), pods.clone(), &cfg, || {
+            done.fetch_add(1, Ordering::SeqCst);
+        })
+        .await;
+        assert_eq!(done.load(Ordering::SeqCst), pods.len());
+        let names: Vec<&str> = results.iter().map(|(p, _)| p.pod.name.as_str()).collect();
+        let expected: Vec<&str> = pods.iter().map(|p| p.pod.name.as_str()).collect();
+        assert_eq!(names, expected);
+        for (p, o) in &results[..4] {
+            assert_eq!(o, &ProbeOutcome::TimedOut, "{}", p.pod);
+        }
+        assert!(matches!(&results[4].1, ProbeOutcome::Chain(c) if c.len() == 2));
+        match &results[5].1 {
+            ProbeOutcome::Unreachable(why) => {
+                assert!(why.contains(&format!("{closed_ip}:4191")), "{why}");
+                assert!(why.contains("refused"), "OS error text expected: {why}");
+            }
+            other => panic!("closed port: {other:?}"),
+        }
+        assert_eq!(
+            results[6].1,
+            ProbeOutcome::Unreachable("pod has no IP yet".into())
+        );
+        assert_eq!(results[7].1, ProbeOutcome::NoProxy);
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        let seen = max.load(Ordering::SeqCst);
+        assert!(
+            (1..=2).contains(&seen),
+            "at most 2 probes in flight, saw {seen}"
+        );
+    }
+}
