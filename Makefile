@@ -1,21 +1,68 @@
 # Every target installs what it needs (crates.io, PyPI, Debian, npm only).
+#
+#   make demo    a full trust-anchor rotation on the cluster simulator, shown live
+#   make test    every test (what CI runs)
+#
 SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
+# Python tools (the Helm engine, pytest, a recent kubectl) live in a local virtualenv.
+VENV := .venv
+PY := $(VENV)/bin/python
+REQUIREMENTS := e2e/charts/requirements.txt
+VENV_STAMP := $(VENV)/.installed-$(shell sha256sum $(REQUIREMENTS) 2>/dev/null | cut -c1-12)
+# Scripts find the venv's kubectl and python first.
+E2E_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(PY)"
+
+CRD := crds/trust.linkerd.io_trustanchorrotations.yaml
+CHART_CRD := helm/trust-rotation-operator-crds/templates/trust.linkerd.io_trustanchorrotations.yaml
+SCRIPTS := e2e/walkthrough.sh e2e/demo.sh e2e/kind/run.sh e2e/charts/apply-to-sim.sh .ci/run
+DEBIAN_TOOLS := shellcheck curl
+
+# Benchmarks `make bench` runs: cargo bench targets of these packages (the simulator's
+# API-server benches, the CLI's inspect bench, ...). Add a package here when it grows benches.
+BENCH_PACKAGES ?= cluster-sim linkerd-trust trust-rotation-steps trust-rotation-operator
+
 .PHONY: help
 help: ## List targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+# --- tools -------------------------------------------------------------------------
 
 .PHONY: toolchain
 toolchain:
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 	@rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
 
+$(VENV_STAMP): $(REQUIREMENTS)
+	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(REQUIREMENTS)
+	rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP) ## Python virtualenv: helm-python-sdk, pytest, kubectl
+
+.PHONY: debian-tools
+debian-tools:
+	@missing=""; for t in $(DEBIAN_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
+
+# --- build -------------------------------------------------------------------------
+
 .PHONY: build
 build: toolchain ## Release binaries: linkerd-trust, trust-rotation-operator, cluster-sim
 	$(CARGO) build --locked --release --bins
+	@ls -1 target/release/linkerd-trust target/release/trust-rotation-operator target/release/cluster-sim
+
+.PHONY: bins
+bins: toolchain
+	$(CARGO) build --locked --bins
+
+# --- code --------------------------------------------------------------------------
 
 .PHONY: fmt
 fmt: toolchain ## Format the code
@@ -27,12 +74,55 @@ lint: toolchain ## rustfmt check and clippy -D warnings
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 .PHONY: generate
-generate: toolchain ## Regenerate the CRD YAML from the Rust types
-	$(CARGO) run --locked -q -p trust-rotation-crds --bin crdgen > crds/trust.linkerd.io_trustanchorrotations.yaml
+generate: toolchain ## Regenerate the CRD YAML from the Rust types (and the chart's copy)
+	$(CARGO) run --locked -q -p trust-rotation-crds --bin crdgen > $(CRD)
+	cp $(CRD) $(CHART_CRD)
 
 .PHONY: unit
 unit: toolchain
 	$(CARGO) test --locked --workspace
 
+.PHONY: crd-fresh
+crd-fresh: toolchain ## Fail when the committed CRD or the chart's copy differs from crdgen
+	@$(CARGO) run --locked -q -p trust-rotation-crds --bin crdgen | diff -u $(CRD) - \
+		|| { echo "$(CRD) is stale: run make generate"; exit 1; }
+	@diff -u $(CRD) $(CHART_CRD) || { echo "$(CHART_CRD) is stale: run make generate"; exit 1; }
+	@echo "CRD and chart copy are fresh"
+
+# --- charts and scripts ------------------------------------------------------------
+
+.PHONY: chart-test
+chart-test: venv ## Helm lint/render/RBAC checks and the scripts' DRY_RUN command sequences
+	$(E2E_ENV) $(PY) -m pytest -q -p no:cacheprovider e2e/charts
+
+.PHONY: scripts-lint
+scripts-lint: debian-tools ## shellcheck every script
+	shellcheck $(SCRIPTS)
+
+.PHONY: chart-sim
+chart-sim: venv bins debian-tools ## Apply the rendered charts to the simulator with kubectl
+	$(E2E_ENV) e2e/charts/apply-to-sim.sh
+
+# --- end to end --------------------------------------------------------------------
+
+.PHONY: e2e-sim
+e2e-sim: venv bins debian-tools ## The guide's walkthrough against the operator on the simulator
+	$(E2E_ENV) LIVE=0 e2e/demo.sh
+
+.PHONY: demo
+demo: venv bins debian-tools ## A full rotation on the simulator, shown live (under two minutes)
+	$(E2E_ENV) LIVE=1 e2e/demo.sh
+
+.PHONY: e2e
+e2e: build ## The guide on a kind cluster (needs docker, kind, helm; DRY_RUN=1 prints the commands)
+	e2e/kind/run.sh
+
+.PHONY: bench
+bench: toolchain ## Every benchmark of BENCH_PACKAGES
+	$(CARGO) bench --locked $(addprefix -p ,$(BENCH_PACKAGES))
+
+# --- everything --------------------------------------------------------------------
+
 .PHONY: test
-test: lint unit ## Every test: lint, unit, simulator, CLI, operator end to end, charts, walkthrough
+test: lint unit crd-fresh chart-test scripts-lint ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end
+	@echo "make test: all checks passed"
