@@ -114,3 +114,17 @@ def test_walkthrough_restarts_every_listed_namespace() -> None:
 def test_scripts_never_sleep(script: str) -> None:
     text = (REPO / script).read_text()
     assert not re.search(r"^\s*[^#]*\bsleep\s+[0-9]", text, re.M), f"{script} waits with sleep"
+
+
+def test_dockerfile_is_multi_stage_locked_and_non_root() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)", text, re.M)
+    assert len(stages) == 2 and "distroless" in stages[-1] and stages[-1].endswith(":nonroot")
+    assert "cargo build --release --locked -p trust-rotation-operator" in text
+    [user] = re.findall(r"^USER (\S+)$", text, re.M)
+    # The chart's pod security context runs the same ids the image declares.
+    from render import render
+    [dep] = [d for d in render("trust-rotation-operator") if d["kind"] == "Deployment"]
+    psc = dep["spec"]["template"]["spec"]["securityContext"]
+    assert user == f"{psc['runAsUser']}:{psc['runAsGroup']}"
+    assert re.search(r'^ENTRYPOINT \["/usr/local/bin/trust-rotation-operator"\]$', text, re.M)
