@@ -357,10 +357,19 @@ def test_prometheus_rules_cover_stalled_blocked_and_expiry(custom_docs) -> None:
     rule = one(custom_docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == {"LinkerdTrustRotationStalled", "LinkerdTrustRotationBlocked",
+                           "LinkerdTrustRotationStepErrors",
                            "LinkerdTrustAnchorExpiringSoon", "LinkerdIdentityIssuerExpiringSoon"}
-    assert 'namespace="pki",name="root"' in alerts["LinkerdTrustAnchorExpiringSoon"]["expr"]
-    assert 'namespace="mesh",name="issuer"' in alerts["LinkerdIdentityIssuerExpiringSoon"]["expr"]
+    assert "trust_rotation_trust_anchor_expiry_timestamp_seconds" in alerts["LinkerdTrustAnchorExpiringSoon"]["expr"]
+    assert "< 2592000" in alerts["LinkerdTrustAnchorExpiringSoon"]["expr"]
+    assert "trust_rotation_identity_issuer_expiry_timestamp_seconds" in alerts["LinkerdIdentityIssuerExpiringSoon"]["expr"]
+    assert "cmctl renew -n pki root" in alerts["LinkerdTrustAnchorExpiringSoon"]["annotations"]["description"]
     assert "trust_rotation_phase" in alerts["LinkerdTrustRotationStalled"]["expr"]
+    # Every metric an alert reads is one the operator registers.
+    registered = operator_metric_families()
+    for alert in alerts.values():
+        for metric in re.findall(r"\b(trust_rotation_[a-z_]+)", alert["expr"]):
+            family = re.sub(r"_(total|bucket|sum|count)$", "", metric)
+            assert family in registered, f"{alert['alert']} reads {metric}, which the operator does not export"
     # Prometheus templates survive Helm rendering verbatim.
     assert "{{ $labels.phase }}" in alerts["LinkerdTrustRotationStalled"]["annotations"]["description"]
 
@@ -383,13 +392,30 @@ def test_no_trust_anchor_rotation_when_disabled() -> None:
 
 # === the Grafana dashboard ===
 
+def operator_metric_families() -> set[str]:
+    """Every metric family the operator registers (steps/src/metrics.rs)."""
+    text = (REPO / "steps/src/metrics.rs").read_text()
+    return set(re.findall(r'registry\.register\(\s*"([a-z_]+)"', text))
+
+
+def dashboard_exprs() -> str:
+    dash = json.loads((HELM / OPERATOR / "files/dashboard.json").read_text())
+    return " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
+
+
+def test_dashboard_plots_every_metric_the_operator_registers() -> None:
+    registered = operator_metric_families()
+    assert set(GUIDE_METRICS) <= registered, "the operator must register the guide's metrics"
+    exprs = dashboard_exprs()
+    assert [m for m in sorted(registered) if m not in exprs] == []
+
 def test_dashboard_is_valid_json_for_the_sidecar_and_plots_every_guide_metric(default_docs) -> None:
     cm = one(default_docs, "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     [(key, body)] = cm["data"].items()
     assert key.endswith(".json")
     dash = json.loads(body)
-    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
     missing = [m for m in GUIDE_METRICS if m not in exprs]
     assert missing == [], f"dashboard does not plot {missing}"
     ids = [p["id"] for p in dash["panels"]]
