@@ -499,3 +499,32 @@ def test_pki_refuses_an_issuer_key_linkerd_cannot_use() -> None:
     with helm.Chart.load(str(HELM / "linkerd-cert-manager")) as c:
         with pytest.raises(helm.HelmError):
             c.validate_schema({"identityIssuer": {"privateKey": {"algorithm": "RSA"}}})
+
+
+# === the chart's README documents what the chart really has ===
+
+def leaf_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in values.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ("resources", "podSecurityContext", "securityContext", "nodeSelector", "labels"):
+            out += leaf_paths(v, path + ".")
+        else:
+            out.append(path)
+    return out
+
+
+def test_readme_documents_every_value_and_metric() -> None:
+    readme = (HELM / OPERATOR / "README.md").read_text()
+    values = yaml.safe_load((HELM / OPERATOR / "values.yaml").read_text())
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    undocumented = []
+    for path in leaf_paths(values):
+        *parents, leaf = path.split(".")
+        parent = ".".join(parents)
+        # A row names the path, or its parent with this leaf in a `{a,b}` or ` / .b` group.
+        if not any(f"`{path}`" in r or (parent and f"`{parent}" in r and re.search(rf"[{{,./ ]{leaf}\b", r)) for r in rows):
+            undocumented.append(path)
+    assert undocumented == []
+    missing = [m for m in operator_metric_families() if m not in readme]
+    assert missing == [], f"README does not list {missing}"
