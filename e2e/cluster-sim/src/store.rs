@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
 /// How many events the store keeps for watches that resume from an older resourceVersion.
@@ -90,15 +90,151 @@ pub struct WatchEvent {
     pub namespace: Option<String>,
     pub resource_version: u64,
     pub object: Arc<Value>,
+    /// The event as one line of a watch response, encoded once and shared by every watcher.
+    pub(crate) wire: Arc<OnceLock<bytes::Bytes>>,
+}
+
+impl WatchEvent {
+    /// `{"type":..,"object":..}\n`, serialized on first use and shared by all watchers.
+    pub fn wire_json(&self) -> bytes::Bytes {
+        self.wire
+            .get_or_init(|| {
+                let mut buf = Vec::with_capacity(1024);
+                buf.extend_from_slice(b"{\"type\":\"");
+                buf.extend_from_slice(self.kind.as_bytes());
+                buf.extend_from_slice(b"\",\"object\":");
+                // Serializing a `Value` into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut buf, &*self.object);
+                buf.extend_from_slice(b"}\n");
+                bytes::Bytes::from(buf)
+            })
+            .clone()
+    }
 }
 
 /// Mutating admission on create (the proxy injector is one). Called with the store unlocked
 /// is not guaranteed: a hook must not call back into the store's write methods.
 pub trait AdmissionHook: Send + Sync {
-    fn on_create(&self, store: &Store, key: &ResourceKey, obj: &mut Value) -> Result<(), StoreError>;
+    fn on_create(
+        &self,
+        store: &Store,
+        key: &ResourceKey,
+        obj: &mut Value,
+    ) -> Result<(), StoreError>;
 }
 
 type ObjKey = (Option<String>, String);
+
+/// A page of objects from [`Store::list_page`].
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub items: Vec<Arc<Value>>,
+    /// The store's resourceVersion when the page was read.
+    pub resource_version: u64,
+    /// Where the next page starts (exclusive), when there is one.
+    pub next_after: Option<(Option<String>, String)>,
+    /// How many matching objects follow this page (only when asked).
+    pub remaining: Option<usize>,
+}
+
+/// The CustomResourceDefinition type's key: creating one of these serves a new kind.
+pub fn crd_key() -> ResourceKey {
+    ResourceKey::new("apiextensions.k8s.io", "customresourcedefinitions")
+}
+
+/// The type a CustomResourceDefinition serves (its storage version, or its first served
+/// version), or why the definition is not acceptable.
+pub fn crd_resource_type(crd: &Value) -> Result<ResourceType, String> {
+    let spec = &crd["spec"];
+    let group = spec["group"]
+        .as_str()
+        .filter(|g| !g.is_empty())
+        .ok_or("spec.group: Required value")?;
+    let names = &spec["names"];
+    let plural = names["plural"]
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .ok_or("spec.names.plural: Required value")?;
+    let kind = names["kind"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .ok_or("spec.names.kind: Required value")?;
+    let expected = format!("{plural}.{group}");
+    if crd["metadata"]["name"].as_str() != Some(expected.as_str()) {
+        return Err(format!(
+            "metadata.name: Invalid value: {:?}: must be spec.names.plural+\".\"+spec.group",
+            crd["metadata"]["name"].as_str().unwrap_or("")
+        ));
+    }
+    let namespaced = match spec["scope"].as_str() {
+        Some("Namespaced") => true,
+        Some("Cluster") => false,
+        other => return Err(format!(
+            "spec.scope: Unsupported value: {:?}: supported values: \"Cluster\", \"Namespaced\"",
+            other.unwrap_or("")
+        )),
+    };
+    let versions = spec["versions"]
+        .as_array()
+        .filter(|v| !v.is_empty())
+        .ok_or("spec.versions: Required value")?;
+    let version = versions
+        .iter()
+        .find(|v| v["storage"].as_bool() == Some(true))
+        .or_else(|| {
+            versions
+                .iter()
+                .find(|v| v["served"].as_bool() != Some(false))
+        })
+        .ok_or(
+            "spec.versions: Invalid value: must have exactly one version marked as storage version",
+        )?;
+    let vname = version["name"]
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .ok_or("spec.versions[0].name: Required value")?;
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(ResourceType {
+        key: ResourceKey::new(group, plural),
+        version: vname.to_string(),
+        kind: kind.to_string(),
+        list_kind: names["listKind"]
+            .as_str()
+            .map_or_else(|| format!("{kind}List"), str::to_string),
+        singular: names["singular"]
+            .as_str()
+            .map_or_else(|| kind.to_lowercase(), str::to_string),
+        namespaced,
+        short_names: strings(&names["shortNames"]),
+        status_subresource: version["subresources"]["status"].is_object(),
+        categories: strings(&names["categories"]),
+        printer_columns: version["additionalPrinterColumns"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        verbs: [
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    })
+}
 
 #[derive(Default)]
 struct Inner {
@@ -125,7 +261,9 @@ impl Default for Store {
 }
 
 fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn meta(obj: &Value) -> (Option<String>, Option<String>) {
@@ -187,7 +325,10 @@ impl Store {
     }
 
     pub fn add_admission_hook(&self, hook: Arc<dyn AdmissionHook>) {
-        self.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
     }
 
     /// The current resourceVersion of the whole store.
@@ -221,6 +362,60 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// One page of a list: objects of a type (in `ns`, or all namespaces), in (namespace, name)
+    /// order, starting after `after`, that pass `filter`, at most `limit` of them. The page
+    /// says where the next one starts and, when `count_remaining`, how many objects follow.
+    /// Runs in one pass under the lock, so a page is a consistent snapshot.
+    pub fn list_page(
+        &self,
+        key: &ResourceKey,
+        ns: Option<&str>,
+        after: Option<&(Option<String>, String)>,
+        limit: Option<usize>,
+        count_remaining: bool,
+        filter: &dyn Fn(&Value) -> bool,
+    ) -> ListPage {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let mut page = ListPage {
+            items: Vec::new(),
+            resource_version: inner.rv,
+            next_after: None,
+            remaining: None,
+        };
+        let Some(objs) = inner.objects.get(key) else {
+            return page;
+        };
+        let lower: Bound<ObjKey> = match (after, ns) {
+            (Some(a), _) => Bound::Excluded(a.clone()),
+            (None, Some(ns)) => Bound::Included((Some(ns.to_string()), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut iter = objs
+            .range((lower, Bound::Unbounded))
+            .take_while(|((ons, _), _)| ns.is_none() || ons.as_deref() == ns);
+        let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        for (k, v) in iter.by_ref() {
+            if !filter(v) {
+                continue;
+            }
+            page.items.push(v.clone());
+            if page.items.len() >= limit {
+                page.next_after = Some(k.clone());
+                break;
+            }
+        }
+        if page.next_after.is_some() {
+            let rest = iter.filter(|(_, v)| filter(v)).count();
+            if rest == 0 {
+                page.next_after = None;
+            } else if count_remaining {
+                page.remaining = Some(rest);
+            }
+        }
+        page
+    }
+
     pub fn count(&self, key: &ResourceKey) -> usize {
         self.lock().objects.get(key).map_or(0, |m| m.len())
     }
@@ -235,7 +430,17 @@ impl Store {
             h.on_create(self, key, &mut obj)?;
         }
         let mut inner = self.lock();
-        let t = inner.types.get(key).cloned().ok_or(StoreError::UnknownResource)?;
+        let t = inner
+            .types
+            .get(key)
+            .cloned()
+            .ok_or(StoreError::UnknownResource)?;
+        if !obj.is_object() {
+            return Err(StoreError::Invalid(format!(
+                "{} is invalid: the object must be a JSON object",
+                t.kind
+            )));
+        }
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
         }
@@ -250,15 +455,41 @@ impl Store {
         let name = name.filter(|n| !n.is_empty()).ok_or_else(|| {
             StoreError::Invalid(format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", t.kind))
         })?;
+        if t.namespaced && ns.as_deref().is_none_or(str::is_empty) {
+            return Err(StoreError::Invalid(format!(
+                "{} {name:?} is invalid: metadata.namespace: Required value",
+                t.kind
+            )));
+        }
         let ns = if t.namespaced { ns } else { None };
         let k = (ns.clone(), name.clone());
-        let objs = inner.objects.entry(key.clone()).or_default();
-        if objs.contains_key(&k) {
+        if inner
+            .objects
+            .get(key)
+            .is_some_and(|objs| objs.contains_key(&k))
+        {
             return Err(StoreError::AlreadyExists {
                 kind: t.plural_or_kind(),
                 name,
             });
         }
+        obj["apiVersion"] = json!(t.api_version());
+        obj["kind"] = json!(t.kind);
+        let served = if *key == crd_key() {
+            let served = crd_resource_type(&obj).map_err(|e| {
+                StoreError::Invalid(format!("CustomResourceDefinition {name:?} is invalid: {e}"))
+            })?;
+            if inner.types.contains_key(&served.key) {
+                return Err(StoreError::Invalid(format!(
+                    "CustomResourceDefinition {name:?} is invalid: spec.names.plural: Invalid value: {:?}: is already served",
+                    served.key.plural
+                )));
+            }
+            obj["status"] = crd_status(&obj);
+            Some(served)
+        } else {
+            None
+        };
         inner.uid_counter += 1;
         inner.rv += 1;
         let rv = inner.rv;
@@ -268,15 +499,22 @@ impl Store {
         m["resourceVersion"] = json!(rv.to_string());
         m["creationTimestamp"] = json!(now_rfc3339());
         m["generation"] = json!(1);
-        if !t.namespaced {
-            if let Some(m) = m.as_object_mut() {
+        if let Some(m) = m.as_object_mut() {
+            if !t.namespaced {
                 m.remove("namespace");
             }
+            m.retain(|_, v| !v.is_null());
         }
-        obj["apiVersion"] = json!(t.api_version());
-        obj["kind"] = json!(t.kind);
+        if let Some(served) = served {
+            inner.objects.entry(served.key.clone()).or_default();
+            inner.types.insert(served.key.clone(), served);
+        }
         let obj = Arc::new(obj);
-        inner.objects.entry(key.clone()).or_default().insert(k, obj.clone());
+        inner
+            .objects
+            .entry(key.clone())
+            .or_default()
+            .insert(k, obj.clone());
         self.record(&mut inner, "ADDED", key, ns, rv, obj.clone());
         Ok(obj)
     }
@@ -284,13 +522,26 @@ impl Store {
     /// Atomically reads, changes and writes one object. `f` gets the current object and may
     /// change anything but identity fields; a no-op change keeps the resourceVersion.
     /// `generation` moves when `spec` (or anything outside metadata/status) changed.
-    pub fn mutate<F>(&self, key: &ResourceKey, ns: Option<&str>, name: &str, f: F) -> Result<Arc<Value>, StoreError>
+    pub fn mutate<F>(
+        &self,
+        key: &ResourceKey,
+        ns: Option<&str>,
+        name: &str,
+        f: F,
+    ) -> Result<Arc<Value>, StoreError>
     where
         F: FnOnce(&mut Value) -> Result<(), StoreError>,
     {
         let mut inner = self.lock();
-        let t = inner.types.get(key).cloned().ok_or(StoreError::UnknownResource)?;
-        let k = (ns.map(str::to_string).filter(|_| t.namespaced), name.to_string());
+        let t = inner
+            .types
+            .get(key)
+            .cloned()
+            .ok_or(StoreError::UnknownResource)?;
+        let k = (
+            ns.map(str::to_string).filter(|_| t.namespaced),
+            name.to_string(),
+        );
         let current = inner
             .objects
             .get(key)
@@ -302,9 +553,23 @@ impl Store {
             })?;
         let mut next = (*current).clone();
         f(&mut next)?;
+        if !next.is_object() {
+            return Err(StoreError::Invalid(format!(
+                "{} {name:?} is invalid: the object must be a JSON object",
+                t.kind
+            )));
+        }
+        if !next["metadata"].is_object() {
+            next["metadata"] = json!({});
+        }
         // Identity is not the caller's to change.
         for field in ["uid", "creationTimestamp", "name", "namespace"] {
             next["metadata"][field] = current["metadata"][field].clone();
+        }
+        // Once deleting, always deleting.
+        if current["metadata"]["deletionTimestamp"].is_string() {
+            next["metadata"]["deletionTimestamp"] =
+                current["metadata"]["deletionTimestamp"].clone();
         }
         if let Some(m) = next["metadata"].as_object_mut() {
             m.retain(|_, v| !v.is_null());
@@ -328,21 +593,43 @@ impl Store {
         let rv = inner.rv;
         next["metadata"]["resourceVersion"] = json!(rv.to_string());
         let next = Arc::new(next);
+        let is_crd = *key == crd_key();
         if next["metadata"]["deletionTimestamp"].is_string() && finalizers_empty {
             inner.objects.get_mut(key).map(|m| m.remove(&k));
+            if is_crd {
+                sync_crd(&mut inner, &current, None);
+            }
             self.record(&mut inner, "DELETED", key, k.0.clone(), rv, next.clone());
         } else {
-            inner.objects.get_mut(key).map(|m| m.insert(k.clone(), next.clone()));
+            inner
+                .objects
+                .get_mut(key)
+                .map(|m| m.insert(k.clone(), next.clone()));
+            if is_crd {
+                sync_crd(&mut inner, &current, Some(&next));
+            }
             self.record(&mut inner, "MODIFIED", key, k.0.clone(), rv, next.clone());
         }
         Ok(next)
     }
 
     /// Deletes an object. With finalizers it only gets a deletionTimestamp.
-    pub fn delete(&self, key: &ResourceKey, ns: Option<&str>, name: &str) -> Result<Arc<Value>, StoreError> {
+    pub fn delete(
+        &self,
+        key: &ResourceKey,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
-        let t = inner.types.get(key).cloned().ok_or(StoreError::UnknownResource)?;
-        let k = (ns.map(str::to_string).filter(|_| t.namespaced), name.to_string());
+        let t = inner
+            .types
+            .get(key)
+            .cloned()
+            .ok_or(StoreError::UnknownResource)?;
+        let k = (
+            ns.map(str::to_string).filter(|_| t.namespaced),
+            name.to_string(),
+        );
         let current = inner
             .objects
             .get(key)
@@ -364,11 +651,17 @@ impl Store {
                 next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             }
             let next = Arc::new(next);
-            inner.objects.get_mut(key).map(|m| m.insert(k.clone(), next.clone()));
+            inner
+                .objects
+                .get_mut(key)
+                .map(|m| m.insert(k.clone(), next.clone()));
             self.record(&mut inner, "MODIFIED", key, k.0.clone(), rv, next.clone());
             return Ok(next);
         }
         inner.objects.get_mut(key).map(|m| m.remove(&k));
+        if *key == crd_key() {
+            sync_crd(&mut inner, &current, None);
+        }
         let next = Arc::new(next);
         self.record(&mut inner, "DELETED", key, k.0.clone(), rv, next.clone());
         Ok(next)
@@ -379,16 +672,31 @@ impl Store {
     /// Subscribes to events. Events with resourceVersion greater than `since` that are still
     /// in the history are returned first (for resume); a `since` older than the history is
     /// `Gone`. Filtering by type and namespace is the caller's.
-    pub fn watch(&self, since: Option<u64>) -> Result<(Vec<WatchEvent>, broadcast::Receiver<WatchEvent>), StoreError> {
+    pub fn watch(
+        &self,
+        since: Option<u64>,
+    ) -> Result<(Vec<WatchEvent>, broadcast::Receiver<WatchEvent>), StoreError> {
         let inner = self.lock();
         let rx = self.events.subscribe();
         let mut backlog = Vec::new();
         if let Some(since) = since {
-            let oldest = inner.history.front().map_or(inner.rv, |e| e.resource_version);
+            let oldest = inner
+                .history
+                .front()
+                .map_or(inner.rv, |e| e.resource_version);
             if since + 1 < oldest && since < inner.rv {
-                return Err(StoreError::Gone { requested: since, oldest });
+                return Err(StoreError::Gone {
+                    requested: since,
+                    oldest,
+                });
             }
-            backlog.extend(inner.history.iter().filter(|e| e.resource_version > since).cloned());
+            backlog.extend(
+                inner
+                    .history
+                    .iter()
+                    .filter(|e| e.resource_version > since)
+                    .cloned(),
+            );
         }
         Ok((backlog, rx))
     }
@@ -396,18 +704,31 @@ impl Store {
     /// Drops history up to and including `rv` (tests use it to force `410 Gone`).
     pub fn compact(&self, rv: u64) {
         let mut inner = self.lock();
-        while inner.history.front().is_some_and(|e| e.resource_version <= rv) {
+        while inner
+            .history
+            .front()
+            .is_some_and(|e| e.resource_version <= rv)
+        {
             inner.history.pop_front();
         }
     }
 
-    fn record(&self, inner: &mut Inner, kind: &'static str, key: &ResourceKey, ns: Option<String>, rv: u64, object: Arc<Value>) {
+    fn record(
+        &self,
+        inner: &mut Inner,
+        kind: &'static str,
+        key: &ResourceKey,
+        ns: Option<String>,
+        rv: u64,
+        object: Arc<Value>,
+    ) {
         let ev = WatchEvent {
             kind,
             key: key.clone(),
             namespace: ns,
             resource_version: rv,
             object,
+            wire: Arc::default(),
         };
         inner.history.push_back(ev.clone());
         while inner.history.len() > inner.history_limit {
@@ -427,6 +748,52 @@ impl ResourceType {
     }
     fn plural_name(&self) -> String {
         self.key.plural.clone()
+    }
+}
+
+/// The status a real API server gives an accepted CustomResourceDefinition.
+fn crd_status(crd: &Value) -> Value {
+    let now = now_rfc3339();
+    let stored: Vec<Value> = crd["spec"]["versions"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v["storage"].as_bool() == Some(true))
+                .map(|v| v["name"].clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "acceptedNames": crd["spec"]["names"].clone(),
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now, "reason": "NoConflicts", "message": "no conflicts found"},
+            {"type": "Established", "status": "True", "lastTransitionTime": now, "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+        ],
+        "storedVersions": stored,
+    })
+}
+
+/// Keeps the served types in step with the CustomResourceDefinitions: called under the lock
+/// whenever a CRD object changes or goes away.
+fn sync_crd(inner: &mut Inner, old: &Value, new: Option<&Value>) {
+    let Ok(old_t) = crd_resource_type(old) else {
+        return;
+    };
+    match new.map(crd_resource_type) {
+        Some(Ok(t)) => {
+            if t.key != old_t.key {
+                inner.types.remove(&old_t.key);
+                inner.objects.remove(&old_t.key);
+            }
+            inner.objects.entry(t.key.clone()).or_default();
+            inner.types.insert(t.key.clone(), t);
+        }
+        Some(Err(_)) => {}
+        None => {
+            // Deleting a CRD deletes its objects, as a real API server does.
+            inner.types.remove(&old_t.key);
+            inner.objects.remove(&old_t.key);
+        }
     }
 }
 
