@@ -1,0 +1,287 @@
+//! The mTLS oracle: for every ordered pair of distinct meshed pods (client, server), would
+//! mTLS succeed now? Yes iff the server's chain verifies against the client's roots (server
+//! auth), the client's chain verifies against the server's roots (client auth), and both
+//! leaves are valid now. Verified with rustls-webpki.
+//!
+//! Pods are grouped into classes of (roots, issuer chain); every pod of a class behaves the
+//! same, so the work is classes², not pods². A pod whose leaf is expired (or which has no
+//! certificate yet while it already served traffic) fails every pair. Pods whose proxy has
+//! not received its first certificate are not Ready and take no traffic: they are counted
+//! as "without a valid certificate" but not in the ratio.
+
+use super::pki::{self, Usage};
+use super::proxy::Proxy;
+use super::Shared;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// One evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OracleSnapshot {
+    /// Unix seconds (fractional) of the evaluation.
+    pub at: f64,
+    /// Fraction of ordered pairs of distinct certified pods that could do mTLS (1.0 when
+    /// there are fewer than two).
+    pub ratio: f64,
+    /// Running proxies that hold a certificate (the pods in the ratio).
+    pub certified_pods: usize,
+    /// Running proxies without a currently valid certificate (none yet, or expired).
+    pub pods_without_valid_certificate: usize,
+    /// Number of (roots, issuer chain) classes.
+    pub classes: usize,
+    /// Pods in a failing pair (namespace/name), at most 50, sorted.
+    pub failing_pods: Vec<String>,
+    pub failing_pod_count: usize,
+}
+
+/// A stretch of time in which the ratio was below 1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LowInterval {
+    pub start: f64,
+    /// None while it lasts.
+    pub end: Option<f64>,
+    pub min_ratio: f64,
+    /// Pods involved at any point (at most 200, sorted).
+    pub pods: Vec<String>,
+}
+
+/// Everything the oracle has seen since it started (or was reset).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OracleReport {
+    pub current: OracleSnapshot,
+    pub min_ratio: f64,
+    pub intervals: Vec<LowInterval>,
+    pub samples: u64,
+}
+
+#[derive(Default)]
+struct History {
+    min_ratio: Option<f64>,
+    intervals: Vec<LowInterval>,
+    samples: u64,
+    last: Option<OracleSnapshot>,
+}
+
+/// The oracle. Samples in the background; [`Oracle::evaluate`] computes on demand.
+#[derive(Clone)]
+pub struct Oracle {
+    shared: Arc<Shared>,
+    history: Arc<Mutex<History>>,
+}
+
+struct PodView {
+    name: String,
+    roots: usize,
+    chain: Option<usize>,
+}
+
+impl Oracle {
+    pub(crate) fn start(shared: Arc<Shared>) -> Self {
+        let o = Self {
+            shared: shared.clone(),
+            history: Arc::default(),
+        };
+        let bg = o.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(bg.shared.durations.oracle_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = bg.shared.cancel.cancelled() => return,
+                    _ = tick.tick() => { bg.sample(); }
+                }
+            }
+        });
+        o
+    }
+
+    /// Evaluates now and records the result in the run's history.
+    pub fn sample(&self) -> OracleSnapshot {
+        let snap = evaluate(&self.shared.proxies.all());
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.samples += 1;
+        h.min_ratio = Some(h.min_ratio.map_or(snap.ratio, |m| m.min(snap.ratio)));
+        if snap.ratio < 1.0 {
+            let open = h.intervals.last_mut().filter(|i| i.end.is_none());
+            match open {
+                Some(i) => {
+                    i.min_ratio = i.min_ratio.min(snap.ratio);
+                    let mut set: BTreeSet<String> = i.pods.iter().cloned().collect();
+                    set.extend(snap.failing_pods.iter().cloned());
+                    i.pods = set.into_iter().take(200).collect();
+                }
+                None => h.intervals.push(LowInterval {
+                    start: snap.at,
+                    end: None,
+                    min_ratio: snap.ratio,
+                    pods: snap.failing_pods.clone(),
+                }),
+            }
+        } else if let Some(i) = h.intervals.last_mut().filter(|i| i.end.is_none()) {
+            i.end = Some(snap.at);
+        }
+        h.last = Some(snap.clone());
+        snap
+    }
+
+    /// The current ratio (evaluated now).
+    pub fn ratio(&self) -> f64 {
+        self.sample().ratio
+    }
+
+    /// Current state, minimum and every interval below 1.0 since start (or [`Oracle::reset`]).
+    pub fn report(&self) -> OracleReport {
+        let current = self.sample();
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        OracleReport {
+            current,
+            min_ratio: h.min_ratio.unwrap_or(1.0),
+            intervals: h.intervals.clone(),
+            samples: h.samples,
+        }
+    }
+
+    /// The minimum ratio seen so far.
+    pub fn min_ratio(&self) -> f64 {
+        self.report().min_ratio
+    }
+
+    /// Forgets the history (e.g. after the topology converged, before a scenario).
+    pub fn reset(&self) {
+        *self.history.lock().unwrap_or_else(|e| e.into_inner()) = History::default();
+    }
+
+    /// Prometheus text lines for the simulator's `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let last = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last
+            .clone();
+        let s = last.unwrap_or_else(|| self.sample());
+        let min = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .min_ratio
+            .unwrap_or(1.0);
+        format!(
+            "# HELP cluster_sim_mtls_ok_ratio Fraction of ordered pairs of certified meshed pods that could establish mTLS now.\n\
+             # TYPE cluster_sim_mtls_ok_ratio gauge\n\
+             cluster_sim_mtls_ok_ratio {}\n\
+             # HELP cluster_sim_mtls_ok_ratio_min Lowest cluster_sim_mtls_ok_ratio since the simulator started.\n\
+             # TYPE cluster_sim_mtls_ok_ratio_min gauge\n\
+             cluster_sim_mtls_ok_ratio_min {}\n\
+             # HELP cluster_sim_meshed_pods Running meshed pods that hold a workload certificate.\n\
+             # TYPE cluster_sim_meshed_pods gauge\n\
+             cluster_sim_meshed_pods {}\n\
+             # HELP cluster_sim_meshed_pods_without_valid_certificate Running meshed pods whose proxy has no currently valid workload certificate.\n\
+             # TYPE cluster_sim_meshed_pods_without_valid_certificate gauge\n\
+             cluster_sim_meshed_pods_without_valid_certificate {}\n",
+            s.ratio, min, s.certified_pods, s.pods_without_valid_certificate
+        )
+    }
+}
+
+/// Computes the oracle over a set of proxies.
+pub fn evaluate(proxies: &[Arc<Proxy>]) -> OracleSnapshot {
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let now = now_ms / 1000;
+    let mut roots_ids: HashMap<String, usize> = HashMap::new();
+    let mut roots_list: Vec<Arc<pki::Roots>> = Vec::new();
+    let mut chain_ids: HashMap<String, usize> = HashMap::new();
+    let mut chain_reps: Vec<Vec<rustls_pki_types::CertificateDer<'static>>> = Vec::new();
+    let mut views = Vec::with_capacity(proxies.len());
+    let mut without_valid = 0usize;
+    for p in proxies {
+        let ri = *roots_ids.entry(p.roots.id.clone()).or_insert_with(|| {
+            roots_list.push(p.roots.clone());
+            roots_list.len() - 1
+        });
+        let Some(held) = p.held() else {
+            without_valid += 1;
+            continue;
+        };
+        let valid = held.not_before <= now && now < held.not_after;
+        let chain = if valid {
+            Some(*chain_ids.entry(held.chain_id.clone()).or_insert_with(|| {
+                chain_reps.push(held.chain.clone());
+                chain_reps.len() - 1
+            }))
+        } else {
+            without_valid += 1;
+            None
+        };
+        views.push(PodView {
+            name: format!("{}/{}", p.namespace, p.pod),
+            roots: ri,
+            chain,
+        });
+    }
+    // Does chain c verify against roots r (for usage)? Computed once per pair of classes.
+    let mut verifies: HashMap<(usize, usize, bool), bool> = HashMap::new();
+    let mut ok_with = |c: usize, r: usize, server: bool| -> bool {
+        *verifies.entry((c, r, server)).or_insert_with(|| {
+            pki::verify(
+                &chain_reps[c],
+                &roots_list[r],
+                now,
+                if server { Usage::Server } else { Usage::Client },
+            )
+            .is_ok()
+        })
+    };
+    // Classes: (roots, chain) with counts.
+    let mut classes: HashMap<(usize, Option<usize>), usize> = HashMap::new();
+    for v in &views {
+        *classes.entry((v.roots, v.chain)).or_default() += 1;
+    }
+    let class_list: Vec<((usize, Option<usize>), usize)> = classes.into_iter().collect();
+    let n = views.len() as u128;
+    let total = n * n.saturating_sub(1);
+    let mut ok: u128 = 0;
+    let mut failing_classes: BTreeSet<(usize, Option<usize>)> = BTreeSet::new();
+    for &((cr, cc), cn) in &class_list {
+        for &((sr, sc), sn) in &class_list {
+            let pair_ok = match (cc, sc) {
+                (Some(cc), Some(sc)) => ok_with(sc, cr, true) && ok_with(cc, sr, false),
+                _ => false,
+            };
+            let same = (cr, cc) == (sr, sc);
+            let pairs = if same {
+                (cn as u128) * (cn as u128).saturating_sub(1)
+            } else {
+                cn as u128 * sn as u128
+            };
+            if pair_ok {
+                ok += pairs;
+            } else if pairs > 0 {
+                failing_classes.insert((cr, cc));
+                failing_classes.insert((sr, sc));
+            }
+        }
+    }
+    let ratio = if total == 0 {
+        1.0
+    } else {
+        ok as f64 / total as f64
+    };
+    let mut failing: Vec<String> = views
+        .iter()
+        .filter(|v| failing_classes.contains(&(v.roots, v.chain)))
+        .map(|v| v.name.clone())
+        .collect();
+    failing.sort();
+    let failing_pod_count = failing.len();
+    failing.truncate(50);
+    OracleSnapshot {
+        at: now_ms as f64 / 1000.0,
+        ratio,
+        certified_pods: views.len(),
+        pods_without_valid_certificate: without_valid,
+        classes: class_list.len(),
+        failing_pods: failing,
+        failing_pod_count,
+    }
+}
