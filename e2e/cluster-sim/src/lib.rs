@@ -26,18 +26,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use store::Store;
 
-/// Which cluster to simulate. Part 2 (`mesh`) replaces this placeholder with its own
-/// `Topology` (demo PKI, Linkerd, workloads); until then only an empty cluster exists.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Topology {
-    /// Built-in kinds, the initial namespaces and cert-manager's CRDs; nothing running.
-    #[default]
-    Empty,
-}
-
-/// Durations of simulated behaviour (placeholder until `mesh` defines its own).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Durations {}
+/// Which cluster to simulate and how long simulated things take: defined by the mesh.
+pub use mesh::{Durations, Topology};
 
 /// How to start a simulated cluster.
 #[derive(Clone, Debug)]
@@ -77,6 +67,7 @@ pub struct Sim {
     /// A kubeconfig directory we created and remove on shutdown.
     temp_dir: Option<PathBuf>,
     client: kube::Client,
+    mesh: mesh::MeshHandle,
 }
 
 impl Sim {
@@ -93,7 +84,7 @@ impl Sim {
         let store = Store::new();
         api::builtin::install(&store)
             .context("installing the built-in kinds and cert-manager CRDs")?;
-        install_components(&store, &config)?;
+        let mesh = install_components(&store, &config)?;
         let server = api::ApiServer::start(
             store.clone(),
             config.addr,
@@ -101,6 +92,13 @@ impl Sim {
             config.seed,
         )
         .await?;
+        let oracle_metrics = mesh.clone();
+        server.metrics().add_collector(std::sync::Arc::new(move |out: &mut String| {
+            out.push_str(&oracle_metrics.metrics_text())
+        }));
+        // Everything converged and Ready before anyone is told where the cluster is.
+        let budget = std::time::Duration::from_secs(60 + config.pods as u64 / 20);
+        mesh.converged(budget).await?;
         let yaml = api::tls::kubeconfig_yaml(server.addr(), server.credentials());
         let (kubeconfig, temp_dir) = match &config.kubeconfig_path {
             Some(p) => (p.clone(), None),
@@ -133,6 +131,7 @@ impl Sim {
             kubeconfig,
             temp_dir,
             client,
+            mesh,
         })
     }
 
@@ -154,6 +153,16 @@ impl Sim {
         &self.store
     }
 
+    /// The mTLS oracle: would every pair of meshed pods still talk (now, minimum, dips).
+    pub fn oracle(&self) -> &mesh::Oracle {
+        self.mesh.oracle()
+    }
+
+    /// The simulated cluster's components (cert-manager, workloads, Linkerd).
+    pub fn mesh(&self) -> &mesh::MeshHandle {
+        &self.mesh
+    }
+
     /// Live fault-injection settings.
     pub fn faults(&self) -> &Faults {
         self.server.faults()
@@ -166,6 +175,7 @@ impl Sim {
 
     /// Stops serving (open watches end) and removes a temporary kubeconfig.
     pub async fn shutdown(self) {
+        self.mesh.shutdown().await;
         self.server.shutdown().await;
         if let Some(dir) = &self.temp_dir {
             let _ = std::fs::remove_dir_all(dir);
@@ -173,13 +183,14 @@ impl Sim {
     }
 }
 
-/// Installs the simulated cluster's components for `config.topology` / `config.pods` into
-/// the store before the kubeconfig is written. Part 2 (`mesh::install`) plugs in here.
-fn install_components(_store: &Store, config: &SimConfig) -> anyhow::Result<()> {
-    match config.topology {
-        Topology::Empty if config.pods == 0 => Ok(()),
-        Topology::Empty => {
-            anyhow::bail!("--pods needs the mesh part of the simulator, which is not built in yet")
-        }
-    }
+/// Installs the simulated cluster's components (cert-manager, Deployments and pods,
+/// Linkerd, the mTLS oracle) and starts creating `config.topology` / `config.pods`.
+fn install_components(store: &Store, config: &SimConfig) -> anyhow::Result<mesh::MeshHandle> {
+    let cfg = mesh::MeshConfig {
+        topology: config.topology,
+        pods: config.pods,
+        durations: config.durations.clone(),
+        seed: config.seed,
+    };
+    mesh::install(store, &cfg)
 }

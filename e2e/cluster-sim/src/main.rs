@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cluster_sim::{ErrorRule, FaultConfig, Sim, SimConfig, Topology};
+use cluster_sim::{Durations, ErrorRule, FaultConfig, Sim, SimConfig, Topology};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,16 +117,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let topology = match args.topology {
         TopologyArg::Empty => Topology::Empty,
-        TopologyArg::Demo => anyhow::bail!(
-            "--topology demo needs the mesh part of the simulator, which is not built in yet"
-        ),
+        TopologyArg::Demo => Topology::Demo,
     };
-    let _ = args.real_durations;
+    let durations = if args.real_durations {
+        Durations::real()
+    } else {
+        Durations::demo()
+    };
     let config = SimConfig {
         addr: args.addr,
         kubeconfig_path: Some(args.kubeconfig.clone()),
         topology,
         pods: args.pods,
+        durations,
         faults: FaultConfig {
             latency: args.fault_latency.unwrap_or_default(),
             errors: args.fault_errors,
