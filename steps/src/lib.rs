@@ -10,6 +10,8 @@ pub mod metrics;
 pub mod observe;
 pub mod pki;
 pub mod probe;
+pub mod rotation;
 pub mod runner;
+pub mod snapshot;
 pub mod step;
 pub mod workflow;

@@ -1,0 +1,260 @@
+//! AwaitIssuer: waits for `linkerd-identity-issuer` to be re-issued under the new root (the one
+//! manual step: `cmctl renew -n linkerd linkerd-identity-issuer`) and for the identity
+//! controller to load it.
+
+use super::{current_new_root, names, POLL};
+use crate::pki::{short_fingerprint, Certificate};
+use crate::snapshot::{read_deployment, read_deployment_events, read_issuer, IdentityEvent};
+use crate::step::{Outcome, Progress, Step, StepContext, StepError};
+use async_trait::async_trait;
+use std::time::Duration;
+use trust_rotation_crds::{CertificateRef, ControlPlaneRef, Phase};
+
+/// Event reasons of the identity controller (on `Deployment/linkerd-identity`).
+pub const ISSUER_UPDATED: &str = "IssuerUpdated";
+pub const ISSUER_UPDATE_SKIPPED: &str = "IssuerUpdateSkipped";
+
+/// What identity did with the issuer it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityView {
+    /// Events on the identity Deployment, oldest first.
+    pub events: Vec<IdentityEvent>,
+    /// Every identity pod started after the issuer changed (so it loaded it at start, against
+    /// the expanded bundle it read then).
+    pub restarted_since_issuer: bool,
+}
+
+/// The awaited manual step, as the status says it.
+pub fn renew_hint(issuer: &CertificateRef) -> String {
+    format!(
+        "run `cmctl renew -n {} {}` (or `linkerd trust renew issuer`) to re-issue the identity issuer under the new trust anchor",
+        issuer.namespace, issuer.certificate
+    )
+}
+
+/// Decides over the issuer chain and what identity reported.
+pub fn decide_issuer(
+    issuer: &Certificate,
+    new_root: &Certificate,
+    identity: &IdentityView,
+    issuer_ref: &CertificateRef,
+    cp: &ControlPlaneRef,
+) -> Outcome {
+    if !issuer.is_signed_by(new_root) {
+        return Outcome::wait(
+            format!(
+                "waiting for the identity issuer to be re-issued under the new trust anchor {} (the current issuer {} is not): {}",
+                short_fingerprint(new_root.fingerprint()),
+                short_fingerprint(issuer.fingerprint()),
+                renew_hint(issuer_ref)
+            ),
+            POLL,
+        );
+    }
+    if identity.restarted_since_issuer {
+        return Outcome::Done;
+    }
+    // Events since the issuer changed; the latest verdict wins.
+    let since = issuer.not_before();
+    let verdict = identity
+        .events
+        .iter()
+        .filter(|e| {
+            e.at >= since && (e.reason == ISSUER_UPDATED || e.reason == ISSUER_UPDATE_SKIPPED)
+        })
+        .max_by_key(|e| e.at);
+    match verdict {
+        Some(e) if e.reason == ISSUER_UPDATED => Outcome::Done,
+        Some(e) => Outcome::blocked(format!(
+            "identity rejected the new issuer {} ({ISSUER_UPDATE_SKIPPED} at {}: {}): the identity controller validates a new \
+             issuer against the trust bundle it loaded at start. Recover with `kubectl -n {} rollout restart deploy/{}` (the \
+             bundle already holds both roots); the rotation continues once identity has loaded the issuer",
+            short_fingerprint(issuer.fingerprint()),
+            e.at,
+            e.message,
+            cp.namespace,
+            cp.identity_deployment
+        )),
+        None => Outcome::wait(
+            format!(
+                "the identity issuer {} was re-issued under the new trust anchor; waiting for {}/{} to load it (no {ISSUER_UPDATED} \
+                 event since {since})",
+                short_fingerprint(issuer.fingerprint()),
+                cp.namespace,
+                cp.identity_deployment
+            ),
+            POLL,
+        ),
+    }
+}
+
+pub struct AwaitIssuer;
+
+#[async_trait]
+impl Step for AwaitIssuer {
+    fn name(&self) -> &str {
+        names::AWAIT_ISSUER
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::WaitingForIdentityRotation
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        // A person renews the issuer when they choose to.
+        None
+    }
+
+    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
+        let new_root = match current_new_root(ctx).await? {
+            Ok(c) => c,
+            Err(m) => return Ok(Outcome::blocked(m)),
+        };
+        let chain = read_issuer(&ctx.client, &ctx.spec.identity_issuer).await?;
+        let Some(issuer) = chain.first() else {
+            return Err(StepError::permanent(
+                "invalid_certificate",
+                "the identity issuer Secret holds no certificate",
+            ));
+        };
+        ctx.report(Progress {
+            active_issuer: Some(issuer.summary()),
+            ..Default::default()
+        });
+        let cp = &ctx.spec.control_plane;
+        let identity = if issuer.is_signed_by(&new_root) {
+            let events =
+                read_deployment_events(&ctx.client, &cp.namespace, &cp.identity_deployment).await?;
+            let restarted = read_deployment(
+                &ctx.client,
+                &cp.namespace,
+                &cp.identity_deployment,
+                issuer.not_before(),
+            )
+            .await?
+            .is_some_and(|d| d.rollout_complete() && d.stale_pods.is_empty() && d.replicas > 0);
+            IdentityView {
+                events,
+                restarted_since_issuer: restarted,
+            }
+        } else {
+            IdentityView {
+                events: vec![],
+                restarted_since_issuer: false,
+            }
+        };
+        Ok(decide_issuer(
+            issuer,
+            &new_root,
+            &identity,
+            &ctx.spec.identity_issuer,
+            cp,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::testing::{issued, root};
+    use jiff::{Timestamp, ToSpan};
+
+    fn ev(reason: &str, at: Timestamp) -> IdentityEvent {
+        IdentityEvent {
+            reason: reason.into(),
+            message: "m".into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn waits_for_renewal_then_for_identity_to_load_it() {
+        let old = root("root");
+        let new = root("root");
+        let old_issuer = issued("identity", &old, true).parsed();
+        let new_issuer = issued("identity", &new, true).parsed();
+        let r = CertificateRef::default_identity_issuer();
+        let cp = ControlPlaneRef::default();
+        let none = IdentityView {
+            events: vec![],
+            restarted_since_issuer: false,
+        };
+        // Not renewed yet: the status names the manual step.
+        let Outcome::Wait { reason, .. } =
+            decide_issuer(&old_issuer, &new.parsed(), &none, &r, &cp)
+        else {
+            panic!()
+        };
+        assert!(
+            reason.contains("cmctl renew -n linkerd linkerd-identity-issuer"),
+            "{reason}"
+        );
+        assert!(reason.contains("linkerd trust renew issuer"), "{reason}");
+        // Renewed; identity silent: wait for it.
+        let Outcome::Wait { reason, .. } =
+            decide_issuer(&new_issuer, &new.parsed(), &none, &r, &cp)
+        else {
+            panic!()
+        };
+        assert!(
+            reason.contains("waiting for linkerd/linkerd-identity to load it"),
+            "{reason}"
+        );
+        let t = new_issuer.not_before();
+        // An IssuerUpdated from before this issuer does not count.
+        let stale = IdentityView {
+            events: vec![ev(ISSUER_UPDATED, t - 1.hour())],
+            restarted_since_issuer: false,
+        };
+        assert!(matches!(
+            decide_issuer(&new_issuer, &new.parsed(), &stale, &r, &cp),
+            Outcome::Wait { .. }
+        ));
+        let loaded = IdentityView {
+            events: vec![ev(ISSUER_UPDATED, t + 1.second())],
+            restarted_since_issuer: false,
+        };
+        assert_eq!(
+            decide_issuer(&new_issuer, &new.parsed(), &loaded, &r, &cp),
+            Outcome::Done
+        );
+        // Skipped after the change: blocked with the recovery command...
+        let skipped = IdentityView {
+            events: vec![
+                ev(ISSUER_UPDATED, t - 1.hour()),
+                ev(ISSUER_UPDATE_SKIPPED, t + 1.second()),
+            ],
+            restarted_since_issuer: false,
+        };
+        let Outcome::Blocked { message } =
+            decide_issuer(&new_issuer, &new.parsed(), &skipped, &r, &cp)
+        else {
+            panic!()
+        };
+        assert!(message.contains("IssuerUpdateSkipped"), "{message}");
+        assert!(
+            message.contains("kubectl -n linkerd rollout restart deploy/linkerd-identity"),
+            "{message}"
+        );
+        // ...and clears once identity restarted (loading the issuer at start) or updated later.
+        let restarted = IdentityView {
+            restarted_since_issuer: true,
+            ..skipped.clone()
+        };
+        assert_eq!(
+            decide_issuer(&new_issuer, &new.parsed(), &restarted, &r, &cp),
+            Outcome::Done
+        );
+        let later = IdentityView {
+            events: vec![
+                ev(ISSUER_UPDATE_SKIPPED, t + 1.second()),
+                ev(ISSUER_UPDATED, t + 5.second()),
+            ],
+            restarted_since_issuer: false,
+        };
+        assert_eq!(
+            decide_issuer(&new_issuer, &new.parsed(), &later, &r, &cp),
+            Outcome::Done
+        );
+    }
+}

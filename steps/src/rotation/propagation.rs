@@ -1,0 +1,238 @@
+//! AwaitPropagation: every meshed pod outside the control plane carries the current bundle
+//! (annotation hash, or trimmed env), judged by the shared convergence module.
+
+use super::{current_new_root, refresh, POLL};
+use crate::convergence::{bundle_convergence, BundleState, Tally};
+use crate::observe::MeshedPod;
+use crate::pki::{short_fingerprint, Certificate};
+use crate::snapshot::{meshed_pods, missing_bundle_message, read_bundle, read_issuer};
+use crate::step::{Outcome, Progress, Step, StepContext, StepError};
+use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use trust_rotation_crds::Phase;
+
+/// The distinct commands that restart the unconverged pods' workloads (at most `max`).
+pub fn restart_commands(pods: &[MeshedPod], tally: &Tally<BundleState>, max: usize) -> Vec<String> {
+    let unconverged: BTreeSet<_> = tally.unconverged.iter().map(|p| &p.pod).collect();
+    let mut out: Vec<String> = pods
+        .iter()
+        .filter(|p| unconverged.contains(&p.pod))
+        .map(MeshedPod::restart_command)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    out.truncate(max);
+    out
+}
+
+/// The decision of AwaitPropagation over what it observed.
+///
+/// `issuer_early` is `Some(issuer)` when the identity issuer already chains to the new root
+/// although the expanded bundle has not reached every pod: proxies still holding only the old
+/// root reject certificates from that issuer.
+pub fn decide_propagation(
+    pods: &[MeshedPod],
+    tally: &Tally<BundleState>,
+    issuer_early: Option<&Certificate>,
+) -> Outcome {
+    if tally.is_complete() {
+        return Outcome::Done;
+    }
+    let missing = tally.target - tally.converged;
+    let names: Vec<String> = tally
+        .unconverged
+        .iter()
+        .take(10)
+        .map(|p| p.pod.to_string())
+        .collect();
+    let commands = restart_commands(pods, tally, 5);
+    if let Some(issuer) = issuer_early {
+        return Outcome::blocked(format!(
+            "the identity issuer was re-issued under the new trust anchor (issuer {}, valid from {}) before every meshed pod \
+             carried the expanded trust bundle: {missing} pod(s) ({}) trust only the old root and reject workload certificates \
+             from the new issuer, so their mTLS breaks as they renew. Recover now by restarting them so they get the expanded \
+             bundle: {}; the rotation continues by itself once every pod carries it",
+            short_fingerprint(issuer.fingerprint()),
+            issuer.not_before(),
+            names.join(", "),
+            commands.join("; ")
+        ));
+    }
+    Outcome::wait(
+        format!(
+            "{}/{} meshed pods carry the current trust bundle; restart the rest so the injector gives them the new bundle: {} (pods: {})",
+            tally.converged,
+            tally.target,
+            commands.join("; "),
+            names.join(", ")
+        ),
+        POLL,
+    )
+}
+
+/// Waits until every workload pod carries the current bundle.
+pub struct AwaitPropagation {
+    name: &'static str,
+    phase: Phase,
+    /// The expansion (old + new): also watches for an early issuer renewal and, when asked,
+    /// publishes the refresh interval to namespaces.
+    expanded: bool,
+}
+
+impl AwaitPropagation {
+    pub fn new(name: &'static str, phase: Phase, expanded: bool) -> Self {
+        Self {
+            name,
+            phase,
+            expanded,
+        }
+    }
+}
+
+#[async_trait]
+impl Step for AwaitPropagation {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        // People restart the data plane; that may take a while.
+        None
+    }
+
+    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
+        let Some(observed) = read_bundle(&ctx.client, &ctx.spec.trust_roots).await? else {
+            return Ok(Outcome::blocked(missing_bundle_message(
+                &ctx.spec.trust_roots,
+            )));
+        };
+        let pods = meshed_pods(&ctx.client, &ctx.spec).await?;
+        if self.expanded && ctx.spec.manage_proxy_refresh_env {
+            let namespaces: BTreeSet<String> = pods
+                .iter()
+                .filter(|p| p.is_workload())
+                .map(|p| p.pod.namespace.clone())
+                .collect();
+            refresh::publish_env(ctx, &namespaces).await?;
+        }
+        let tally = bundle_convergence(&pods, &observed.value);
+        ctx.report(Progress {
+            trust_bundle: Some(tally.to_status(Some(Time(ctx.now)))),
+            ..Default::default()
+        });
+        let mut early = None;
+        if self.expanded && !tally.is_complete() {
+            let new_root = match current_new_root(ctx).await? {
+                Ok(c) => c,
+                Err(m) => return Ok(Outcome::blocked(m)),
+            };
+            let issuer = read_issuer(&ctx.client, &ctx.spec.identity_issuer).await?;
+            if let Some(i) = issuer.first() {
+                ctx.report(Progress {
+                    active_issuer: Some(i.summary()),
+                    ..Default::default()
+                });
+                if i.is_signed_by(&new_root) {
+                    early = Some(i.clone());
+                }
+            }
+        }
+        Ok(decide_propagation(&pods, &tally, early.as_ref()))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::bundle::trust_root_sha256;
+    use crate::observe::PodRef;
+    use crate::pki::testing::{issued, root};
+
+    pub(crate) fn pod(ns: &str, name: &str, bundle: Option<&str>) -> MeshedPod {
+        MeshedPod {
+            pod: PodRef::new(ns, name),
+            owner: Some(format!(
+                "deployment/{}",
+                name.split('-').next().unwrap_or(name)
+            )),
+            service_account: "default".into(),
+            ip: Some("127.0.10.1".into()),
+            ready: true,
+            deleting: false,
+            control_plane: ns == "linkerd",
+            has_proxy: true,
+            trust_root_sha256: bundle.map(trust_root_sha256),
+            trust_anchors_env: None,
+            proxy_started_at: None,
+            created_at: None,
+        }
+    }
+
+    #[test]
+    fn waits_naming_pods_and_restart_commands_then_done() {
+        let b = "BUNDLE\n";
+        let pods = vec![
+            pod("emojivoto", "web-1", Some(b)),
+            pod("emojivoto", "voting-1", Some("old\n")),
+            pod("emojivoto", "voting-2", Some("old\n")),
+            pod("linkerd", "linkerd-destination-1", None), // control plane: not counted
+        ];
+        let tally = bundle_convergence(&pods, b);
+        let Outcome::Wait { reason, .. } = decide_propagation(&pods, &tally, None) else {
+            panic!("expected to wait");
+        };
+        assert!(reason.starts_with("1/3 meshed pods"), "{reason}");
+        assert!(
+            reason.contains("kubectl -n emojivoto rollout restart deployment/voting"),
+            "{reason}"
+        );
+        assert_eq!(
+            reason.matches("rollout restart").count(),
+            1,
+            "one command per workload: {reason}"
+        );
+        assert!(reason.contains("emojivoto/voting-2"));
+        let done = vec![pod("emojivoto", "web-1", Some(b))];
+        assert_eq!(
+            decide_propagation(&done, &bundle_convergence(&done, b), None),
+            Outcome::Done
+        );
+        // No meshed workloads at all: nothing to wait for.
+        assert_eq!(
+            decide_propagation(&[], &bundle_convergence(&[], b), None),
+            Outcome::Done
+        );
+    }
+
+    #[test]
+    fn early_issuer_renewal_blocks_with_recovery_and_clears_once_propagated() {
+        let b = "BUNDLE\n";
+        let new = root("root");
+        let issuer = issued("identity", &new, true).parsed();
+        let pods = vec![pod("emojivoto", "web-1", Some("old\n"))];
+        let tally = bundle_convergence(&pods, b);
+        let Outcome::Blocked { message } = decide_propagation(&pods, &tally, Some(&issuer)) else {
+            panic!("expected a block");
+        };
+        assert!(
+            message.contains("re-issued under the new trust anchor"),
+            "{message}"
+        );
+        assert!(message.contains("emojivoto/web-1"), "{message}");
+        assert!(
+            message.contains("kubectl -n emojivoto rollout restart deployment/web"),
+            "{message}"
+        );
+        let fixed = vec![pod("emojivoto", "web-1", Some(b))];
+        assert_eq!(
+            decide_propagation(&fixed, &bundle_convergence(&fixed, b), Some(&issuer)),
+            Outcome::Done
+        );
+    }
+}

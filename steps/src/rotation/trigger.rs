@@ -1,0 +1,93 @@
+//! Synced: a root in the anchor Secret that the trust bundle lacks starts a rotation.
+
+use crate::bundle::Bundle;
+use crate::pki::{short_fingerprint, Certificate};
+use crate::snapshot::{
+    missing_bundle_message, read_anchor, read_bundle, read_issuer, read_previous_anchor,
+};
+use crate::step::{Progress, StepError};
+use crate::workflow::{RotationStart, SyncedView, Trigger};
+use async_trait::async_trait;
+use trust_rotation_crds::TrustAnchorRotationSpec;
+
+/// Watches the trust anchor while no rotation is in progress.
+pub struct AnchorTrigger;
+
+/// Whether the anchor needs a rotation: it does when the bundle lacks its fingerprint.
+pub fn decide_start(anchor: &Certificate, bundle: &Bundle) -> Option<RotationStart> {
+    if bundle.contains(anchor.fingerprint()) {
+        return None;
+    }
+    let from = bundle.fingerprints().first().map(|f| f.to_string());
+    Some(RotationStart {
+        trigger: format!(
+            "trust anchor renewed: {} is not in the trust bundle{}",
+            short_fingerprint(anchor.fingerprint()),
+            from.as_deref()
+                .map(|f| format!(" (which holds {})", short_fingerprint(f)))
+                .unwrap_or_default()
+        ),
+        from_anchor: from,
+        to_anchor: Some(anchor.fingerprint().to_string()),
+    })
+}
+
+#[async_trait]
+impl Trigger for AnchorTrigger {
+    async fn observe(
+        &self,
+        client: &kube::Client,
+        spec: &TrustAnchorRotationSpec,
+    ) -> Result<SyncedView, StepError> {
+        let anchor = read_anchor(client, &spec.trust_anchor).await?;
+        let previous = read_previous_anchor(client, &spec.previous_anchor).await?;
+        let issuer = read_issuer(client, &spec.identity_issuer).await.ok();
+        let progress = Progress {
+            active_anchor: Some(anchor.summary()),
+            previous_anchor: previous.as_ref().map(Certificate::summary),
+            active_issuer: issuer
+                .as_ref()
+                .and_then(|c| c.first())
+                .map(Certificate::summary),
+            ..Default::default()
+        };
+        let Some(observed) = read_bundle(client, &spec.trust_roots).await? else {
+            return Ok(SyncedView {
+                progress,
+                start: None,
+                blocked: Some(missing_bundle_message(&spec.trust_roots)),
+            });
+        };
+        Ok(SyncedView {
+            progress,
+            start: decide_start(&anchor, &observed.bundle),
+            blocked: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::testing::root;
+
+    #[test]
+    fn a_root_missing_from_the_bundle_starts_a_rotation() {
+        let old = root("root").parsed();
+        let new = root("root").parsed();
+        assert_eq!(decide_start(&old, &Bundle::from_certs([old.clone()])), None);
+        // Mid-rotation bundles that already hold the anchor do not restart anything.
+        assert_eq!(
+            decide_start(&new, &Bundle::from_certs([old.clone(), new.clone()])),
+            None
+        );
+        let start = decide_start(&new, &Bundle::from_certs([old.clone()])).unwrap();
+        assert_eq!(start.from_anchor.as_deref(), Some(old.fingerprint()));
+        assert_eq!(start.to_anchor.as_deref(), Some(new.fingerprint()));
+        assert!(
+            start.trigger.contains(short_fingerprint(new.fingerprint())),
+            "{}",
+            start.trigger
+        );
+    }
+}
