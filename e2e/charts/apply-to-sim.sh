@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make chart-sim`: apply the three charts, rendered by the real Helm engine, to the cluster
 # simulator with kubectl, the way `helm install` would send them, and read every object
-# back. A second apply must change nothing.
+# back. A second apply must change nothing. The simulator starts empty; cert-manager's real
+# CRDs (e2e/cluster-sim/crds) and the two namespaces are created first, as the guide's
+# prerequisites would have (the simulator may already serve cert-manager's CRDs).
 #
 # Environment: BIN_DIR (target/debug), PYTHON (.venv/bin/python), KUBECTL (kubectl).
 set -euo pipefail
@@ -25,7 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN_DIR/cluster-sim" serve --topology demo --kubeconfig "$KUBECONFIG" >"$WORK/sim.log" 2>&1 &
+"$BIN_DIR/cluster-sim" serve --topology empty --kubeconfig "$KUBECONFIG" >"$WORK/sim.log" 2>&1 &
 SIM_PID=$!
 deadline=$((SECONDS + 60))
 until [[ -s $KUBECONFIG ]]; do
@@ -42,6 +44,14 @@ render trust-rotation-operator-crds crds.yaml
 render linkerd-cert-manager pki.yaml
 # Monitoring objects need prometheus-operator's CRDs, which the simulator does not serve.
 render trust-rotation-operator operator.yaml '{"grafanaDashboard": {"enabled": true}}'
+
+echo "==> prerequisites: namespaces and cert-manager's CRDs"
+"$KUBECTL" create namespace cert-manager
+"$KUBECTL" create namespace linkerd
+for crd in "$ROOT"/e2e/cluster-sim/crds/cert-manager.io_*.yaml; do
+  name=$("$PYTHON" -c 'import sys, yaml; print(next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d)["metadata"]["name"])' "$crd")
+  "$KUBECTL" get "crd/$name" -o name 2>/dev/null || "$KUBECTL" create -f "$crd"
+done
 
 for f in crds pki operator; do
   echo "==> kubectl apply -f $f.yaml"
