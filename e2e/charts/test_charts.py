@@ -138,15 +138,15 @@ def test_rbac_is_exactly_least_privilege(default_docs) -> None:
         ("*cluster*", "trust.linkerd.io", "trustanchorrotations/status", ""): {"get", "patch", "update"},
         ("*cluster*", "", "pods", ""): read,
         ("*cluster*", "", "events", ""): {"create", "patch"},
+        ("*cluster*", "", "namespaces", ""): read,
         ("*cluster*", "events.k8s.io", "events", ""): {"create", "patch"},
         (cm, "", "secrets", D["DEFAULT_TRUST_ANCHOR"]): read,
         (cm, "", "secrets", D["DEFAULT_PREVIOUS_ANCHOR"]): read | {"update", "patch"},
         (cm, "", "secrets", ""): {"create"},
-        (cm, "cert-manager.io", "certificates", D["DEFAULT_TRUST_ANCHOR"]): read,
         (l5d, "", "secrets", D["DEFAULT_IDENTITY_ISSUER"]): read,
         (l5d, "", "configmaps", D["DEFAULT_TRUST_ROOTS"]): read | {"update", "patch"},
         (l5d, "", "configmaps", ""): {"create"},
-        (l5d, "cert-manager.io", "certificates", D["DEFAULT_IDENTITY_ISSUER"]): read,
+        (l5d, "", "events", ""): read,
         (l5d, "coordination.k8s.io", "leases", OPERATOR): {"get", "watch", "update", "patch"},
         (l5d, "coordination.k8s.io", "leases", ""): {"create"},
     }
@@ -316,13 +316,15 @@ def test_custom_names_move_rbac_with_them(custom_docs) -> None:
     # port-forward probing and namespace env management are granted only when asked for.
     assert grants[("*cluster*", "", "pods/portforward", "")] == {"create"}
     assert grants[("*cluster*", "", "namespaces", "")] == read | {"patch"}
+    assert grants[("mesh", "", "events", "")] == read
     # Nothing is left pointing at the default names.
     assert not [k for k in grants if k[0] in ("cert-manager", "linkerd")]
 
 
 def test_optional_grants_are_absent_by_default(default_docs) -> None:
-    resources = {k[2] for k in rbac_grants(default_docs)}
-    assert "pods/portforward" not in resources and "namespaces" not in resources
+    grants = rbac_grants(default_docs)
+    assert "pods/portforward" not in {k[2] for k in grants}
+    assert "patch" not in grants[("*cluster*", "", "namespaces", "")]
 
 
 def test_custom_trust_anchor_rotation(custom_docs) -> None:

@@ -56,14 +56,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $names | uniq | toJson -}}
 {{- end -}}
 
-{{- define "tro.certificateNames" -}}
-{{- $t := .root.Values.trustAnchorRotation -}}
-{{- $names := list -}}
-{{- if eq $t.trustAnchor.namespace .ns }}{{ $names = append $names $t.trustAnchor.certificate }}{{ end -}}
-{{- if eq $t.identityIssuer.namespace .ns }}{{ $names = append $names $t.identityIssuer.certificate }}{{ end -}}
-{{- $names | uniq | toJson -}}
-{{- end -}}
-
 {{- define "tro.deploymentNames" -}}
 {{- $cp := .Values.trustAnchorRotation.controlPlane -}}
 {{- $names := concat (list $cp.proxyInjectorDeployment $cp.identityDeployment) $cp.otherDeployments -}}
