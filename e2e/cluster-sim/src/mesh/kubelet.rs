@@ -472,7 +472,17 @@ async fn run_pod(shared: Arc<Shared>, pod: Value, cancel: CancellationToken) -> 
             r = certified.wait_for(|c| *c) => { r?; }
         }
         if component.as_deref() == Some("proxy-injector") && ns == super::LINKERD_NS {
-            shared.bundle_view.injector_up(&name);
+            let bundle = shared
+                .store
+                .get(&configmaps(), Some(&ns), super::TRUST_ROOTS_CM)
+                .and_then(|cm| {
+                    cm["data"][super::TRUST_ROOTS_KEY]
+                        .as_str()
+                        .map(str::to_string)
+                });
+            shared
+                .bundle_view
+                .injector_up(&name, bundle, shared.durations.volume_propagation);
         }
         rt.lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -54,7 +54,15 @@ impl BundleView {
             .and_then(|(_, v)| v.clone())
     }
 
-    pub(crate) fn injector_up(&self, pod: &str) {
+    /// An injector pod started: its freshly mounted volume holds the bundle as it is now.
+    pub(crate) fn injector_up(&self, pod: &str, bundle: Option<String>, delay: Duration) {
+        let at = Instant::now()
+            .checked_sub(delay)
+            .unwrap_or_else(Instant::now);
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((at, bundle));
         self.injectors
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -286,3 +286,47 @@ pub fn pem_ders(text: &str) -> Vec<Vec<u8>> {
         .map(|p| p.into_contents())
         .collect()
 }
+
+/// Every meshed pod's presented chain (probed like `linkerd identity`), by pod name.
+pub async fn chains(store: &Store) -> Vec<(String, anyhow::Result<Vec<Vec<u8>>>)> {
+    let mut out = Vec::new();
+    for p in store.list(&k("", "pods"), None).0 {
+        let Some(identity) = env_value(&p, "LINKERD2_PROXY_IDENTITY_LOCAL_NAME") else {
+            continue;
+        };
+        let Some(ip) = p["status"]["podIP"].as_str() else {
+            continue;
+        };
+        let name = format!(
+            "{}/{}",
+            p["metadata"]["namespace"].as_str().unwrap_or(""),
+            p["metadata"]["name"].as_str().unwrap_or("")
+        );
+        out.push((name, probe_chain(ip, &identity).await));
+    }
+    out
+}
+
+/// Waits until every meshed pod presents a chain whose second certificate is `issuer_der`.
+pub async fn wait_all_on_issuer(store: &Store, issuer_der: &[u8], timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let cs = chains(store).await;
+        let behind: Vec<String> = cs
+            .iter()
+            .filter(|(_, c)| {
+                c.as_ref()
+                    .map_or(true, |c| c.get(1).map(|d| d.as_slice()) != Some(issuer_der))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if behind.is_empty() && !cs.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pods still not on the new issuer after {timeout:?}: {behind:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
