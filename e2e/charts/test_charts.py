@@ -80,6 +80,8 @@ def test_lint_strict_has_no_errors_or_warnings(chart: str) -> None:
     {"replicaCount": 0},
     {"imageTag": "typo-at-top-level"},
     {"probe": {"timeout": "5 seconds"}},
+    {"probe": {"timeout": "1m30s"}},
+    {"resyncInterval": "1h30m"},
 ])
 def test_schema_refuses_values_the_operator_or_proxy_would_reject(values: dict) -> None:
     with helm.Chart.load(str(HELM / OPERATOR)) as c:
