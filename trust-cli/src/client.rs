@@ -1,0 +1,119 @@
+//! The Kubernetes client, configured the way kubectl is (`--kubeconfig`, `KUBECONFIG`,
+//! `--context`, `--as`, `--as-group`, in-cluster), and the translation of client errors into
+//! one sentence that says what to do.
+
+use crate::goflags::expand_string_array;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::path::PathBuf;
+use trust_rotation_steps::observe::kube_error_category;
+
+/// kubectl-style client options shared by every command.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Name of the kubeconfig context to use
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Username to impersonate for Kubernetes operations
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Group to impersonate for Kubernetes operations (repeatable; `[]` means none)
+    #[arg(long = "as-group", global = true, value_name = "GROUP")]
+    pub as_group: Vec<String>,
+}
+
+impl ClientArgs {
+    /// Builds a client. Fails with one sentence naming the kubeconfig problem.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let options = KubeConfigOptions {
+            context: self.context.clone().filter(|c| !c.is_empty()),
+            cluster: None,
+            user: None,
+        };
+        let path = self
+            .kubeconfig
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
+        let mut config = match &path {
+            Some(p) => {
+                let kc = Kubeconfig::read_from(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", p.display()))?;
+                kube::Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", p.display()))?
+            }
+            None => match Kubeconfig::read() {
+                Ok(kc) => kube::Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("kubeconfig: {e}"))?,
+                Err(read_err) => {
+                    if options.context.is_some() {
+                        anyhow::bail!(
+                            "--context given but no kubeconfig could be read: {read_err}"
+                        );
+                    }
+                    kube::Config::incluster().map_err(|_| {
+                        anyhow::anyhow!(
+                            "no Kubernetes configuration found ({read_err}); set KUBECONFIG or \
+                             pass --kubeconfig"
+                        )
+                    })?
+                }
+            },
+        };
+        if let Some(user) = self.as_user.clone().filter(|u| !u.is_empty()) {
+            config.auth_info.impersonate = Some(user);
+        }
+        let groups = expand_string_array(&self.as_group);
+        if !groups.is_empty() {
+            config.auth_info.impersonate_groups = Some(groups);
+        }
+        kube::Client::try_from(config)
+            .map_err(|e| anyhow::anyhow!("cannot create a Kubernetes client: {e}"))
+    }
+}
+
+/// Explains a client error for `what` (e.g. "reading Secret cert-manager/linkerd-trust-anchor")
+/// in one line: what went wrong and what to do.
+pub fn explain(e: &kube::Error, what: &str) -> String {
+    match (kube_error_category(e), e) {
+        ("forbidden", kube::Error::Api(s)) => format!(
+            "{what}: permission denied ({}); ask a cluster admin for access or use --as/--context",
+            one_line(&s.message)
+        ),
+        ("unauthorized", _) => format!(
+            "{what}: the API server rejected your credentials (401); refresh them or pick \
+             another --context"
+        ),
+        ("not_found", kube::Error::Api(s)) => {
+            format!("{what}: not found ({})", one_line(&s.message))
+        }
+        ("connection", _) => format!(
+            "{what}: cannot reach the Kubernetes API server ({}); check that the cluster is \
+             running and that --kubeconfig/--context point to it",
+            one_line(&e.to_string())
+        ),
+        ("tls", _) => format!(
+            "{what}: TLS with the API server failed ({}); check the kubeconfig's certificate data",
+            one_line(&e.to_string())
+        ),
+        (_, kube::Error::Api(s)) => format!(
+            "{what}: the API server answered {} {} ({})",
+            s.code,
+            s.reason,
+            one_line(&s.message)
+        ),
+        _ => format!("{what}: {}", one_line(&e.to_string())),
+    }
+}
+
+/// Whether the error is a 404.
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

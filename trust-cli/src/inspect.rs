@@ -1,0 +1,416 @@
+//! `linkerd trust inspect`: where the rotation is, and which meshed pods have not converged
+//! (and why), judged by the same code the operator uses (`trust_rotation_steps::convergence`).
+
+use crate::client::{explain, is_not_found};
+use crate::goflags::parse_duration_flag;
+use crate::names::{OperatorNames, PkiNames};
+use anyhow::Context as _;
+use comfy_table::{presets, ContentArrangement, Table};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::time::Duration;
+use trust_rotation_crds::{Convergence, TrustAnchorRotation};
+use trust_rotation_steps::convergence::{
+    bundle_convergence, bundle_state, cert_convergence, cert_state, BundleState, CertState,
+    Converged,
+};
+use trust_rotation_steps::observe::{list_meshed_pods, MeshedPod};
+use trust_rotation_steps::pki::{parse_pem_certificate, short_fingerprint, Certificate};
+use trust_rotation_steps::probe::{probe_pods, ProbeConfig, ProbeMode, ProbeOutcome};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InspectOutput {
+    Table,
+    Wide,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InspectArgs {
+    /// Output format: table, wide or json (see docs/inspect.md for the JSON schema)
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: InspectOutput,
+    /// Probe at most this many proxies at once
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Give up on a proxy after this long (e.g. 10s, 500ms)
+    #[arg(long, default_value = "10s", value_parser = parse_duration_flag, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// How to reach proxies: through the API server (port-forward) or straight to pod IPs
+    /// (direct, in-cluster only)
+    #[arg(long, value_enum, default_value = "port-forward")]
+    pub probe: ProbeMode,
+    /// Skip probing live certificates (bundle state only)
+    #[arg(long)]
+    pub no_probe: bool,
+    #[command(flatten)]
+    pub names: PkiNames,
+    #[command(flatten)]
+    pub operator: OperatorNames,
+}
+
+/// Counts, as JSON.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub converged: u32,
+    pub target: u32,
+    pub summary: String,
+}
+
+impl From<&Convergence> for Counts {
+    fn from(c: &Convergence) -> Self {
+        Counts {
+            converged: c.converged,
+            target: c.target,
+            summary: c.summary.clone(),
+        }
+    }
+}
+
+/// One unconverged pod.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRow {
+    pub namespace: String,
+    pub pod: String,
+    pub owner: Option<String>,
+    /// `current`, `stale` or `no-proxy`.
+    pub bundle: &'static str,
+    /// `active`, `other-issuer`, `unreachable`, `timed-out`, `no-proxy`, `invalid`, or
+    /// `not-probed` with `--no-probe`.
+    pub certificate: &'static str,
+    /// Issuer fingerprint (other-issuer) or the reason (unreachable, invalid).
+    pub certificate_detail: Option<String>,
+    pub fix: String,
+}
+
+/// The whole report; `--output json` prints exactly this.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub rotation: String,
+    /// Phase from the TrustAnchorRotation status; null when it cannot be read.
+    pub phase: Option<String>,
+    pub blocking_message: Option<String>,
+    /// Why the TrustAnchorRotation could not be read, if it could not.
+    pub rotation_error: Option<String>,
+    /// Convergence as the operator last recorded it.
+    pub recorded: RecordedCounts,
+    /// Convergence observed now by this command.
+    pub observed: ObservedCounts,
+    pub active_issuer: String,
+    pub pods: Vec<PodRow>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedCounts {
+    pub trust_bundle: Option<Counts>,
+    pub workload_certificates: Option<Counts>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedCounts {
+    pub trust_bundle: Counts,
+    /// Null with `--no-probe`.
+    pub workload_certificates: Option<Counts>,
+}
+
+/// The fix for a pod in these states.
+pub fn fix_for(pod: &MeshedPod, bundle: BundleState, cert: Option<&CertState>) -> String {
+    match (bundle, cert) {
+        (BundleState::Stale | BundleState::NoProxy, _)
+        | (_, Some(CertState::OtherIssuer { .. })) => pod.restart_command(),
+        (_, Some(CertState::Unreachable(_) | CertState::TimedOut | CertState::Invalid(_))) => {
+            format!(
+                "kubectl -n {} logs {} -c linkerd-proxy",
+                pod.pod.namespace, pod.pod.name
+            )
+        }
+        _ => String::new(),
+    }
+}
+
+/// Builds the rows of unconverged workload pods, in namespace/name order.
+pub fn rows(
+    pods: &[MeshedPod],
+    probes: Option<&[(MeshedPod, ProbeOutcome)]>,
+    bundle_value: &str,
+    active_issuer: &Certificate,
+) -> Vec<PodRow> {
+    let mut out: Vec<PodRow> = Vec::new();
+    for pod in pods.iter().filter(|p| p.is_workload()) {
+        let b = bundle_state(pod, bundle_value);
+        let c = probes.map(|ps| {
+            ps.iter()
+                .find(|(p, _)| p.pod == pod.pod)
+                .map(|(_, o)| cert_state(o, active_issuer))
+                .unwrap_or(CertState::Unreachable("not probed".into()))
+        });
+        let cert_ok = c.as_ref().is_none_or(|c| c.is_converged());
+        if b.is_converged() && cert_ok {
+            continue;
+        }
+        out.push(PodRow {
+            namespace: pod.pod.namespace.clone(),
+            pod: pod.pod.name.clone(),
+            owner: pod.owner.clone(),
+            bundle: b.as_str(),
+            certificate: c.as_ref().map(CertState::as_str).unwrap_or("not-probed"),
+            certificate_detail: c.as_ref().and_then(|c| c.detail().map(str::to_string)),
+            fix: fix_for(pod, b, c.as_ref()),
+        });
+    }
+    out.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+    out
+}
+
+fn cert_cell(row: &PodRow, wide: bool) -> String {
+    match (row.certificate, row.certificate_detail.as_deref()) {
+        ("other-issuer", Some(fp)) if !wide => format!("old issuer {}", short_fingerprint(fp)),
+        ("other-issuer", Some(fp)) => format!("old issuer {fp}"),
+        ("other-issuer", None) => "old issuer".into(),
+        ("active", _) => "active issuer".into(),
+        ("timed-out", _) => "timed out".into(),
+        ("no-proxy", _) => "no proxy".into(),
+        ("not-probed", _) => "not probed".into(),
+        (state, Some(detail)) if wide => format!("{state}: {detail}"),
+        (state, _) => state.into(),
+    }
+}
+
+/// The human rendering.
+pub fn render_text(report: &Report, wide: bool) -> String {
+    let mut out = String::new();
+    let phase = report.phase.as_deref().unwrap_or("unknown");
+    out.push_str(&format!("TrustAnchorRotation: {}\n", report.rotation));
+    out.push_str(&format!("Phase:               {phase}\n"));
+    if let Some(e) = &report.rotation_error {
+        out.push_str(&format!("                     ({e})\n"));
+    }
+    let rec = |c: &Option<Counts>| {
+        c.as_ref()
+            .map(|c| c.summary.clone())
+            .unwrap_or_else(|| "-".into())
+    };
+    out.push_str(&format!(
+        "Trust bundle:        {} observed, {} recorded\n",
+        report.observed.trust_bundle.summary,
+        rec(&report.recorded.trust_bundle)
+    ));
+    out.push_str(&format!(
+        "Workload certs:      {} observed, {} recorded\n",
+        report
+            .observed
+            .workload_certificates
+            .as_ref()
+            .map(|c| c.summary.clone())
+            .unwrap_or_else(|| "not probed".into()),
+        rec(&report.recorded.workload_certificates)
+    ));
+    out.push_str(&format!(
+        "Active issuer:       {}\n",
+        if wide {
+            report.active_issuer.as_str()
+        } else {
+            short_fingerprint(&report.active_issuer)
+        }
+    ));
+    if let Some(m) = &report.blocking_message {
+        out.push_str(&format!("Blocked:             {m}\n"));
+    }
+    out.push('\n');
+    if report.pods.is_empty() {
+        out.push_str("All meshed pods have converged.\n");
+        return out;
+    }
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    table.set_header(["NAMESPACE", "POD", "OWNER", "BUNDLE", "CERTIFICATE", "FIX"]);
+    for r in &report.pods {
+        table.add_row([
+            r.namespace.clone(),
+            r.pod.clone(),
+            r.owner.clone().unwrap_or_else(|| "-".into()),
+            match r.bundle {
+                "no-proxy" => "no proxy".to_string(),
+                other => other.to_string(),
+            },
+            cert_cell(r, wide),
+            r.fix.clone(),
+        ]);
+    }
+    for line in table.to_string().lines() {
+        // comfy-table pads every cell by one space; drop the leading one, as kubectl does.
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!("\n{} pod(s) not converged.\n", report.pods.len()));
+    out
+}
+
+/// Gathers the report.
+pub async fn inspect(
+    client: &kube::Client,
+    linkerd_ns: &str,
+    args: &InspectArgs,
+) -> anyhow::Result<Report> {
+    // The rotation's recorded state (optional: the table is useful without the operator).
+    let tar = Api::<TrustAnchorRotation>::all(client.clone())
+        .get(&args.operator.rotation)
+        .await;
+    let (status, spec_trust_domain, rotation_error) = match tar {
+        Ok(t) => (t.status, Some(t.spec.trust_domain), None),
+        Err(e) if is_not_found(&e) => (
+            None,
+            None,
+            Some(format!(
+                "TrustAnchorRotation {} not found: is the operator installed?",
+                args.operator.rotation
+            )),
+        ),
+        Err(e) => {
+            let msg = explain(
+                &e,
+                &format!("reading TrustAnchorRotation {}", args.operator.rotation),
+            );
+            if matches!(
+                trust_rotation_steps::observe::kube_error_category(&e),
+                "connection" | "unauthorized" | "tls"
+            ) {
+                anyhow::bail!(msg);
+            }
+            (None, None, Some(msg))
+        }
+    };
+
+    let names = &args.names;
+    let what = format!("ConfigMap {linkerd_ns}/{}", names.trust_roots);
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), linkerd_ns)
+        .get(&names.trust_roots)
+        .await
+        .map_err(|e| {
+            if is_not_found(&e) {
+                anyhow::anyhow!(
+                    "{what} not found: seed it with `linkerd trust bundle | kubectl apply -f -`"
+                )
+            } else {
+                anyhow::anyhow!(explain(&e, &format!("reading {what}")))
+            }
+        })?;
+    let bundle_value = cm
+        .data
+        .and_then(|mut d| d.remove(&names.trust_roots_key))
+        .ok_or_else(|| anyhow::anyhow!("{what} has no key {:?}", names.trust_roots_key))?;
+
+    let what = format!("Secret {linkerd_ns}/{}", names.issuer_secret());
+    let secret = Api::<Secret>::namespaced(client.clone(), linkerd_ns)
+        .get(names.issuer_secret())
+        .await
+        .map_err(|e| {
+            if is_not_found(&e) {
+                anyhow::anyhow!("{what} not found: the identity issuer has not been issued (or pass --identity-issuer-secret)")
+            } else {
+                anyhow::anyhow!(explain(&e, &format!("reading {what}")))
+            }
+        })?;
+    let crt = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("tls.crt"))
+        .ok_or_else(|| anyhow::anyhow!("{what} has no tls.crt"))?;
+    let active_issuer = std::str::from_utf8(&crt.0)
+        .map_err(|_| anyhow::anyhow!("{what} tls.crt is not PEM text"))
+        .and_then(|t| {
+            parse_pem_certificate(t).map_err(|e| anyhow::anyhow!("{what} tls.crt: {e}"))
+        })?;
+
+    let pods = list_meshed_pods(client, linkerd_ns)
+        .await
+        .map_err(|e| match &e {
+            trust_rotation_steps::observe::ObserveError::ListPods { source, .. } => {
+                anyhow::anyhow!(explain(source, "listing meshed pods"))
+            }
+        })?;
+    let workloads: Vec<MeshedPod> = pods.iter().filter(|p| p.is_workload()).cloned().collect();
+
+    let probes = if args.no_probe {
+        None
+    } else {
+        let cfg = ProbeConfig {
+            mode: args.probe,
+            concurrency: usize::from(args.concurrency),
+            timeout: args.timeout,
+            trust_domain: trust_domain(&spec_trust_domain),
+            linkerd_ns: linkerd_ns.to_string(),
+        };
+        let show_bar = args.output != InspectOutput::Json && std::io::stderr().is_terminal();
+        let bar = if show_bar {
+            let bar = indicatif::ProgressBar::new(workloads.len() as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "probing proxies {bar:30} {pos}/{len} {elapsed}",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let results = probe_pods(client, workloads.clone(), &cfg, || bar.inc(1)).await;
+        bar.finish_and_clear();
+        Some(results)
+    };
+
+    let bundle_tally = bundle_convergence(&pods, &bundle_value);
+    let cert_tally = probes.as_ref().map(|p| cert_convergence(p, &active_issuer));
+    let status_ref = status.as_ref();
+    Ok(Report {
+        rotation: args.operator.rotation.clone(),
+        phase: status_ref.and_then(|s| s.phase).map(|p| p.to_string()),
+        blocking_message: status_ref
+            .and_then(|s| s.blocking_message.clone())
+            .filter(|m| !m.is_empty()),
+        rotation_error,
+        recorded: RecordedCounts {
+            trust_bundle: status_ref
+                .and_then(|s| s.trust_bundle.as_ref())
+                .map(Counts::from),
+            workload_certificates: status_ref
+                .and_then(|s| s.workload_certificates.as_ref())
+                .map(Counts::from),
+        },
+        observed: ObservedCounts {
+            trust_bundle: Counts::from(&bundle_tally.to_status(None)),
+            workload_certificates: cert_tally
+                .as_ref()
+                .map(|t| Counts::from(&t.to_status(None))),
+        },
+        active_issuer: active_issuer.fingerprint().to_string(),
+        pods: rows(&pods, probes.as_deref(), &bundle_value, &active_issuer),
+    })
+}
+
+fn trust_domain(from_spec: &Option<String>) -> String {
+    from_spec
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| trust_rotation_crds::DEFAULT_TRUST_DOMAIN.to_string())
+}
+
+/// Prints the report in the requested format.
+pub fn render(report: &Report, output: InspectOutput) -> anyhow::Result<String> {
+    Ok(match output {
+        InspectOutput::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(report).context("rendering JSON")?
+        ),
+        InspectOutput::Table => render_text(report, false),
+        InspectOutput::Wide => render_text(report, true),
+    })
+}
