@@ -57,6 +57,18 @@ pub struct CheckArgs {
     pub operator: OperatorNames,
 }
 
+impl CheckArgs {
+    /// Parses `check` arguments alone (for tests and embedding); exits on bad input like clap.
+    pub fn parse_args(args: &[&str]) -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: CheckArgs,
+        }
+        <Wrapper as clap::Parser>::parse_from(args).args
+    }
+}
+
 /// The categories, in the order they run.
 pub const CAT_KUBE: &str = "linkerd-trust-kubernetes-api";
 pub const CAT_CERT_MANAGER: &str = "linkerd-trust-cert-manager";
