@@ -138,7 +138,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             conflict_rate: args.fault_conflict_rate,
         },
         seed: args.seed,
-        ..SimConfig::default()
     };
     let sim = Sim::start(config).await?;
     tracing::info!(addr = %sim.addr(), kubeconfig = %sim.kubeconfig_path().display(), "cluster-sim serving");

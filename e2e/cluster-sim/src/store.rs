@@ -169,10 +169,12 @@ pub fn crd_resource_type(crd: &Value) -> Result<ResourceType, String> {
     let namespaced = match spec["scope"].as_str() {
         Some("Namespaced") => true,
         Some("Cluster") => false,
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "spec.scope: Unsupported value: {:?}: supported values: \"Cluster\", \"Namespaced\"",
             other.unwrap_or("")
-        )),
+        ))
+        }
     };
     let versions = spec["versions"]
         .as_array()
@@ -243,6 +245,8 @@ struct Inner {
     rv: u64,
     history: VecDeque<WatchEvent>,
     history_limit: usize,
+    /// The newest resourceVersion whose event is no longer in the history.
+    compacted: u64,
     uid_counter: u64,
 }
 
@@ -494,11 +498,16 @@ impl Store {
         inner.rv += 1;
         let rv = inner.rv;
         let uid = uuid_like(inner.uid_counter);
+        let m_has_spec = obj.get("spec").is_some();
         let m = &mut obj["metadata"];
         m["uid"] = json!(uid);
         m["resourceVersion"] = json!(rv.to_string());
         m["creationTimestamp"] = json!(now_rfc3339());
-        m["generation"] = json!(1);
+        // Kinds with a spec or status (Deployments, custom resources) track generation;
+        // ConfigMaps, Secrets and the like have none, as on a real server.
+        if t.status_subresource || m_has_spec {
+            m["generation"] = json!(1);
+        }
         if let Some(m) = m.as_object_mut() {
             if !t.namespaced {
                 m.remove("namespace");
@@ -577,11 +586,18 @@ impl Store {
         next["apiVersion"] = current["apiVersion"].clone();
         next["kind"] = current["kind"].clone();
         next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-        next["metadata"]["generation"] = current["metadata"]["generation"].clone();
+        match current["metadata"].get("generation") {
+            Some(g) => next["metadata"]["generation"] = g.clone(),
+            None => {
+                if let Some(m) = next["metadata"].as_object_mut() {
+                    m.remove("generation");
+                }
+            }
+        }
         if next == *current {
             return Ok(current);
         }
-        if spec_changed(&current, &next) {
+        if current["metadata"]["generation"].is_i64() && spec_changed(&current, &next) {
             let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
             next["metadata"]["generation"] = json!(g + 1);
         }
@@ -684,7 +700,7 @@ impl Store {
                 .history
                 .front()
                 .map_or(inner.rv, |e| e.resource_version);
-            if since + 1 < oldest && since < inner.rv {
+            if since < inner.compacted {
                 return Err(StoreError::Gone {
                     requested: since,
                     oldest,
@@ -711,6 +727,7 @@ impl Store {
         {
             inner.history.pop_front();
         }
+        inner.compacted = inner.compacted.max(rv.min(inner.rv));
     }
 
     fn record(
@@ -732,7 +749,9 @@ impl Store {
         };
         inner.history.push_back(ev.clone());
         while inner.history.len() > inner.history_limit {
-            inner.history.pop_front();
+            if let Some(dropped) = inner.history.pop_front() {
+                inner.compacted = inner.compacted.max(dropped.resource_version);
+            }
         }
         let _ = self.events.send(ev);
     }

@@ -340,7 +340,7 @@ fn authorized(st: &ApiState, req: &Request<Body>) -> bool {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.as_bytes().len() == expected.len() && v == expected)
+        .is_some_and(|v| v == expected)
 }
 
 async fn dispatch(

@@ -530,6 +530,7 @@ fn admit_new(
     }
     obj["apiVersion"] = json!(t.api_version());
     obj["kind"] = json!(t.kind);
+    apply_schema_defaults(st, t, &mut obj);
     if obj["metadata"]["managedFields"]
         .as_array()
         .is_none_or(|a| a.is_empty())
@@ -609,6 +610,7 @@ fn update(
 ) -> ApiResult<Response> {
     let mut obj = decode_body(media, body)?;
     check_identity(t, target, &mut obj)?;
+    apply_schema_defaults(st, t, &mut obj);
     let manager = manager(ua, query);
     let inject_conflict = st.faults.conflict();
     let dry = is_dry_run(query);
@@ -727,6 +729,7 @@ fn patch(
         }
     }
     let inject_conflict = kind != PatchType::Apply && st.faults.conflict();
+    let schema = crd_schema(st, t);
     let dry = is_dry_run(query);
     let ns = target.namespace.as_deref();
     // Server-side apply creates what does not exist yet.
@@ -801,6 +804,9 @@ fn patch(
             return fail(e, &mut failure);
         }
         let mut next = apply_subresource_rule(t, cur, check, sub);
+        if let Some(schema) = &schema {
+            default_into(&mut next, schema, 0);
+        }
         if kind != PatchType::Apply {
             patch::track_update(Some(cur), &mut next, &manager, sub);
         }
@@ -945,4 +951,62 @@ fn delete_collection(
         StatusCode::OK,
         &json!({"kind": t.list_kind, "apiVersion": t.api_version(), "metadata": {"resourceVersion": st.store.resource_version().to_string()}, "items": deleted}),
     ))
+}
+
+/// Applies the `default`s of a custom resource's OpenAPI schema, as a real API server does
+/// for structural schemas: missing properties with a default get it, recursively through
+/// present objects and array items.
+pub fn apply_schema_defaults(st: &ApiState, t: &ResourceType, obj: &mut Value) {
+    if let Some(schema) = crd_schema(st, t) {
+        default_into(obj, &schema, 0);
+    }
+}
+
+/// The OpenAPI schema of a custom resource's served version (None for built-in kinds).
+/// Reads the store: never call it while inside `Store::mutate`.
+pub fn crd_schema(st: &ApiState, t: &ResourceType) -> Option<Value> {
+    if super::builtin::is_builtin(&t.key) {
+        return None;
+    }
+    let crd_name = format!("{}.{}", t.key.plural, t.key.group);
+    let crd = st.store.get(&crate::store::crd_key(), None, &crd_name)?;
+    crd["spec"]["versions"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"].as_str() == Some(t.version.as_str()))
+        .map(|v| v["schema"]["openAPIV3Schema"].clone())
+}
+
+fn default_into(v: &mut Value, schema: &Value, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            if let Some(props) = schema["properties"].as_object() {
+                for (k, ps) in props {
+                    if !m.contains_key(k) {
+                        if let Some(d) = ps.get("default") {
+                            m.insert(k.clone(), d.clone());
+                        }
+                    }
+                    if let Some(child) = m.get_mut(k) {
+                        default_into(child, ps, depth + 1);
+                    }
+                }
+            } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for child in m.values_mut() {
+                    default_into(child, ap, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(is) = schema.get("items") {
+                for item in items {
+                    default_into(item, is, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
 }

@@ -93,7 +93,7 @@ pub fn jsonpath<'a>(v: &'a Value, path: &str) -> Vec<&'a Value> {
                     .flatten()
                     .filter(|item| match item.get(k) {
                         Some(Value::String(s)) => s == want,
-                        Some(other) => other.to_string() == want,
+                        Some(other) => other.to_string().as_str() == want,
                         None => false,
                     })
                     .collect();
