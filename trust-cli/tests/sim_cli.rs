@@ -1,0 +1,665 @@
+//! `linkerd-trust` end to end against the cluster simulator's demo topology (cert-manager,
+//! the guide's PKI, the Linkerd control plane and emojivoto), through the real binary and a
+//! real kubeconfig, as a user would run it.
+
+use cluster_sim::mesh::{Durations, Topology};
+use cluster_sim::{FaultConfig, Sim, SimConfig};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::CustomResourceExt;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+use trust_rotation_crds::TrustAnchorRotation;
+
+const BIN: &str = env!("CARGO_BIN_EXE_linkerd-trust");
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn cli(kubeconfig: &Path, args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("NO_COLOR")
+        .output()
+        .await
+        .expect("run linkerd-trust");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn demo(durations: Durations) -> Sim {
+    Sim::start(SimConfig {
+        topology: Topology::Demo,
+        durations,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the demo simulator starts")
+}
+
+fn deployment(ns: &str, name: &str, labels: Value) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "main", "image": format!("example.test/{name}:v1.16.0")}]}
+            }
+        }
+    }))
+    .expect("valid Deployment")
+}
+
+async fn wait_available(client: &kube::Client, ns: &str, names: &[&str]) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for _ in 0..200 {
+        let mut all = true;
+        for n in names {
+            let ok = api
+                .get(n)
+                .await
+                .ok()
+                .and_then(|d| d.status)
+                .is_some_and(|s| s.available_replicas.unwrap_or(0) >= 1);
+            all &= ok;
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("Deployments {names:?} in {ns} never became available");
+}
+
+/// What a real cluster has and the demo topology leaves out: cert-manager's own Deployments.
+async fn install_cert_manager_deployments(client: &kube::Client) {
+    let names = [
+        "cert-manager",
+        "cert-manager-cainjector",
+        "cert-manager-webhook",
+    ];
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "cert-manager");
+    for n in names {
+        api.create(
+            &PostParams::default(),
+            &deployment(
+                "cert-manager",
+                n,
+                json!({"app.kubernetes.io/instance": "cert-manager"}),
+            ),
+        )
+        .await
+        .expect("create cert-manager Deployment");
+    }
+    wait_available(client, "cert-manager", &names).await;
+}
+
+/// The operator charts' footprint (CRD, the `cluster` TrustAnchorRotation, the Deployment),
+/// without running the operator itself.
+async fn install_operator_footprint(client: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &TrustAnchorRotation::crd())
+        .await
+        .expect("create CRD");
+    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
+    let tar: TrustAnchorRotation = serde_json::from_value(json!({
+        "apiVersion": "trust.linkerd.io/v1alpha1", "kind": "TrustAnchorRotation",
+        "metadata": {"name": "cluster"}, "spec": {}
+    }))
+    .expect("valid TrustAnchorRotation");
+    let mut created = false;
+    for _ in 0..100 {
+        // The CRD is served shortly after it is created.
+        if tars.create(&PostParams::default(), &tar).await.is_ok() {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(created, "TrustAnchorRotation cluster could not be created");
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "linkerd");
+    api.create(
+        &PostParams::default(),
+        &deployment(
+            "linkerd",
+            "trust-rotation-operator",
+            json!({"app.kubernetes.io/name": "trust-rotation-operator", "app.kubernetes.io/version": "0.1.0"}),
+        ),
+    )
+    .await
+    .expect("create operator Deployment");
+    wait_available(client, "linkerd", &["trust-rotation-operator"]).await;
+}
+
+async fn trust_roots(client: &kube::Client) -> String {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), "linkerd")
+        .get("linkerd-identity-trust-roots")
+        .await
+        .expect("trust roots");
+    cm.data
+        .and_then(|mut d| d.remove("ca-bundle.crt"))
+        .unwrap_or_default()
+}
+
+async fn set_trust_roots(client: &kube::Client, value: &str) {
+    Api::<ConfigMap>::namespaced(client.clone(), "linkerd")
+        .patch(
+            "linkerd-identity-trust-roots",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"ca-bundle.crt": value}})),
+        )
+        .await
+        .expect("patch trust roots");
+}
+
+async fn secret_crt(client: &kube::Client, ns: &str, name: &str) -> String {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("secret");
+    let b = s.data.expect("data").remove("tls.crt").expect("tls.crt");
+    String::from_utf8(b.0).expect("PEM")
+}
+
+fn check_line<'a>(stdout: &'a str, description: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.ends_with(description) && l.len() <= description.len() + 5)
+        .unwrap_or_else(|| panic!("no check {description:?} in:\n{stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_apply_then_check_pre_and_full_check_are_green() {
+    let sim = demo(Durations::fast()).await;
+    let client = sim.client();
+    let kc = sim.kubeconfig_path().to_path_buf();
+    let anchor = secret_crt(&client, "cert-manager", "linkerd-trust-anchor").await;
+
+    // A clobbered bundle is restored by `linkerd trust bundle | kubectl apply -f -`.
+    set_trust_roots(&client, "stale\n").await;
+    let out = cli(&kc, &["bundle"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("apiVersion: v1\nkind: ConfigMap\n"),
+        "{}",
+        out.stdout
+    );
+    let json_out = cli(&kc, &["bundle", "-o", "json"]).await;
+    let v: Value = serde_json::from_str(&json_out.stdout).expect("bundle -o json is JSON");
+    assert_eq!(v["metadata"]["name"], "linkerd-identity-trust-roots");
+    assert_eq!(v["data"]["ca-bundle.crt"].as_str(), Some(anchor.as_str()));
+    let applied = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{BIN} bundle | kubectl apply -f -"))
+        .env("KUBECONFIG", &kc)
+        .output();
+    match applied {
+        Ok(o) if o.status.success() => {
+            assert_eq!(
+                trust_roots(&client).await,
+                anchor,
+                "the bundle is the anchor's tls.crt"
+            );
+        }
+        Ok(o) => panic!(
+            "bundle | kubectl apply failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("cannot run sh: {e}"),
+    }
+
+    // Prerequisites: red while cert-manager's Deployments are missing, then green.
+    let out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(check_line(&out.stdout, "cert-manager Deployments are available").starts_with('×'));
+    assert!(
+        out.stdout
+            .contains("no Deployments in namespace cert-manager"),
+        "{}",
+        out.stdout
+    );
+    install_cert_manager_deployments(&client).await;
+    let out = cli(&kc, &["check", "--pre", "--wait=10s"]).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with("\nStatus check results are √\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains('×') && !out.stdout.contains("linkerd-trust-operator"));
+
+    // The full check is red at the operator category (fatal: CRD missing)...
+    let out = cli(&kc, &["check", "--wait=0s", "-o", "json"]).await;
+    assert_eq!(out.code, 1);
+    let (results, success) = linkerd_trust::check::format::parse_like_linkerd(&out.stdout)
+        .expect("check -o json is what linkerd check expects");
+    assert!(!success);
+    let last = results.last().expect("results");
+    assert_eq!(last.description, "TrustAnchorRotation CRD is installed");
+    assert!(last
+        .error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("trust-rotation-operator-crds"));
+
+    // ...and green once the operator is installed, with linkerd check's forwarded flags.
+    install_operator_footprint(&client).await;
+    let out = cli(
+        &kc,
+        &[
+            "check",
+            "--as-group=[]",
+            "--proxy=false",
+            "--verbose=false",
+            "--wait=10s",
+            "--linkerd-namespace=linkerd",
+            "--namespace=",
+            "--output=json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let (results, success) = linkerd_trust::check::format::parse_like_linkerd(&out.stdout).unwrap();
+    assert!(success, "{}", out.stdout);
+    assert!(results
+        .iter()
+        .any(|r| r.description == "trust anchor rotation is not blocked"));
+    let out = cli(&kc, &["check", "-o", "short", "--wait=5s"]).await;
+    assert_eq!(out.stdout, "Status check results are √\n");
+
+    // version reads the operator's Deployment.
+    let out = cli(&kc, &["version"]).await;
+    assert_eq!(
+        out.stdout,
+        format!(
+            "Client version: {}\nOperator version: 0.1.0\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_is_red_with_the_right_message_per_broken_prerequisite() {
+    let sim = demo(Durations::fast()).await;
+    let client = sim.client();
+    let kc = sim.kubeconfig_path().to_path_buf();
+    install_cert_manager_deployments(&client).await;
+    install_operator_footprint(&client).await;
+
+    // A blocked rotation.
+    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
+    tars.patch_status(
+        "cluster",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "PropagatingTrustRoots", "blockingMessage": "pod emojivoto/web-1 does not restart"}})),
+    )
+    .await
+    .expect("patch status");
+    let out = cli(&kc, &["check", "--wait=0s"]).await;
+    assert_eq!(out.code, 1);
+    assert!(check_line(&out.stdout, "trust anchor rotation is not blocked").starts_with('×'));
+    assert!(out.stdout.contains(
+        "    blocked in phase PropagatingTrustRoots: pod emojivoto/web-1 does not restart\n    see https://github.com/linkerd-trust/trust-rotation-operator/blob/main/docs/checks.md#ltr-rotation-not-blocked for hints\n"
+    ), "{}", out.stdout);
+
+    // The operator Deployment is gone.
+    Api::<Deployment>::namespaced(client.clone(), "linkerd")
+        .delete("trust-rotation-operator", &DeleteParams::default())
+        .await
+        .expect("delete operator");
+    let out = cli(&kc, &["check", "--wait=0s", "-o", "short"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("× trust-rotation-operator Deployment is available\n    Deployment linkerd/trust-rotation-operator not found"), "{}", out.stdout);
+
+    // A garbage bundle, named precisely; the issuer check then cannot pass either.
+    let anchor = secret_crt(&client, "cert-manager", "linkerd-trust-anchor").await;
+    set_trust_roots(&client, &format!("{anchor}hello world\n")).await;
+    let out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        check_line(&out.stdout, "trust roots contain only valid certificates").starts_with('×')
+    );
+    assert!(
+        out.stdout.contains("unexpected text \"hello world\""),
+        "{}",
+        out.stdout
+    );
+
+    // A bundle without the current anchor (an unrelated root only).
+    let other_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_root = params.self_signed(&other_key).unwrap().pem();
+    set_trust_roots(&client, &other_root).await;
+    let out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
+    assert!(
+        check_line(&out.stdout, "trust roots include the current trust anchor").starts_with('×')
+    );
+    assert!(check_line(
+        &out.stdout,
+        "issuer cert is issued by a trust anchor in the bundle"
+    )
+    .starts_with('×'));
+    set_trust_roots(&client, &anchor).await;
+
+    // rotationPolicy Never is a warning: reported, exit 0.
+    let certs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "cert-manager",
+        &linkerd_trust::certmanager::certificate(),
+    );
+    certs
+        .patch(
+            "linkerd-trust-anchor",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"privateKey": {"rotationPolicy": "Never"}}})),
+        )
+        .await
+        .expect("patch certificate");
+    // cert-manager may re-issue the anchor after the spec change: re-seed until it settles.
+    let mut out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
+    for _ in 0..50 {
+        if out.code == 0 {
+            break;
+        }
+        let anchor = secret_crt(&client, "cert-manager", "linkerd-trust-anchor").await;
+        set_trust_roots(&client, &anchor).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
+    }
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(check_line(
+        &out.stdout,
+        "trust anchor Certificate uses rotationPolicy Always"
+    )
+    .starts_with('‼'));
+    assert!(out.stdout.ends_with("Status check results are √\n"));
+
+    // --fail-within turns a short horizon into a failure (the demo anchor lives a year).
+    let out = cli(&kc, &["check", "--pre", "--wait=0s", "--fail-within=9000h"]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        check_line(&out.stdout, "trust anchor is valid for at least 9000h0m0s").starts_with('×')
+    );
+
+    // A missing identity issuer Certificate.
+    let l5d_certs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "linkerd",
+        &linkerd_trust::certmanager::certificate(),
+    );
+    l5d_certs
+        .delete("linkerd-identity-issuer", &DeleteParams::default())
+        .await
+        .expect("delete issuer certificate");
+    let out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
+    assert!(check_line(
+        &out.stdout,
+        "identity issuer Certificate exists and is ready"
+    )
+    .starts_with('×'));
+    assert!(
+        out.stdout
+            .contains("Certificate linkerd/linkerd-identity-issuer not found"),
+        "{}",
+        out.stdout
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_lists_unconverged_pods_with_their_reason_and_fix() {
+    // Long-lived workload certificates, so that pods keep the old issuer's until restarted.
+    let durations = Durations {
+        workload_cert_lifetime: Duration::from_secs(3600),
+        ..Durations::fast()
+    };
+    let sim = demo(durations).await;
+    let client = sim.client();
+    let kc = sim.kubeconfig_path().to_path_buf();
+
+    // Converged: nothing to list (probing through the API server's port-forward).
+    let out = cli(&kc, &["inspect", "--timeout", "5s"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("Trust bundle:        4/4 observed"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Workload certs:      4/4 observed"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("All meshed pods have converged."),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("TrustAnchorRotation cluster not found"),
+        "{}",
+        out.stdout
+    );
+
+    // The identity issuer is renewed (as in step 3): running proxies keep certificates from
+    // the old issuer until they are restarted.
+    let old_issuer = secret_crt(&client, "linkerd", "linkerd-identity-issuer").await;
+    let out = cli(&kc, &["renew", "issuer"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with(
+        "Manually triggered issuance of Certificate linkerd/linkerd-identity-issuer\n"
+    ));
+    let mut renewed = false;
+    for _ in 0..200 {
+        if secret_crt(&client, "linkerd", "linkerd-identity-issuer").await != old_issuer {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        renewed,
+        "cert-manager re-issued the identity issuer after `renew issuer`"
+    );
+    let old_fp = trust_rotation_steps::pki::parse_pem_certificate(&old_issuer)
+        .unwrap()
+        .fingerprint()
+        .to_string();
+
+    let out = cli(&kc, &["inspect", "-o", "json", "--probe", "port-forward"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: Value =
+        serde_json::from_str(&out.stdout).expect("inspect -o json is one JSON document");
+    assert_eq!(report["observed"]["trustBundle"]["summary"], "4/4");
+    assert_eq!(report["observed"]["workloadCertificates"]["summary"], "0/4");
+    let pods = report["pods"].as_array().expect("pods");
+    assert_eq!(pods.len(), 4, "{report:#}");
+    for p in pods {
+        assert_eq!(p["namespace"], "emojivoto");
+        assert_eq!(p["bundle"], "current");
+        assert_eq!(p["certificate"], "other-issuer", "{p:#}");
+        assert_eq!(p["certificateDetail"].as_str(), Some(old_fp.as_str()));
+    }
+    let web = pods
+        .iter()
+        .find(|p| p["owner"] == "deployment/web")
+        .expect("web pod");
+    assert_eq!(
+        web["fix"],
+        "kubectl -n emojivoto rollout restart deployment/web"
+    );
+
+    // A stale bundle: every workload pod is listed with its restart command.
+    let anchor = secret_crt(&client, "cert-manager", "linkerd-trust-anchor").await;
+    set_trust_roots(&client, &format!("{anchor}{old_issuer}")).await;
+    let out = cli(&kc, &["inspect", "--no-probe"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("Trust bundle:        0/4 observed"),
+        "{}",
+        out.stdout
+    );
+    let web_line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("deployment/web"))
+        .expect("web row");
+    assert!(web_line.starts_with("emojivoto"), "{web_line}");
+    assert!(
+        web_line.contains("stale")
+            && web_line.ends_with("kubectl -n emojivoto rollout restart deployment/web"),
+        "{web_line}"
+    );
+
+    // Slow proxies hit the per-pod timeout (the API server answers after 1.5s).
+    sim.faults().set(FaultConfig {
+        latency: Duration::from_millis(1500),
+        ..FaultConfig::default()
+    });
+    let out = cli(
+        &kc,
+        &[
+            "inspect",
+            "-o",
+            "json",
+            "--timeout",
+            "300ms",
+            "--concurrency",
+            "4",
+        ],
+    )
+    .await;
+    sim.faults().set(FaultConfig::default());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let pods = report["pods"].as_array().expect("pods");
+    assert_eq!(pods.len(), 4);
+    assert!(
+        pods.iter().all(|p| p["certificate"] == "timed-out"),
+        "{report:#}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_anchor_drives_cert_manager_and_bad_input_is_one_line() {
+    let sim = demo(Durations::fast()).await;
+    let client = sim.client();
+    let kc = sim.kubeconfig_path().to_path_buf();
+    let before = secret_crt(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let out = cli(&kc, &["renew", "anchor"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("What happens next"));
+    let mut renewed = false;
+    for _ in 0..200 {
+        if secret_crt(&client, "cert-manager", "linkerd-trust-anchor").await != before {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(renewed, "cert-manager issued a new trust anchor");
+
+    // Missing names and a missing CRD: one line on stderr, nothing on stdout, exit 1.
+    for args in [
+        &["renew", "anchor", "--trust-anchor", "nope"][..],
+        &["bundle", "--trust-anchor-secret", "nope"][..],
+        &["status"][..],
+        &["inspect", "--trust-roots", "nope"][..],
+    ] {
+        let out = cli(&kc, args).await;
+        assert_eq!(out.code, 1, "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {}", out.stdout);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with("Error: ") && out.stderr.contains("not found"),
+            "{}",
+            out.stderr
+        );
+    }
+
+    // A Secret holding garbage.
+    Api::<Secret>::namespaced(client.clone(), "cert-manager")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "garbage", "namespace": "cert-manager"},
+                "stringData": {"tls.crt": "not a certificate"},
+                "data": {"tls.crt": "bm90IGEgY2VydGlmaWNhdGU="}
+            }))
+            .unwrap(),
+        )
+        .await
+        .expect("create garbage secret");
+    let out = cli(
+        &kc,
+        &["bundle", "--trust-anchor-secret", "garbage", "-o", "json"],
+    )
+    .await;
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("Secret cert-manager/garbage tls.crt"),
+        "{}",
+        out.stderr
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreachable_cluster_is_one_line_saying_what_to_do() {
+    // A kubeconfig pointing at a closed loopback port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n"
+        ),
+    )
+    .unwrap();
+    let out = cli(&kc, &["bundle"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.is_empty());
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("cannot reach the Kubernetes API server"),
+        "{}",
+        out.stderr
+    );
+    let out = cli(&kc, &["check", "-o", "json", "--wait=0s"]).await;
+    assert_eq!(out.code, 1);
+    let (results, _) = linkerd_trust::check::format::parse_like_linkerd(&out.stdout).unwrap();
+    assert_eq!(
+        results.last().unwrap().description,
+        "can query the Kubernetes API"
+    );
+    assert!(results
+        .last()
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("cannot reach"));
+}
