@@ -1,0 +1,142 @@
+//! The shared convergence code against the simulator's demo topology: listing meshed pods
+//! (paged), judging their bundles, and probing their proxies directly and through the API
+//! server's port-forward.
+
+use cluster_sim::mesh::{Durations, Topology};
+use cluster_sim::{Sim, SimConfig};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, ListParams};
+use std::time::Duration;
+use trust_rotation_steps::convergence::{bundle_convergence, cert_convergence, CertState};
+use trust_rotation_steps::observe::{list_meshed_pods, meshed_selector, LIST_PAGE_SIZE};
+use trust_rotation_steps::pki::parse_pem_certificate;
+use trust_rotation_steps::probe::{probe_pods, ProbeConfig, ProbeMode, ProbeOutcome};
+
+async fn issuer(client: &kube::Client) -> trust_rotation_steps::pki::Certificate {
+    let s = Api::<Secret>::namespaced(client.clone(), "linkerd")
+        .get("linkerd-identity-issuer")
+        .await
+        .unwrap();
+    let crt = s.data.unwrap().remove("tls.crt").unwrap();
+    parse_pem_certificate(std::str::from_utf8(&crt.0).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_pods_are_observed_converged_and_probed_both_ways() {
+    let sim = Sim::start(SimConfig {
+        topology: Topology::Demo,
+        durations: Durations::fast(),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("demo starts");
+    let client = sim.client();
+    let pods = list_meshed_pods(&client, "linkerd").await.expect("list");
+    assert_eq!(
+        pods.len(),
+        7,
+        "3 control-plane + 4 emojivoto pods: {pods:#?}"
+    );
+    assert_eq!(pods.iter().filter(|p| p.control_plane).count(), 3);
+    assert!(pods.iter().all(|p| p.has_proxy && p.ip.is_some()));
+    let web = pods
+        .iter()
+        .find(|p| p.pod.name.starts_with("web-"))
+        .expect("web pod");
+    assert_eq!(web.owner.as_deref(), Some("deployment/web"));
+    assert_eq!(web.service_account, "web");
+
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), "linkerd")
+        .get("linkerd-identity-trust-roots")
+        .await
+        .unwrap();
+    let bundle = cm.data.unwrap().remove("ca-bundle.crt").unwrap();
+    let t = bundle_convergence(&pods, &bundle);
+    assert_eq!((t.converged, t.target), (4, 4), "{t:?}");
+    let t = bundle_convergence(&pods, &format!("{bundle}\n# another bundle"));
+    assert_eq!((t.converged, t.target), (0, 4));
+
+    let active = issuer(&client).await;
+    for mode in [ProbeMode::Direct, ProbeMode::PortForward] {
+        let cfg = ProbeConfig {
+            mode,
+            concurrency: 3,
+            timeout: Duration::from_secs(5),
+            trust_domain: "cluster.local".into(),
+            linkerd_ns: "linkerd".into(),
+        };
+        let workloads: Vec<_> = pods.iter().filter(|p| p.is_workload()).cloned().collect();
+        let results = probe_pods(&client, workloads, &cfg, || {}).await;
+        for (p, o) in &results {
+            assert!(
+                matches!(o, ProbeOutcome::Chain(c) if !c.is_empty()),
+                "{mode}: {} {o:?}",
+                p.pod
+            );
+        }
+        let t = cert_convergence(&results, &active);
+        assert_eq!((t.converged, t.target), (4, 4), "{mode}: {t:?}");
+    }
+
+    // A pod that does not exist (any more) is unreachable through port-forward, not a hang.
+    let mut gone = pods.iter().find(|p| p.is_workload()).unwrap().clone();
+    gone.pod.name = "gone-0".into();
+    gone.ip = None;
+    let cfg = ProbeConfig {
+        mode: ProbeMode::PortForward,
+        concurrency: 1,
+        timeout: Duration::from_secs(5),
+        trust_domain: "cluster.local".into(),
+        linkerd_ns: "linkerd".into(),
+    };
+    let results = probe_pods(&client, vec![gone.clone()], &cfg, || {}).await;
+    assert!(
+        matches!(&results[0].1, ProbeOutcome::Unreachable(_)),
+        "{:?}",
+        results[0].1
+    );
+    let t = cert_convergence(&results, &active);
+    assert!(matches!(t.unconverged[0].state, CertState::Unreachable(_)));
+    let direct = ProbeConfig {
+        mode: ProbeMode::Direct,
+        ..cfg
+    };
+    let results = probe_pods(&client, vec![gone], &direct, || {}).await;
+    assert_eq!(
+        results[0].1,
+        ProbeOutcome::Unreachable("pod has no IP yet".into())
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_follows_continue_tokens_past_one_page() {
+    let extra = LIST_PAGE_SIZE as usize + 50;
+    let sim = Sim::start(SimConfig {
+        topology: Topology::Demo,
+        durations: Durations::fast(),
+        pods: extra,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("scaled demo starts");
+    let client = sim.client();
+    // One page is not enough: the server hands out a continue token.
+    let page = Api::<Pod>::all(client.clone())
+        .list_metadata(
+            &ListParams::default()
+                .labels(&meshed_selector("linkerd"))
+                .limit(LIST_PAGE_SIZE),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), LIST_PAGE_SIZE as usize);
+    assert!(page.metadata.continue_.is_some_and(|c| !c.is_empty()));
+    let pods = list_meshed_pods(&client, "linkerd").await.expect("list");
+    assert_eq!(pods.len(), extra + 7);
+    let mut names: Vec<String> = pods.iter().map(|p| p.pod.to_string()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), extra + 7, "no pod twice");
+    sim.shutdown().await;
+}
