@@ -663,3 +663,75 @@ async fn unreachable_cluster_is_one_line_saying_what_to_do() {
         .unwrap()
         .contains("cannot reach"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_follows_phases_until_synced() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let sim = demo(Durations::fast()).await;
+    let client = sim.client();
+    let kc = sim.kubeconfig_path().to_path_buf();
+    install_operator_footprint(&client).await;
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["status", "--watch"])
+        .env("KUBECONFIG", &kc)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn status --watch");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.unwrap().expect("first line");
+    assert!(first.contains("Pending"), "{first}");
+    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
+    for status in [
+        json!({"phase": "RefreshingControlPlane"}),
+        json!({"phase": "PropagatingTrustRoots", "trustBundle": {"converged": 1, "target": 4, "summary": "1/4"}}),
+        json!({"phase": "PropagatingTrustRoots", "trustBundle": {"converged": 4, "target": 4, "summary": "4/4"}}),
+        json!({"phase": "Synced"}),
+    ] {
+        tars.patch_status(
+            "cluster",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .expect("patch status");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut seen = vec![first];
+    let collect = async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            seen.push(l);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), collect)
+        .await
+        .expect("status --watch ends once Synced again");
+    let code = child.wait().await.expect("exit").code();
+    assert_eq!(code, Some(0));
+    let phases: Vec<&str> = seen
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "Pending",
+            "RefreshingControlPlane",
+            "PropagatingTrustRoots",
+            "PropagatingTrustRoots",
+            "Synced"
+        ],
+        "{seen:#?}"
+    );
+    assert!(
+        seen[2].contains("bundle 1/4") && seen[3].contains("bundle 4/4"),
+        "{seen:#?}"
+    );
+    // Every line starts with a UTC timestamp.
+    assert!(seen.iter().all(|l| l
+        .split_whitespace()
+        .next()
+        .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok())));
+    sim.shutdown().await;
+}
