@@ -145,7 +145,11 @@ fn resync(shared: &Arc<Shared>, running: &mut HashMap<String, CancellationToken>
     });
 }
 
-fn start_pod(shared: &Arc<Shared>, running: &mut HashMap<String, CancellationToken>, pod: &Value) {
+fn start_pod(
+    shared: &Arc<Shared>,
+    running: &mut HashMap<String, CancellationToken>,
+    pod: &Arc<Value>,
+) {
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let token = shared.cancel.child_token();
     running.insert(uid, token.clone());
@@ -308,7 +312,11 @@ fn resolve_env(
     Ok(out)
 }
 
-async fn run_pod(shared: Arc<Shared>, pod: Value, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn run_pod(
+    shared: Arc<Shared>,
+    pod: Arc<Value>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let ns = ns_of(&pod).to_string();
     let name = name_of(&pod).to_string();
     let meshed = proxy_container(&pod).is_some();
@@ -324,15 +332,11 @@ async fn run_pod(shared: Arc<Shared>, pod: Value, cancel: CancellationToken) -> 
     };
     let containers: Vec<ContainerRt> = ["initContainers", "containers"]
         .iter()
-        .filter_map(|k| pod["spec"][*k].as_array())
-        .flatten()
-        .filter(|c| {
-            c["name"] == super::PROXY_CONTAINER
-                || pod["spec"]["containers"]
-                    .as_array()
-                    .is_some_and(|cs| cs.iter().any(|x| x == *c))
-        })
-        .map(|c| ContainerRt {
+        .filter_map(|k| pod["spec"][*k].as_array().map(|cs| (k, cs)))
+        .flat_map(|(k, cs)| cs.iter().map(move |c| (k, c)))
+        // Init containers are done by the time the pod runs, but a native-sidecar proxy.
+        .filter(|(k, c)| **k == "containers" || c["name"] == super::PROXY_CONTAINER)
+        .map(|(_, c)| ContainerRt {
             name: c["name"].as_str().unwrap_or("").to_string(),
             image: c["image"].as_str().unwrap_or("").to_string(),
             state: CState::Waiting {
@@ -352,6 +356,8 @@ async fn run_pod(shared: Arc<Shared>, pod: Value, cancel: CancellationToken) -> 
         containers,
     }));
     let guard = scopeguard(shared.clone(), ip, ns.clone(), name.clone());
+    // Holding the admitted pod for the pod's lifetime would keep a stale copy alive.
+    drop(pod);
     if !publish(&shared, &rt) {
         return Ok(());
     }
@@ -362,6 +368,13 @@ async fn run_pod(shared: Arc<Shared>, pod: Value, cancel: CancellationToken) -> 
     let Some(current) = shared.store.get(&pods(), Some(&ns), &name) else {
         return Ok(());
     };
+    // What the proxy needs from the pod; the pod object itself is not kept.
+    let proxy_spec = proxy_container(&current).cloned();
+    let pod_ref = json!({
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {"serviceAccountName": current["spec"]["serviceAccountName"]},
+    });
+    drop(current);
 
     // Plain containers start now.
     let started = now_rfc3339();
@@ -376,7 +389,10 @@ async fn run_pod(shared: Arc<Shared>, pod: Value, cancel: CancellationToken) -> 
             }
         }
     }
-    publish(&shared, &rt);
+    if listener.is_none() {
+        // Meshed pods publish once, with the proxy's state (one watch event less per pod).
+        publish(&shared, &rt);
+    }
 
     // The identity controller, restarted with back-off while it cannot start.
     if is_identity {
@@ -418,13 +434,13 @@ async fn run_pod(shared: Arc<Shared>, pod: Value, cancel: CancellationToken) -> 
     }
 
     // The proxy.
-    if let (Some(listener), Some(pc)) = (listener, proxy_container(&current).cloned()) {
+    if let (Some(listener), Some(pc)) = (listener, proxy_spec) {
         let mut attempt = 0u32;
         let proxy = loop {
             match resolve_env(&shared.store, &ns, &pc)
                 .map_err(|e| ("CreateContainerConfigError", e))
                 .and_then(|env| {
-                    Proxy::new(&shared, &current, ip, env)
+                    Proxy::new(&shared, &pod_ref, ip, env)
                         .map_err(|e| ("CrashLoopBackOff", e.to_string()))
                 }) {
                 Ok(p) => break Arc::new(p),

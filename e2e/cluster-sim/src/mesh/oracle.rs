@@ -70,7 +70,7 @@ pub struct Oracle {
 }
 
 struct PodView {
-    name: String,
+    idx: usize,
     roots: usize,
     chain: Option<usize>,
 }
@@ -83,12 +83,14 @@ impl Oracle {
         };
         let bg = o.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(bg.shared.durations.oracle_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
+                let t = std::time::Instant::now();
+                bg.sample();
+                // Never spend more than a tenth of a core on sampling (10,000 pods).
+                let wait = bg.shared.durations.oracle_interval.max(t.elapsed() * 10);
                 tokio::select! {
                     _ = bg.shared.cancel.cancelled() => return,
-                    _ = tick.tick() => { bg.sample(); }
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         });
@@ -191,14 +193,18 @@ pub fn evaluate(proxies: &[Arc<Proxy>]) -> OracleSnapshot {
     let mut roots_ids: HashMap<String, usize> = HashMap::new();
     let mut roots_list: Vec<Arc<pki::Roots>> = Vec::new();
     let mut chain_ids: HashMap<String, usize> = HashMap::new();
-    let mut chain_reps: Vec<Vec<rustls_pki_types::CertificateDer<'static>>> = Vec::new();
+    let mut chain_reps: Vec<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>> = Vec::new();
     let mut views = Vec::with_capacity(proxies.len());
     let mut without_valid = 0usize;
-    for p in proxies {
-        let ri = *roots_ids.entry(p.roots.id.clone()).or_insert_with(|| {
-            roots_list.push(p.roots.clone());
-            roots_list.len() - 1
-        });
+    for (idx, p) in proxies.iter().enumerate() {
+        let ri = match roots_ids.get(&p.roots.id) {
+            Some(i) => *i,
+            None => {
+                roots_list.push(p.roots.clone());
+                roots_ids.insert(p.roots.id.clone(), roots_list.len() - 1);
+                roots_list.len() - 1
+            }
+        };
         let Some(held) = p.held() else {
             without_valid += 1;
             continue;
@@ -214,7 +220,7 @@ pub fn evaluate(proxies: &[Arc<Proxy>]) -> OracleSnapshot {
             None
         };
         views.push(PodView {
-            name: format!("{}/{}", p.namespace, p.pod),
+            idx,
             roots: ri,
             chain,
         });
@@ -270,7 +276,7 @@ pub fn evaluate(proxies: &[Arc<Proxy>]) -> OracleSnapshot {
     let mut failing: Vec<String> = views
         .iter()
         .filter(|v| failing_classes.contains(&(v.roots, v.chain)))
-        .map(|v| v.name.clone())
+        .map(|v| format!("{}/{}", proxies[v.idx].namespace, proxies[v.idx].pod))
         .collect();
     failing.sort();
     let failing_pod_count = failing.len();

@@ -48,7 +48,7 @@ pub fn parse_proxy_duration(s: &str) -> Result<Duration, String> {
 /// The certificate a proxy currently holds.
 #[derive(Clone)]
 pub struct Held {
-    pub chain: Vec<CertificateDer<'static>>,
+    pub chain: Arc<Vec<CertificateDer<'static>>>,
     pub not_before: i64,
     pub not_after: i64,
     /// SHA-256 over the chain without the leaf: pods with the same issuer chain share it.
@@ -96,7 +96,9 @@ impl Proxy {
         let anchors = get(super::ENV_TRUST_ANCHORS)
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| anyhow::anyhow!("{} is not set", super::ENV_TRUST_ANCHORS))?;
-        let roots = Roots::from_pem(anchors)
+        let roots = shared
+            .proxies
+            .roots_for(anchors)
             .map_err(|e| anyhow::anyhow!("{}: {e}", super::ENV_TRUST_ANCHORS))?;
         let min_refresh = match get(super::ENV_MIN_REFRESH) {
             Some(v) => parse_proxy_duration(v)
@@ -126,7 +128,7 @@ impl Proxy {
             pod: super::name_of(pod).to_string(),
             identity,
             ip,
-            roots: Arc::new(roots),
+            roots,
             env,
             min_refresh,
             max_refresh,
@@ -166,7 +168,7 @@ impl Proxy {
                 let held = Held {
                     chain_id: pki::sha256_hex(&tail),
                     certified: Arc::new(CertifiedKey::new(chain.clone(), self.signing_key.clone())),
-                    chain,
+                    chain: Arc::new(chain),
                     not_before: info.not_before,
                     not_after: info.not_after,
                 };
@@ -209,13 +211,28 @@ pub fn identity_name(sa: &str, ns: &str) -> String {
     )
 }
 
-/// Every running proxy, by pod.
+/// Every running proxy, by pod, and the trust-anchor sets they share.
 #[derive(Default)]
 pub struct Registry {
     map: Mutex<HashMap<(String, String), Arc<Proxy>>>,
+    roots: Mutex<HashMap<String, Arc<Roots>>>,
 }
 
 impl Registry {
+    /// Parses an anchors env value once per distinct value (10,000 proxies share a few).
+    pub fn roots_for(&self, anchors: &str) -> Result<Arc<Roots>, pki::PkiError> {
+        let mut cache = self.roots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = cache.get(anchors) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(Roots::from_pem(anchors)?);
+        if cache.len() > 64 {
+            cache.clear();
+        }
+        cache.insert(anchors.to_string(), r.clone());
+        Ok(r)
+    }
+
     pub fn insert(&self, p: Arc<Proxy>) {
         self.lock().insert((p.namespace.clone(), p.pod.clone()), p);
     }
@@ -323,7 +340,6 @@ pub(crate) fn serve_admin(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(&proxy)?);
     let weak = Arc::downgrade(&proxy);
     tokio::spawn(async move {
         loop {
@@ -339,7 +355,6 @@ pub(crate) fn serve_admin(
                 },
             };
             let Some(proxy) = weak.upgrade() else { return };
-            let acceptor = acceptor.clone();
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 let mut first = [0u8; 1];
@@ -349,6 +364,14 @@ pub(crate) fn serve_admin(
                     return;
                 }
                 if first[0] == 0x16 {
+                    // Built per connection: 10,000 idle proxies hold no TLS state.
+                    let acceptor = match tls_config(&proxy) {
+                        Ok(cfg) => tokio_rustls::TlsAcceptor::from(cfg),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "proxy TLS configuration failed");
+                            return;
+                        }
+                    };
                     if let Ok(Ok(tls)) =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
                     {
