@@ -187,6 +187,15 @@ pub fn env_value(pod: &Value, name: &str) -> Option<String> {
 
 /// Reads the chain a proxy presents: TLS 1.3, SNI = identity, no server verification.
 pub async fn probe_chain(ip: &str, identity: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let tcp = tokio::net::TcpStream::connect((ip, 4191)).await?;
+    probe_chain_over(tcp, identity).await
+}
+
+/// The same probe over any stream (e.g. a port-forward).
+pub async fn probe_chain_over<S>(stream: S, identity: &str) -> anyhow::Result<Vec<Vec<u8>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     #[derive(Debug)]
@@ -238,10 +247,9 @@ pub async fn probe_chain(ip: &str, identity: &str) -> anyhow::Result<Vec<Vec<u8>
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Any(provider)))
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect((ip, 4191)).await?;
     let conn = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tls = conn
-        .connect(ServerName::try_from(identity.to_string())?, tcp)
+        .connect(ServerName::try_from(identity.to_string())?, stream)
         .await?;
     let (_, c) = tls.get_ref();
     Ok(c.peer_certificates()
