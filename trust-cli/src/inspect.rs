@@ -29,7 +29,7 @@ pub enum InspectOutput {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct InspectArgs {
-    /// Output format: table, wide or json (see docs/inspect.md for the JSON schema)
+    /// Output format: table, wide or json (the JSON schema is documented in trust-cli/README.md)
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: InspectOutput,
     /// Probe at most this many proxies at once
@@ -76,6 +76,10 @@ pub struct PodRow {
     pub namespace: String,
     pub pod: String,
     pub owner: Option<String>,
+    /// `status.podIP`, null before the pod has one.
+    pub ip: Option<String>,
+    /// The pod's Ready condition.
+    pub ready: bool,
     /// `current`, `stale` or `no-proxy`.
     pub bundle: &'static str,
     /// `active`, `other-issuer`, `unreachable`, `timed-out`, `no-proxy`, `invalid`, or
@@ -158,6 +162,8 @@ pub fn rows(
             namespace: pod.pod.namespace.clone(),
             pod: pod.pod.name.clone(),
             owner: pod.owner.clone(),
+            ip: pod.ip.clone(),
+            ready: pod.ready,
             bundle: b.as_str(),
             certificate: c.as_ref().map(CertState::as_str).unwrap_or("not-probed"),
             certificate_detail: c.as_ref().and_then(|c| c.detail().map(str::to_string)),
@@ -197,20 +203,21 @@ pub fn render_text(report: &Report, wide: bool) -> String {
             .unwrap_or_else(|| "-".into())
     };
     out.push_str(&format!(
-        "Trust bundle:        {} observed, {} recorded\n",
+        "Trust bundle:        {} pods current (recorded by the operator: {})\n",
         report.observed.trust_bundle.summary,
         rec(&report.recorded.trust_bundle)
     ));
-    out.push_str(&format!(
-        "Workload certs:      {} observed, {} recorded\n",
-        report
-            .observed
-            .workload_certificates
-            .as_ref()
-            .map(|c| c.summary.clone())
-            .unwrap_or_else(|| "not probed".into()),
-        rec(&report.recorded.workload_certificates)
-    ));
+    match &report.observed.workload_certificates {
+        Some(c) => out.push_str(&format!(
+            "Workload certs:      {} pods on the active issuer (recorded by the operator: {})\n",
+            c.summary,
+            rec(&report.recorded.workload_certificates)
+        )),
+        None => out.push_str(&format!(
+            "Workload certs:      not probed (recorded by the operator: {})\n",
+            rec(&report.recorded.workload_certificates)
+        )),
+    }
     out.push_str(&format!(
         "Active issuer:       {}\n",
         if wide {
@@ -231,12 +238,23 @@ pub fn render_text(report: &Report, wide: bool) -> String {
     table
         .load_style(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled);
-    table.set_header(["NAMESPACE", "POD", "OWNER", "BUNDLE", "CERTIFICATE", "FIX"]);
+    let mut header = vec!["NAMESPACE", "POD", "OWNER"];
+    if wide {
+        header.extend(["IP", "READY"]);
+    }
+    header.extend(["BUNDLE", "CERTIFICATE", "FIX"]);
+    table.set_header(header);
     for r in &report.pods {
-        table.add_row([
+        let mut row = vec![
             r.namespace.clone(),
             r.pod.clone(),
             r.owner.clone().unwrap_or_else(|| "-".into()),
+        ];
+        if wide {
+            row.push(r.ip.clone().unwrap_or_else(|| "-".into()));
+            row.push(if r.ready { "true" } else { "false" }.into());
+        }
+        row.extend([
             match r.bundle {
                 "no-proxy" => "no proxy".to_string(),
                 other => other.to_string(),
@@ -244,6 +262,7 @@ pub fn render_text(report: &Report, wide: bool) -> String {
             cert_cell(r, wide),
             r.fix.clone(),
         ]);
+        table.add_row(row);
     }
     for line in table.to_string().lines() {
         // comfy-table pads every cell by one space; drop the leading one, as kubectl does.
@@ -413,4 +432,133 @@ pub fn render(report: &Report, output: InspectOutput) -> anyhow::Result<String> 
         InspectOutput::Table => render_text(report, false),
         InspectOutput::Wide => render_text(report, true),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let counts = |c: u32, t: u32| Counts {
+            converged: c,
+            target: t,
+            summary: format!("{c}/{t}"),
+        };
+        Report {
+            rotation: "cluster".into(),
+            phase: Some("RenewingWorkloadCerts".into()),
+            blocking_message: Some("2 pods still use the old issuer".into()),
+            rotation_error: None,
+            recorded: RecordedCounts {
+                trust_bundle: Some(counts(2, 2)),
+                workload_certificates: Some(counts(0, 2)),
+            },
+            observed: ObservedCounts {
+                trust_bundle: counts(2, 2),
+                workload_certificates: Some(counts(0, 2)),
+            },
+            active_issuer: "ab".repeat(32),
+            pods: vec![
+                PodRow {
+                    namespace: "emojivoto".into(),
+                    pod: "web-1".into(),
+                    owner: Some("deployment/web".into()),
+                    ip: Some("127.1.0.2".into()),
+                    ready: true,
+                    bundle: "current",
+                    certificate: "other-issuer",
+                    certificate_detail: Some("cd".repeat(32)),
+                    fix: "kubectl -n emojivoto rollout restart deployment/web".into(),
+                },
+                PodRow {
+                    namespace: "emojivoto".into(),
+                    pod: "emoji-1".into(),
+                    owner: None,
+                    ip: None,
+                    ready: false,
+                    bundle: "current",
+                    certificate: "timed-out",
+                    certificate_detail: None,
+                    fix: "kubectl -n emojivoto logs emoji-1 -c linkerd-proxy".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn table_shows_state_reason_and_fix() {
+        let text = render(&report(), InspectOutput::Table).unwrap();
+        let expected = "\
+TrustAnchorRotation: cluster
+Phase:               RenewingWorkloadCerts
+Trust bundle:        2/2 pods current (recorded by the operator: 2/2)
+Workload certs:      0/2 pods on the active issuer (recorded by the operator: 0/2)
+Active issuer:       abababababab
+Blocked:             2 pods still use the old issuer
+
+NAMESPACE  POD      OWNER           BUNDLE   CERTIFICATE              FIX
+emojivoto  web-1    deployment/web  current  old issuer cdcdcdcdcdcd  kubectl -n emojivoto rollout restart deployment/web
+emojivoto  emoji-1  -               current  timed out                kubectl -n emojivoto logs emoji-1 -c linkerd-proxy
+
+2 pod(s) not converged.
+";
+        assert_eq!(text, expected);
+        let wide = render(&report(), InspectOutput::Wide).unwrap();
+        assert!(wide.contains(&format!("old issuer {}", "cd".repeat(32))));
+        assert!(wide.contains("127.1.0.2"));
+        assert!(wide.contains(&"ab".repeat(32)));
+    }
+
+    #[test]
+    fn json_keys_are_the_documented_ones() {
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&report(), InspectOutput::Json).unwrap()).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(&v),
+            [
+                "activeIssuer",
+                "blockingMessage",
+                "observed",
+                "phase",
+                "pods",
+                "recorded",
+                "rotation",
+                "rotationError"
+            ]
+        );
+        assert_eq!(
+            keys(&v["pods"][0]),
+            [
+                "bundle",
+                "certificate",
+                "certificateDetail",
+                "fix",
+                "ip",
+                "namespace",
+                "owner",
+                "pod",
+                "ready"
+            ]
+        );
+        assert_eq!(
+            keys(&v["observed"]["trustBundle"]),
+            ["converged", "summary", "target"]
+        );
+        assert_eq!(v["pods"][1]["certificate"], "timed-out");
+    }
+
+    #[test]
+    fn all_converged_says_so() {
+        let mut r = report();
+        r.pods.clear();
+        r.blocking_message = None;
+        let text = render(&r, InspectOutput::Table).unwrap();
+        assert!(text.ends_with("\nAll meshed pods have converged.\n"));
+        assert!(!text.contains("Blocked"));
+    }
 }

@@ -436,12 +436,13 @@ async fn inspect_lists_unconverged_pods_with_their_reason_and_fix() {
     let out = cli(&kc, &["inspect", "--timeout", "5s"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stdout.contains("Trust bundle:        4/4 observed"),
+        out.stdout.contains("Trust bundle:        4/4 pods current"),
         "{}",
         out.stdout
     );
     assert!(
-        out.stdout.contains("Workload certs:      4/4 observed"),
+        out.stdout
+            .contains("Workload certs:      4/4 pods on the active issuer"),
         "{}",
         out.stdout
     );
@@ -510,7 +511,7 @@ async fn inspect_lists_unconverged_pods_with_their_reason_and_fix() {
     let out = cli(&kc, &["inspect", "--no-probe"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stdout.contains("Trust bundle:        0/4 observed"),
+        out.stdout.contains("Trust bundle:        0/4 pods current"),
         "{}",
         out.stdout
     );
