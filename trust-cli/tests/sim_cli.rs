@@ -736,3 +736,33 @@ async fn status_watch_follows_phases_until_synced() {
         .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok())));
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_wait_retries_until_prerequisites_become_healthy() {
+    let sim = demo(Durations::fast()).await;
+    let client = sim.client();
+    let kc = sim.kubeconfig_path().to_path_buf();
+    // Started while cert-manager's Deployments do not exist yet...
+    let check = tokio::process::Command::new(BIN)
+        .args(["check", "--pre", "--wait=30s", "-o", "short"])
+        .env("KUBECONFIG", &kc)
+        .output();
+    let install = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        install_cert_manager_deployments(&client).await;
+    };
+    let (out, ()) = tokio::join!(check, install);
+    let out = out.expect("run check");
+    // ...it keeps retrying and ends green once they are available.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Status check results are √\n"
+    );
+    sim.shutdown().await;
+}
