@@ -130,5 +130,5 @@ bench: toolchain ## Every benchmark of BENCH_PACKAGES
 # --- everything --------------------------------------------------------------------
 
 .PHONY: test
-test: lint unit crd-fresh chart-test scripts-lint chart-sim ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end
+test: lint unit crd-fresh chart-test scripts-lint chart-sim e2e-sim ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end
 	@echo "make test: all checks passed"
