@@ -99,7 +99,7 @@ crd-fresh: toolchain ## Fail when the committed CRD or the chart's copy differs 
 # --- charts and scripts ------------------------------------------------------------
 
 .PHONY: chart-test
-chart-test: venv ## Helm lint/render/RBAC checks and the scripts' DRY_RUN command sequences
+chart-test: venv bins ## Helm lint/render/RBAC checks and the scripts' DRY_RUN command sequences
 	$(E2E_ENV) $(PY) -m pytest -q -p no:cacheprovider e2e/charts
 
 .PHONY: scripts-lint

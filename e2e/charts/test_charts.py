@@ -532,3 +532,27 @@ def test_readme_documents_every_value_and_metric() -> None:
     assert undocumented == []
     missing = [m for m in operator_metric_families() if m not in readme]
     assert missing == [], f"README does not list {missing}"
+
+
+# === the rendered flags are ones the operator accepts ===
+
+OPERATOR_BIN = REPO / "target/debug/trust-rotation-operator"
+
+
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT], ids=["default", "non-default"])
+def test_the_operator_accepts_the_charts_arguments(values: dict) -> None:
+    """Runs the real binary with the rendered args: it must get past flag parsing (clap
+    exits 2 on a usage error) and fail only on the missing kubeconfig."""
+    import os
+    import subprocess
+    if not OPERATOR_BIN.exists():
+        pytest.fail(f"{OPERATOR_BIN} is not built: run `cargo build --bins` (make chart-test does)")
+    [dep] = by_kind(render(OPERATOR, values), "Deployment")
+    [c] = dep["spec"]["template"]["spec"]["containers"]
+    args = [a.replace("0.0.0.0:", "127.0.0.1:") for a in c["args"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUST_ROTATION_", "OTEL_", "KUBECONFIG"))}
+    env.update({e["name"]: e["value"] for e in c["env"] if "value" in e})
+    out = subprocess.run([str(OPERATOR_BIN), *args, "--kubeconfig=/nonexistent/kubeconfig"],
+                         env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode not in (0, 2), out.stderr
+    assert "kubeconfig" in out.stderr and "unexpected argument" not in out.stderr, out.stderr
