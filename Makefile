@@ -14,10 +14,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REQUIREMENTS := e2e/charts/requirements.txt
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum $(REQUIREMENTS) 2>/dev/null | cut -c1-12)
-# Scripts find the venv's kubectl and python first. kubectl >= 1.35 asks for streaming
-# lists (watch with sendInitialEvents=true), which the simulator does not serve yet: turn
-# that client feature off (client-go then lists and watches, as against older servers).
-E2E_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(PY)" KUBE_FEATURE_WatchListClient=false
+# Scripts find the venv's kubectl and python first.
+E2E_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(PY)"
 
 CRD := crds/trust.linkerd.io_trustanchorrotations.yaml
 CHART_CRD := helm/trust-rotation-operator-crds/templates/trust.linkerd.io_trustanchorrotations.yaml
