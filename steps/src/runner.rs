@@ -66,25 +66,36 @@ impl StatusStore for KubeStatusStore {
     }
 
     async fn apply(&self, status: &TrustAnchorRotationStatus) -> Result<(), StepError> {
+        let what = || format!("writing the status of TrustAnchorRotation {}", self.name);
         let patch = serde_json::json!({
             "apiVersion": format!("{}/{}", trust_rotation_crds::GROUP, trust_rotation_crds::VERSION),
             "kind": "TrustAnchorRotation",
             "status": status,
         });
-        self.api
+        let applied = self
+            .api
             .patch_status(
                 &self.name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&patch),
             )
             .await
-            .map(|_| ())
-            .map_err(|e| {
-                StepError::from_kube(
-                    format!("writing the status of TrustAnchorRotation {}", self.name),
-                    e,
-                )
-            })
+            .map_err(|e| StepError::from_kube(what(), e))?;
+        // Server-side apply removes a field this manager stops applying only when no other
+        // manager owns it too (an older operator that used updates, a `kubectl edit`). Then
+        // the status would keep a finished rotation: replace the status outright instead.
+        let wanted = serde_json::to_value(status).unwrap_or_default();
+        let got = serde_json::to_value(&applied.status).unwrap_or_default();
+        if wanted != got {
+            debug!("status fields co-owned by another manager survived the apply; replacing the status");
+            let mut obj = applied;
+            obj.status = Some(status.clone());
+            self.api
+                .replace_status(&self.name, &kube::api::PostParams::default(), &obj)
+                .await
+                .map_err(|e| StepError::from_kube(what(), e))?;
+        }
+        Ok(())
     }
 }
 
@@ -197,6 +208,13 @@ impl RunnerConfig {
     }
 }
 
+/// Now, to the second: what the API server stores, so that statuses compare equal after a
+/// round trip.
+pub fn now_seconds() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
 /// A clock, replaceable in tests.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -236,7 +254,7 @@ impl Runner {
             metrics: None,
             client,
             config,
-            clock: Arc::new(Timestamp::now),
+            clock: Arc::new(now_seconds),
             failures: Mutex::default(),
             stalled: Mutex::default(),
         }

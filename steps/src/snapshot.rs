@@ -14,6 +14,9 @@ use trust_rotation_crds::{CertificateRef, ConfigMapRef, SecretRef, TrustAnchorRo
 
 /// The annotation `kubectl rollout restart` sets on a pod template.
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+/// The pod-template annotation naming the rotation step that restarted a Deployment
+/// (`<rotation id>/<step name>`), so that a resumed operator never restarts it twice.
+pub const RESTARTED_FOR_ANNOTATION: &str = "trust.linkerd.io/restarted-for";
 
 const TLS_CRT: &str = "tls.crt";
 
@@ -168,6 +171,8 @@ pub struct DeploymentView {
     pub name: String,
     /// `spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"]`.
     pub restarted_at: Option<String>,
+    /// `spec.template.metadata.annotations["trust.linkerd.io/restarted-for"]`.
+    pub restarted_for: Option<String>,
     pub generation: i64,
     pub observed_generation: i64,
     pub desired: i32,
@@ -255,6 +260,11 @@ pub async fn read_deployment(
             .and_then(|s| s.template.metadata.as_ref())
             .and_then(|m| m.annotations.as_ref())
             .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
+            .cloned(),
+        restarted_for: spec
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(RESTARTED_FOR_ANNOTATION))
             .cloned(),
         generation: d.metadata.generation.unwrap_or(0),
         observed_generation: status.and_then(|s| s.observed_generation).unwrap_or(0),

@@ -184,10 +184,12 @@ impl Step for ReduceBundle {
         // Guard rail: probe every workload pod afresh; none may be unreachable or unconverged.
         let reduced = Bundle::from_certs([new_root.clone()]).to_pem();
         if observed.value != reduced {
+            // Every live proxy, the control plane's included: a certificate that does not
+            // chain to the new root breaks mTLS the moment a peer trusts only the new root.
             let pods: Vec<_> = meshed_pods(&ctx.client, &ctx.spec)
                 .await?
                 .into_iter()
-                .filter(|p| p.is_workload())
+                .filter(|p| !p.deleting && p.has_proxy)
                 .collect();
             let results = probe_pods(&ctx.client, pods, &ctx.probe_config(), || {}).await;
             let tally = cert_convergence(&results, &active_issuer);
@@ -197,17 +199,33 @@ impl Step for ReduceBundle {
                 ))),
                 ..Default::default()
             });
-            if !tally.is_complete() {
+            let control_plane_unprobed: Vec<String> = results
+                .iter()
+                .filter(|(p, o)| {
+                    p.control_plane && !matches!(o, ProbeOutcome::Chain(c) if !c.is_empty())
+                })
+                .map(|(p, o)| {
+                    let why = match o {
+                        ProbeOutcome::Unreachable(e) => format!("unreachable: {e}"),
+                        ProbeOutcome::TimedOut => "timed out".to_string(),
+                        ProbeOutcome::NoProxy => "no proxy".to_string(),
+                        ProbeOutcome::Chain(_) => "presented no certificate".to_string(),
+                    };
+                    format!("{} ({why})", p.pod)
+                })
+                .collect();
+            if !tally.is_complete() || !control_plane_unprobed.is_empty() {
                 let list: Vec<String> = tally
                     .unconverged
                     .iter()
-                    .take(10)
                     .map(|p| format!("{} ({})", p.pod, describe(&p.state)))
+                    .chain(control_plane_unprobed)
+                    .take(10)
                     .collect();
                 return Ok(Outcome::wait(
                     format!(
-                        "not reducing the trust bundle while {} of {} workload pod(s) are unconverged or unreachable: {}",
-                        tally.target - tally.converged,
+                        "not reducing the trust bundle while pods are unconverged or unreachable ({}/{} workload pods converged): {}",
+                        tally.converged,
                         tally.target,
                         list.join(", ")
                     ),

@@ -2,8 +2,10 @@
 //! change, the proxy injector first, then waiting until each is Available with every pod
 //! started after the restart.
 //!
-//! The restart stamp is the step's persisted start time, so a resumed operator computes the
-//! same `kubectl.kubernetes.io/restartedAt` value and never restarts a Deployment twice.
+//! Each restart marks the pod template with `trust.linkerd.io/restarted-for:
+//! <rotation id>/<step name>` (next to `kubectl.kubernetes.io/restartedAt`), so a resumed
+//! operator sees that this step already restarted a Deployment and never restarts it twice,
+//! while the same step type later in the workflow (a different name) restarts it again.
 
 use super::POLL;
 use crate::runner::FIELD_MANAGER;
@@ -33,25 +35,22 @@ pub fn restart_stamp(started: Timestamp) -> String {
         .to_string()
 }
 
-/// Whether the Deployment's template was restarted at or after `stamp`.
-fn restarted_since(view: &DeploymentView, stamp: Timestamp) -> bool {
-    view.restarted_at
-        .as_deref()
-        .and_then(|s| s.parse::<Timestamp>().ok())
-        .is_some_and(|t| t.as_second() >= stamp.as_second())
+/// The marker of one step of one rotation.
+pub fn restart_marker(rotation_id: &str, step: &str) -> String {
+    format!("{rotation_id}/{step}")
 }
 
 /// Decides over the Deployments in order (the injector first): the injector is restarted
 /// and must be Available with fresh pods before any other Deployment restarts; the others
 /// restart together.
-pub fn decide_roll(views: &[DeploymentView], stamp: Timestamp) -> RollDecision {
+pub fn decide_roll(views: &[DeploymentView], marker: &str) -> RollDecision {
     let Some((first, rest)) = views.split_first() else {
         return RollDecision::Done;
     };
     for group in [std::slice::from_ref(first), rest] {
         let to_restart: Vec<String> = group
             .iter()
-            .filter(|v| !restarted_since(v, stamp))
+            .filter(|v| v.restarted_for.as_deref() != Some(marker))
             .map(|v| v.name.clone())
             .collect();
         if !to_restart.is_empty() {
@@ -112,12 +111,13 @@ impl Step for RollControlPlane {
 
     async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
         let cp = &ctx.spec.control_plane;
-        // Pods must have started after the bundle changed, and after our restart.
-        let bundle_changed = ctx.finished_at(self.after).unwrap_or(ctx.step_started_at);
-        let stamp = ctx.step_started_at.max(bundle_changed);
+        // Pods must have started after the change this step rolls the control plane for.
+        let changed = ctx.finished_at(self.after).unwrap_or(ctx.step_started_at);
+        let since = Timestamp::from_second(changed.as_second()).unwrap_or(changed);
+        let marker = restart_marker(&ctx.rotation.id, self.name);
         let mut views = Vec::new();
         for name in cp.deployments() {
-            match read_deployment(&ctx.client, &cp.namespace, &name, Timestamp::from_second(stamp.as_second()).unwrap_or(stamp)).await? {
+            match read_deployment(&ctx.client, &cp.namespace, &name, since).await? {
                 Some(v) => views.push(v),
                 None => {
                     return Ok(Outcome::blocked(format!(
@@ -128,16 +128,17 @@ impl Step for RollControlPlane {
                 }
             }
         }
-        match decide_roll(&views, stamp) {
+        match decide_roll(&views, &marker) {
             RollDecision::Done => Ok(Outcome::Done),
             RollDecision::Wait(reason) => Ok(Outcome::wait(reason, POLL)),
             RollDecision::Restart(names) => {
-                let value = restart_stamp(stamp);
+                let value = restart_stamp(ctx.now);
                 let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &cp.namespace);
                 for name in &names {
                     let patch = serde_json::json!({
                         "spec": {"template": {"metadata": {"annotations": {
-                            crate::snapshot::RESTARTED_AT_ANNOTATION: value
+                            crate::snapshot::RESTARTED_AT_ANNOTATION: value,
+                            crate::snapshot::RESTARTED_FOR_ANNOTATION: marker,
                         }}}}
                     });
                     api.patch(
@@ -172,10 +173,11 @@ impl Step for RollControlPlane {
 mod tests {
     use super::*;
 
-    fn view(name: &str, restarted: Option<&str>, complete: bool, stale: &[&str]) -> DeploymentView {
+    fn view(name: &str, marker: Option<&str>, complete: bool, stale: &[&str]) -> DeploymentView {
         DeploymentView {
             name: name.into(),
-            restarted_at: restarted.map(str::to_string),
+            restarted_at: None,
+            restarted_for: marker.map(str::to_string),
             generation: 2,
             observed_generation: 2,
             desired: 1,
@@ -188,51 +190,51 @@ mod tests {
 
     #[test]
     fn injector_first_then_the_rest_together() {
-        let stamp: Timestamp = "2026-11-29T16:00:00Z".parse().unwrap();
-        let s = "2026-11-29T16:00:00Z";
-        let old = "2026-01-01T00:00:00Z";
+        let m = restart_marker("r1", "RollControlPlane");
+        let s = Some(m.as_str());
         let names = [
             "linkerd-proxy-injector",
             "linkerd-identity",
             "linkerd-destination",
         ];
-        // Nothing restarted yet: only the injector.
+        // Nothing restarted yet (or restarted by an earlier step): only the injector.
+        let earlier = restart_marker("r1", "RollControlPlaneRenewed");
         let v: Vec<_> = names
             .iter()
-            .map(|n| view(n, Some(old), true, &[]))
+            .map(|n| view(n, Some(earlier.as_str()), true, &[]))
             .collect();
         assert_eq!(
-            decide_roll(&v, stamp),
+            decide_roll(&v, &m),
             RollDecision::Restart(vec!["linkerd-proxy-injector".into()])
         );
         // Injector restarted but still rolling: wait, nothing else restarts.
         let mut v: Vec<_> = names.iter().map(|n| view(n, None, true, &[])).collect();
-        v[0] = view(names[0], Some(s), false, &[]);
+        v[0] = view(names[0], s, false, &[]);
         assert!(
-            matches!(decide_roll(&v, stamp), RollDecision::Wait(m) if m.contains("linkerd-proxy-injector"))
+            matches!(decide_roll(&v, &m), RollDecision::Wait(w) if w.contains("linkerd-proxy-injector"))
         );
         // Injector rolled but an old pod lingers: wait.
-        v[0] = view(names[0], Some(s), true, &["linkerd/inj-old"]);
+        v[0] = view(names[0], s, true, &["linkerd/inj-old"]);
         assert!(
-            matches!(decide_roll(&v, stamp), RollDecision::Wait(m) if m.contains("linkerd/inj-old"))
+            matches!(decide_roll(&v, &m), RollDecision::Wait(w) if w.contains("linkerd/inj-old"))
         );
         // Injector done: identity and destination together.
-        v[0] = view(names[0], Some(s), true, &[]);
+        v[0] = view(names[0], s, true, &[]);
         assert_eq!(
-            decide_roll(&v, stamp),
+            decide_roll(&v, &m),
             RollDecision::Restart(vec![
                 "linkerd-identity".into(),
                 "linkerd-destination".into()
             ])
         );
-        // A resumed operator sees its own stamp (or a later manual restart) and does not restart again.
-        v[1] = view(names[1], Some(s), true, &[]);
-        v[2] = view(names[2], Some("2026-11-29T16:05:00Z"), false, &[]);
+        // A resumed operator sees its own marker and does not restart again.
+        v[1] = view(names[1], s, true, &[]);
+        v[2] = view(names[2], s, false, &[]);
         assert!(
-            matches!(decide_roll(&v, stamp), RollDecision::Wait(m) if m.contains("linkerd-destination"))
+            matches!(decide_roll(&v, &m), RollDecision::Wait(w) if w.contains("linkerd-destination"))
         );
-        v[2] = view(names[2], Some(s), true, &[]);
-        assert_eq!(decide_roll(&v, stamp), RollDecision::Done);
+        v[2] = view(names[2], s, true, &[]);
+        assert_eq!(decide_roll(&v, &m), RollDecision::Done);
     }
 
     #[test]

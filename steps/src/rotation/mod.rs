@@ -9,6 +9,7 @@
 //! | AwaitPropagation | PropagatingTrustRoots |
 //! | AwaitIssuer | WaitingForIdentityRotation |
 //! | AccelerateRefresh | RenewingWorkloadCerts |
+//! | RollControlPlaneRenewed | RefreshingControlPlane |
 //! | ReduceBundle (new only) | RefreshingControlPlane |
 //! | RollControlPlaneReduced | RefreshingControlPlane |
 //! | AwaitPropagationReduced | RemovingOldTrustRoots |
@@ -36,6 +37,7 @@ pub mod names {
     pub const AWAIT_PROPAGATION: &str = "AwaitPropagation";
     pub const AWAIT_ISSUER: &str = "AwaitIssuer";
     pub const ACCELERATE_REFRESH: &str = "AccelerateRefresh";
+    pub const ROLL_CONTROL_PLANE_RENEWED: &str = "RollControlPlaneRenewed";
     pub const REDUCE_BUNDLE: &str = "ReduceBundle";
     pub const ROLL_CONTROL_PLANE_REDUCED: &str = "RollControlPlaneReduced";
     pub const AWAIT_PROPAGATION_REDUCED: &str = "AwaitPropagationReduced";
@@ -61,6 +63,15 @@ pub fn workflow() -> Workflow {
         )),
         Box::new(issuer::AwaitIssuer),
         Box::new(refresh::AccelerateRefresh),
+        // Control-plane proxies got their certificates from the old issuer when they
+        // restarted onto the expanded bundle, and nothing accelerates their refresh: restart
+        // them (the bundle still holds both roots) so that their live certificates chain to
+        // the new root before it becomes the only one.
+        Box::new(control_plane::RollControlPlane::new(
+            names::ROLL_CONTROL_PLANE_RENEWED,
+            Phase::RefreshingControlPlane,
+            names::AWAIT_ISSUER,
+        )),
         Box::new(bundle::ReduceBundle),
         Box::new(control_plane::RollControlPlane::new(
             names::ROLL_CONTROL_PLANE_REDUCED,
@@ -128,6 +139,6 @@ mod tests {
             ]
         );
         let names: Vec<&str> = wf.steps().iter().map(|s| s.name()).collect();
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 10);
     }
 }

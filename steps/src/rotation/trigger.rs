@@ -58,6 +58,13 @@ impl Trigger for AnchorTrigger {
                 blocked: Some(missing_bundle_message(&spec.trust_roots)),
             });
         };
+        // While Synced, the counts say how many pods carry the bundle (all, normally).
+        let pods = crate::snapshot::meshed_pods(client, spec).await?;
+        let tally = crate::convergence::bundle_convergence(&pods, &observed.value);
+        let progress = Progress {
+            trust_bundle: Some(tally.to_status(None)),
+            ..progress
+        };
         Ok(SyncedView {
             progress,
             start: decide_start(&anchor, &observed.bundle),
