@@ -1,0 +1,264 @@
+//! Wiring: metadata-only watches that wake the runner, and the reconcile loop that runs one
+//! [`Runner`] per TrustAnchorRotation while this replica leads.
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tracing::{debug, info, warn};
+use trust_rotation_crds::{
+    TrustAnchorRotation, CONTROL_PLANE_NS_LABEL, DEFAULT_CERT_MANAGER_NAMESPACE,
+    DEFAULT_LINKERD_NAMESPACE,
+};
+use trust_rotation_steps::metrics::Metrics;
+use trust_rotation_steps::rotation;
+use trust_rotation_steps::runner::{KubeEvents, KubeStatusStore, Runner, RunnerConfig};
+
+/// Coalesces bursts of watch events (a rollout touches many pods at once).
+const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How long a reconcile in flight may finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Tracks initial syncs of every watch; `/ready` turns true once all are synced.
+#[derive(Clone)]
+pub struct SyncTracker {
+    pending: Arc<AtomicUsize>,
+    ready: Arc<AtomicBool>,
+}
+
+impl SyncTracker {
+    pub fn new(ready: Arc<AtomicBool>) -> Self {
+        Self {
+            pending: Arc::new(AtomicUsize::new(0)),
+            ready,
+        }
+    }
+
+    fn register(&self) -> Arc<AtomicBool> {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        Arc::new(AtomicBool::new(false))
+    }
+
+    fn synced(&self, flag: &AtomicBool) {
+        if !flag.swap(true, Ordering::SeqCst) && self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            info!("watches synced; ready");
+            self.ready.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+fn spawn_metadata_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: String,
+    wake: Arc<Notify>,
+    sync: SyncTracker,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    let flag = sync.register();
+    tokio::spawn(async move {
+        let mut stream = watcher(api, config).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::InitDone) => {
+                    sync.synced(&flag);
+                    wake.notify_one();
+                }
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => wake.notify_one(),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, watch = %what, "watch failed; retrying"),
+            }
+        }
+    });
+}
+
+/// Watches the TrustAnchorRotations themselves: spec changes (generation) and deletions wake
+/// the loop; the operator's own status writes do not.
+fn spawn_rotation_watch(client: kube::Client, wake: Arc<Notify>, sync: SyncTracker) {
+    let flag = sync.register();
+    tokio::spawn(async move {
+        let api: Api<TrustAnchorRotation> = Api::all(client);
+        let mut generations: HashMap<String, Option<i64>> = HashMap::new();
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    if generations.insert(name, o.metadata.generation)
+                        != Some(o.metadata.generation)
+                    {
+                        wake.notify_one();
+                    }
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    generations.remove(&o.metadata.name.clone().unwrap_or_default());
+                    wake.notify_one();
+                }
+                Ok(watcher::Event::InitDone) => sync.synced(&flag),
+                Ok(watcher::Event::Init) => {}
+                Err(e) => warn!(error = %e, "TrustAnchorRotation watch failed; retrying"),
+            }
+        }
+    });
+}
+
+/// Starts every watch. Namespaces come from the rotations that exist at start (plus the
+/// defaults); a periodic resync covers anything else.
+pub async fn start_watches(
+    client: &kube::Client,
+    wake: Arc<Notify>,
+    sync: SyncTracker,
+) -> anyhow::Result<()> {
+    let tars = Api::<TrustAnchorRotation>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let mut secret_ns = BTreeSet::from([
+        DEFAULT_CERT_MANAGER_NAMESPACE.to_string(),
+        DEFAULT_LINKERD_NAMESPACE.to_string(),
+    ]);
+    let mut linkerd_ns = BTreeSet::from([DEFAULT_LINKERD_NAMESPACE.to_string()]);
+    for t in &tars.items {
+        secret_ns.insert(t.spec.trust_anchor.namespace.clone());
+        secret_ns.insert(t.spec.identity_issuer.namespace.clone());
+        secret_ns.insert(t.spec.previous_anchor.namespace.clone());
+        linkerd_ns.insert(t.spec.trust_roots.namespace.clone());
+        linkerd_ns.insert(t.spec.control_plane.namespace.clone());
+    }
+    spawn_rotation_watch(client.clone(), wake.clone(), sync.clone());
+    for ns in &secret_ns {
+        spawn_metadata_watch(
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+            watcher::Config::default(),
+            format!("secrets in {ns}"),
+            wake.clone(),
+            sync.clone(),
+        );
+    }
+    for ns in &linkerd_ns {
+        spawn_metadata_watch(
+            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
+            watcher::Config::default(),
+            format!("configmaps in {ns}"),
+            wake.clone(),
+            sync.clone(),
+        );
+        spawn_metadata_watch(
+            Api::<PartialObjectMeta<Deployment>>::namespaced(client.clone(), ns),
+            watcher::Config::default(),
+            format!("deployments in {ns}"),
+            wake.clone(),
+            sync.clone(),
+        );
+        spawn_metadata_watch(
+            Api::<PartialObjectMeta<Event>>::namespaced(client.clone(), ns),
+            watcher::Config::default(),
+            format!("events in {ns}"),
+            wake.clone(),
+            sync.clone(),
+        );
+        spawn_metadata_watch(
+            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{CONTROL_PLANE_NS_LABEL}={ns}")),
+            format!("pods meshed by {ns}"),
+            wake.clone(),
+            sync.clone(),
+        );
+    }
+    Ok(())
+}
+
+/// Runs every rotation until `stop` fires.
+pub async fn run(
+    client: kube::Client,
+    config: RunnerConfig,
+    metrics: Metrics,
+    identity: String,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let api: Api<TrustAnchorRotation> = Api::all(client.clone());
+    let events = Arc::new(KubeEvents::new(client.clone(), Some(identity)));
+    let mut runners: HashMap<String, Runner> = HashMap::new();
+    let mut next = tokio::time::Instant::now();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let tars = match api.list(&ListParams::default()).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                warn!(error = %e, "listing TrustAnchorRotations failed; retrying");
+                next = tokio::time::Instant::now() + Duration::from_secs(5);
+                continue;
+            }
+        };
+        runners.retain(|name, _| {
+            tars.iter()
+                .any(|t| t.metadata.name.as_deref() == Some(name))
+        });
+        let mut soonest = config.resync;
+        for tar in tars {
+            let Some(name) = tar.metadata.name.clone() else {
+                continue;
+            };
+            let runner = runners.entry(name.clone()).or_insert_with(|| {
+                info!(rotation = %name, "managing TrustAnchorRotation");
+                Runner::new(
+                    rotation::workflow(),
+                    Arc::new(KubeStatusStore::new(client.clone(), name.clone())),
+                    events.clone(),
+                    client.clone(),
+                    config.clone(),
+                )
+                .with_metrics(metrics.clone())
+            });
+            let fut = runner.reconcile();
+            tokio::pin!(fut);
+            let result = tokio::select! {
+                r = &mut fut => r,
+                _ = stop.changed() => {
+                    match tokio::time::timeout(DRAIN, fut).await {
+                        Ok(r) => { log_result(&name, &r.map(|_| ())); }
+                        Err(_) => warn!(rotation = %name, "reconcile did not finish within the drain period; it resumes on the next start"),
+                    }
+                    return;
+                }
+            };
+            match result {
+                Ok(r) => soonest = soonest.min(r.0),
+                Err(e) => {
+                    log_result(&name, &Err(e));
+                    soonest = soonest.min(Duration::from_secs(5));
+                }
+            }
+        }
+        debug!(next_in = ?soonest, "reconciled");
+        next = tokio::time::Instant::now() + soonest;
+    }
+}
+
+fn log_result(name: &str, r: &Result<(), trust_rotation_steps::step::StepError>) {
+    if let Err(e) = r {
+        warn!(rotation = %name, error = %e, category = e.category(), "reconcile failed; retrying");
+    }
+}

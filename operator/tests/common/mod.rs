@@ -1,0 +1,663 @@
+//! Shared harness of the operator's end-to-end tests on the cluster simulator: start the demo
+//! topology, install the CRD and the `cluster` rotation, run the real operator binary, and
+//! drive the user guide's manual steps the way `cmctl` and `kubectl` do.
+
+#![allow(dead_code)]
+
+use cluster_sim::{Durations, Sim, SimConfig, Topology};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use trust_rotation_crds::{
+    Phase, TrustAnchorRotation, TrustAnchorRotationSpec, TrustAnchorRotationStatus,
+};
+
+pub const APP_NS: &str = "emojivoto";
+
+pub async fn start_sim() -> Sim {
+    let sim = Sim::start(SimConfig {
+        topology: Topology::Demo,
+        // Fast, but workload certificates live long enough that they move onto the new
+        // issuer only when the guide's restart asks them to (so every phase is observable).
+        durations: Durations {
+            workload_cert_lifetime: Duration::from_secs(600),
+            ..Durations::fast()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("the simulator starts");
+    install_rotation(&sim.client()).await;
+    sim
+}
+
+/// What the chart does: the CRD, then the `cluster` rotation with the defaults.
+pub async fn install_rotation(client: &kube::Client) {
+    let crd: CustomResourceDefinition = {
+        use kube::CustomResourceExt;
+        TrustAnchorRotation::crd()
+    };
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("the CRD installs");
+    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
+    for _ in 0..50 {
+        let tar = TrustAnchorRotation::new("cluster", TrustAnchorRotationSpec::default());
+        match tars.create(&PostParams::default(), &tar).await {
+            Ok(_) => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("could not create the TrustAnchorRotation");
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("bound").port()
+}
+
+/// The real operator binary as a child process.
+pub struct Operator {
+    pub child: Child,
+    pub admin: SocketAddr,
+}
+
+impl Operator {
+    pub fn spawn(kubeconfig: &Path, env: &[(&str, String)]) -> Operator {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trust-rotation-operator"));
+        cmd.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--admin-addr")
+            .arg(admin.to_string())
+            .args([
+                "--lease-duration",
+                "2s",
+                "--resync-interval",
+                "2s",
+                "--probe-timeout",
+                "2s",
+            ])
+            .args(["--log-level", "info,kube=warn"])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("the operator binary starts");
+        Operator { child, admin }
+    }
+
+    /// SIGKILL: no chance to clean up, as when a node dies.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("the operator exits after SIGTERM")
+            .expect("wait")
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = tokio::net::TcpStream::connect(self.admin).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.ok()?;
+        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Some((200, _)) = self.get("/ready").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the operator never became ready");
+    }
+}
+
+/// The value of one metric sample line (`name{labels} value`), if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+pub async fn status(client: &kube::Client) -> TrustAnchorRotationStatus {
+    Api::<TrustAnchorRotation>::all(client.clone())
+        .get("cluster")
+        .await
+        .expect("the rotation exists")
+        .status
+        .unwrap_or_default()
+}
+
+/// Waits until `pred` holds for the rotation's status.
+pub async fn wait_status(
+    client: &kube::Client,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&TrustAnchorRotationStatus) -> bool,
+) -> TrustAnchorRotationStatus {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let s = status(client).await;
+        if pred(&s) {
+            return s;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {what}; phase {:?}, step {:?}, blocking {:?}, steps {:#?}",
+                s.phase, s.current_step, s.blocking_message, s.steps
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn wait_phase(
+    client: &kube::Client,
+    phase: Phase,
+    step: &str,
+    timeout: Duration,
+) -> TrustAnchorRotationStatus {
+    wait_status(
+        client,
+        &format!("phase {phase} / step {step}"),
+        timeout,
+        |s| s.phase == Some(phase) && s.current_step.as_deref() == Some(step),
+    )
+    .await
+}
+
+/// Every distinct phase the rotation's status went through, in order, from a watch.
+pub fn record_phases(client: &kube::Client) -> Arc<Mutex<Vec<Phase>>> {
+    let seen: Arc<Mutex<Vec<Phase>>> = Arc::default();
+    let out = seen.clone();
+    let api: Api<TrustAnchorRotation> = Api::all(client.clone());
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(tar)) = stream.next().await {
+            if let Some(p) = tar.status.and_then(|s| s.phase) {
+                let mut v = out.lock().unwrap();
+                if v.last() != Some(&p) {
+                    v.push(p);
+                }
+            }
+        }
+    });
+    seen
+}
+
+fn certificate_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
+}
+
+/// What `cmctl renew` does: condition Issuing=True through the status subresource.
+pub async fn cmctl_renew(client: &kube::Client, ns: &str, name: &str) {
+    let api = certificate_api(client, ns);
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let cert = api.get(name).await.expect("the Certificate exists");
+    let mut conditions: Vec<serde_json::Value> = cert.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["type"] != "Issuing")
+        .collect();
+    conditions.push(serde_json::json!({
+        "type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
+        "message": "Certificate re-issuance manually triggered", "lastTransitionTime": now,
+    }));
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"conditions": conditions}})),
+    )
+    .await
+    .expect("renewal triggered");
+}
+
+/// What `kubectl -n <ns> rollout restart deploy` does.
+pub async fn rollout_restart(client: &kube::Client, ns: &str) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.fZ")
+        .to_string();
+    for d in api
+        .list(&ListParams::default())
+        .await
+        .expect("deployments")
+        .items
+    {
+        let name = d.metadata.name.unwrap_or_default();
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}});
+        api.patch(
+            &name,
+            &PatchParams {
+                field_manager: Some("kubectl-rollout".into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .expect("restart");
+    }
+}
+
+pub async fn secret_cert_fingerprint(client: &kube::Client, ns: &str, name: &str) -> String {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("secret");
+    let pem = String::from_utf8(s.data.expect("data")["tls.crt"].0.clone()).expect("utf8");
+    trust_rotation_steps::pki::parse_pem_certificate(&pem)
+        .expect("cert")
+        .fingerprint()
+        .to_string()
+}
+
+pub async fn bundle_fingerprints(client: &kube::Client) -> Vec<String> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), "linkerd")
+        .get("linkerd-identity-trust-roots")
+        .await
+        .expect("bundle");
+    let value = cm.data.expect("data")["ca-bundle.crt"].clone();
+    trust_rotation_steps::bundle::Bundle::parse(&value)
+        .expect("bundle parses")
+        .fingerprints()
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+pub async fn workload_pods(client: &kube::Client) -> usize {
+    Api::<Pod>::namespaced(client.clone(), APP_NS)
+        .list(&ListParams::default().labels("linkerd.io/control-plane-ns=linkerd"))
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count()
+}
+
+pub async fn deployment_generation(client: &kube::Client, ns: &str, name: &str) -> i64 {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("deployment")
+        .metadata
+        .generation
+        .unwrap_or(0)
+}
+
+pub const CONTROL_PLANE: [&str; 3] = [
+    "linkerd-proxy-injector",
+    "linkerd-identity",
+    "linkerd-destination",
+];
+
+// === the walkthrough ===
+
+/// The operator process(es) of a test; a killer may replace the current one at any time.
+pub struct Ops {
+    pub kubeconfig: std::path::PathBuf,
+    pub env: Vec<(&'static str, String)>,
+    pub current: tokio::sync::Mutex<Option<Operator>>,
+}
+
+impl Ops {
+    pub fn new(kubeconfig: &Path, env: Vec<(&'static str, String)>) -> Arc<Ops> {
+        Arc::new(Ops {
+            kubeconfig: kubeconfig.to_path_buf(),
+            env,
+            current: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub async fn start(&self) {
+        let op = Operator::spawn(&self.kubeconfig, &self.env);
+        op.wait_ready().await;
+        *self.current.lock().await = Some(op);
+    }
+
+    /// Replaces the running operator with a fresh process (SIGKILL first).
+    pub async fn kill_and_restart(&self) {
+        let mut cur = self.current.lock().await;
+        if let Some(op) = cur.take() {
+            op.kill().await;
+        }
+        let op = Operator::spawn(&self.kubeconfig, &self.env);
+        *cur = Some(op);
+    }
+
+    pub async fn metrics(&self) -> String {
+        match self.current.lock().await.as_ref() {
+            Some(op) => op.metrics().await,
+            None => String::new(),
+        }
+    }
+
+    /// Waits until the metric has `want` (the operator may just have restarted).
+    pub async fn expect_metric(&self, series: &str, want: f64) {
+        let mut last = String::new();
+        for _ in 0..100 {
+            last = self.metrics().await;
+            if metric(&last, series) == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("metric {series} never became {want}; last scrape:\n{last}");
+    }
+
+    pub async fn stop(&self) {
+        if let Some(op) = self.current.lock().await.take() {
+            let status = op.terminate().await;
+            assert!(
+                status.success(),
+                "the operator exits cleanly on SIGTERM: {status:?}"
+            );
+        }
+    }
+}
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The user guide's rotation, checking the phase, the status and the guide's metrics at
+/// every stage. Returns the anchors (old, new).
+pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
+    let client = sim.client();
+    let phases = record_phases(&client);
+    let n = workload_pods(&client).await as f64;
+    assert!(n >= 4.0, "the demo topology meshes emojivoto");
+    let gens_before = futures::future::join_all(
+        CONTROL_PLANE
+            .iter()
+            .map(|d| deployment_generation(&client, "linkerd", d)),
+    )
+    .await;
+
+    // Synced, with the guide's metrics.
+    let s = wait_status(&client, "Synced", STEP_TIMEOUT, |s| {
+        s.phase == Some(Phase::Synced) && s.trust_bundle.is_some()
+    })
+    .await;
+    let old_anchor = secret_cert_fingerprint(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let old_issuer = secret_cert_fingerprint(&client, "linkerd", "linkerd-identity-issuer").await;
+    assert_eq!(
+        s.active_anchor.as_ref().map(|c| c.fingerprint.as_str()),
+        Some(old_anchor.as_str())
+    );
+    assert_eq!(bundle_fingerprints(&client).await, [old_anchor.clone()]);
+    ops.expect_metric("trust_rotation_phase{phase=\"Synced\"}", 1.0)
+        .await;
+    ops.expect_metric("trust_rotation_trust_bundle_target_pods", n)
+        .await;
+    ops.expect_metric("trust_rotation_trust_bundle_converged_pods", n)
+        .await;
+    ops.expect_metric(
+        &format!("trust_rotation_active_issuer_info{{fingerprint=\"{old_issuer}\"}}"),
+        1.0,
+    )
+    .await;
+    ops.expect_metric(
+        "trust_rotation_workload_certificate_refresh_interval_seconds",
+        0.0,
+    )
+    .await;
+    sim.oracle().reset();
+
+    // Step 1: trigger trust-root renewal.
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let s = wait_phase(
+        &client,
+        Phase::PropagatingTrustRoots,
+        "AwaitPropagation",
+        STEP_TIMEOUT,
+    )
+    .await;
+    let new_anchor = secret_cert_fingerprint(&client, "cert-manager", "linkerd-trust-anchor").await;
+    assert_ne!(new_anchor, old_anchor);
+    let rotation = s.rotation.clone().expect("a rotation is recorded");
+    assert_eq!(rotation.from_anchor.as_deref(), Some(old_anchor.as_str()));
+    assert_eq!(rotation.to_anchor.as_deref(), Some(new_anchor.as_str()));
+    assert!(rotation
+        .trace_parent
+        .as_deref()
+        .is_some_and(|t| t.contains(&rotation.id)));
+    assert_eq!(
+        bundle_fingerprints(&client).await,
+        [old_anchor.clone(), new_anchor.clone()],
+        "old + new, old first"
+    );
+    assert_eq!(
+        secret_cert_fingerprint(&client, "cert-manager", "linkerd-previous-anchor").await,
+        old_anchor
+    );
+    ops.expect_metric("trust_rotation_phase{phase=\"PropagatingTrustRoots\"}", 1.0)
+        .await;
+    ops.expect_metric("trust_rotation_phase{phase=\"Synced\"}", 0.0)
+        .await;
+    ops.expect_metric("trust_rotation_trust_bundle_target_pods", n)
+        .await;
+    ops.expect_metric("trust_rotation_trust_bundle_converged_pods", 0.0)
+        .await;
+    ops.expect_metric(
+        &format!("trust_rotation_previous_anchor_info{{fingerprint=\"{old_anchor}\"}}"),
+        1.0,
+    )
+    .await;
+    for d in CONTROL_PLANE {
+        let g = deployment_generation(&client, "linkerd", d).await;
+        let i = CONTROL_PLANE.iter().position(|x| *x == d).unwrap_or(0);
+        assert_eq!(
+            g,
+            gens_before[i] + 1,
+            "{d} restarted exactly once onto the expanded bundle"
+        );
+    }
+
+    // Step 2: restart the data plane.
+    rollout_restart(&client, APP_NS).await;
+    let s = wait_phase(
+        &client,
+        Phase::WaitingForIdentityRotation,
+        "AwaitIssuer",
+        STEP_TIMEOUT,
+    )
+    .await;
+    let tb = s.trust_bundle.clone().expect("bundle counts");
+    assert_eq!((tb.converged as f64, tb.target as f64), (n, n));
+    let awaiting = s
+        .steps
+        .iter()
+        .find(|r| r.name == "AwaitIssuer")
+        .and_then(|r| r.message.clone())
+        .unwrap_or_default();
+    assert!(
+        awaiting.contains("cmctl renew -n linkerd linkerd-identity-issuer"),
+        "{awaiting}"
+    );
+    ops.expect_metric(
+        "trust_rotation_phase{phase=\"WaitingForIdentityRotation\"}",
+        1.0,
+    )
+    .await;
+    ops.expect_metric("trust_rotation_trust_bundle_converged_pods", n)
+        .await;
+
+    // Step 3: trigger identity-issuer renewal.
+    cmctl_renew(&client, "linkerd", "linkerd-identity-issuer").await;
+    let s = wait_status(
+        &client,
+        "RenewingWorkloadCerts with the interval published",
+        STEP_TIMEOUT,
+        |s| {
+            s.phase == Some(Phase::RenewingWorkloadCerts)
+                && s.current_step.as_deref() == Some("AccelerateRefresh")
+                && s.workload_certificate_refresh_interval.is_some()
+        },
+    )
+    .await;
+    let new_issuer = secret_cert_fingerprint(&client, "linkerd", "linkerd-identity-issuer").await;
+    assert_ne!(new_issuer, old_issuer);
+    assert_eq!(
+        s.workload_certificate_refresh_interval.as_deref(),
+        Some("5m")
+    );
+    ops.expect_metric("trust_rotation_phase{phase=\"RenewingWorkloadCerts\"}", 1.0)
+        .await;
+    ops.expect_metric(
+        "trust_rotation_workload_certificate_refresh_interval_seconds",
+        300.0,
+    )
+    .await;
+    ops.expect_metric(
+        &format!("trust_rotation_active_issuer_info{{fingerprint=\"{new_issuer}\"}}"),
+        1.0,
+    )
+    .await;
+    ops.expect_metric("trust_rotation_workload_certificates_target_pods", n)
+        .await;
+    // Without a data plane operator: restart so proxies get certificates from the new issuer.
+    rollout_restart(&client, APP_NS).await;
+
+    // Step 4: bundle reduction, then the final restart.
+    let s = wait_phase(
+        &client,
+        Phase::RemovingOldTrustRoots,
+        "AwaitPropagationReduced",
+        STEP_TIMEOUT,
+    )
+    .await;
+    let wc = s.workload_certificates.clone().expect("certificate counts");
+    assert_eq!((wc.converged as f64, wc.target as f64), (n, n));
+    assert_eq!(
+        s.workload_certificate_refresh_interval, None,
+        "the interval is cleared once certificates converged"
+    );
+    assert_eq!(bundle_fingerprints(&client).await, [new_anchor.clone()]);
+    assert_eq!(
+        secret_cert_fingerprint(&client, "cert-manager", "linkerd-previous-anchor").await,
+        new_anchor
+    );
+    ops.expect_metric("trust_rotation_phase{phase=\"RemovingOldTrustRoots\"}", 1.0)
+        .await;
+    ops.expect_metric(
+        "trust_rotation_workload_certificate_refresh_interval_seconds",
+        0.0,
+    )
+    .await;
+    ops.expect_metric("trust_rotation_workload_certificates_converged_pods", n)
+        .await;
+    ops.expect_metric(
+        &format!("trust_rotation_previous_anchor_info{{fingerprint=\"{new_anchor}\"}}"),
+        1.0,
+    )
+    .await;
+    rollout_restart(&client, APP_NS).await;
+
+    let s = wait_status(&client, "Synced after the rotation", STEP_TIMEOUT, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty()
+    })
+    .await;
+    assert_eq!(s.history.len(), 1);
+    assert_eq!(s.history[0].id, rotation.id);
+    assert_eq!(
+        s.history[0].trace_parent, rotation.trace_parent,
+        "one trace for the whole rotation"
+    );
+    assert!(s.steps.is_empty() && s.current_step.is_none() && s.blocking_message.is_none());
+    assert_eq!(bundle_fingerprints(&client).await, [new_anchor.clone()]);
+    assert_eq!(
+        secret_cert_fingerprint(&client, "cert-manager", "linkerd-previous-anchor").await,
+        new_anchor
+    );
+    ops.expect_metric("trust_rotation_phase{phase=\"Synced\"}", 1.0)
+        .await;
+    ops.expect_metric("trust_rotation_trust_bundle_converged_pods", n)
+        .await;
+    for (i, d) in CONTROL_PLANE.iter().enumerate() {
+        assert_eq!(
+            deployment_generation(&client, "linkerd", d).await,
+            gens_before[i] + 3,
+            "{d} restarted exactly once per RollControlPlane step"
+        );
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        phases.lock().unwrap().clone(),
+        [
+            Phase::Synced,
+            Phase::RefreshingControlPlane,
+            Phase::PropagatingTrustRoots,
+            Phase::WaitingForIdentityRotation,
+            Phase::RenewingWorkloadCerts,
+            Phase::RefreshingControlPlane,
+            Phase::RemovingOldTrustRoots,
+            Phase::Synced,
+        ],
+        "the guide's phase sequence"
+    );
+    let report = sim.oracle().report();
+    assert!(
+        report.min_ratio >= 1.0,
+        "mTLS never degraded during the rotation: min ratio {} over {} samples, low intervals {:?}",
+        report.min_ratio,
+        report.samples,
+        report.intervals
+    );
+    (old_anchor, new_anchor)
+}

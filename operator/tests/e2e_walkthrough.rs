@@ -1,0 +1,16 @@
+//! The user guide's rotation, end to end on the cluster simulator, with the real operator
+//! binary.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_walkthrough_rotates_without_breaking_mtls() {
+    let sim = start_sim().await;
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    walkthrough(&sim, &ops).await;
+    ops.stop().await;
+    sim.shutdown().await;
+}
