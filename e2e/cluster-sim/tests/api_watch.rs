@@ -235,3 +235,38 @@ async fn watches_filter_by_namespace_and_label() {
     assert_eq!(names, vec!["match".to_string()]);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn streaming_lists_end_their_initial_events_with_the_annotated_bookmark() {
+    let sim = Sim::start(SimConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    for name in ["s1", "s2"] {
+        cms.create(&PostParams::default(), &cm(name))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut events = watcher(
+        cms.clone(),
+        watcher::Config::default().labels("app=w").streaming_lists(),
+    )
+    .boxed();
+    let mut initial = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no InitDone: the initial-events-end bookmark never came"));
+        match ev {
+            Some(Ok(watcher::Event::InitApply(c))) => {
+                initial.push(c.metadata.name.unwrap_or_default())
+            }
+            Some(Ok(watcher::Event::InitDone)) => break,
+            Some(Ok(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    initial.sort();
+    assert_eq!(initial, vec!["s1".to_string(), "s2".to_string()]);
+    sim.shutdown().await;
+}

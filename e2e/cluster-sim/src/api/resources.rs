@@ -329,7 +329,7 @@ pub async fn handle(
         })?;
     let sub = target.subresource.as_deref();
     match (method, target.name.as_deref()) {
-        (Method::GET, _) if watch => watch::serve(st, &t, &target, &query),
+        (Method::GET, _) if watch => watch::serve(st, &t, &target, &query, accept),
         (Method::GET, Some(name)) => get(st, &t, &target, name, accept),
         (Method::GET, None) => list(st, &t, &target, &query, accept),
         (Method::POST, None) => create(st, &t, &target, &query, &media, &body, &ua),

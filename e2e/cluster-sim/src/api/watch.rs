@@ -32,9 +32,15 @@ pub fn serve(
     t: &ResourceType,
     target: &Target,
     query: &Query,
+    accept: &str,
 ) -> ApiResult<Response> {
     let (labels, fields) = selectors(query)?;
+    // Streaming lists (`sendInitialEvents=true`): the current state as ADDED events, then a
+    // bookmark annotated `k8s.io/initial-events-end`, then changes.
+    let send_initial = query.get("sendInitialEvents").is_some_and(|b| b == "true");
+    let as_table = super::table::wants_table(accept);
     let since = match query.get("resourceVersion").map(String::as_str) {
+        _ if send_initial => None,
         None | Some("") | Some("0") => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {
             ApiError::bad_request(format!(
@@ -98,6 +104,7 @@ pub fn serve(
         Err(e) => return Err(e.into()),
     };
     let skip_until = last_rv;
+    let initial_events_end = send_initial && bookmarks;
     let st = st.clone();
     let t = t.clone();
     let ns = target.namespace.clone();
@@ -112,8 +119,32 @@ pub fn serve(
                 && labels.matches(&ev.object["metadata"]["labels"])
                 && fields.matches(&ev.object)
         };
+        // `kubectl get -w` asks for Table rows; everyone else shares the encoded event.
+        let encode = |ev: &crate::store::WatchEvent| {
+            if as_table {
+                let rv = ev.resource_version.to_string();
+                line(
+                    ev.kind,
+                    &super::table::render(&t, std::slice::from_ref(&ev.object), &rv, None),
+                )
+            } else {
+                ev.wire_json()
+            }
+        };
         for obj in &initial {
-            if tx.send(Ok(line("ADDED", obj))).await.is_err() {
+            let msg = if as_table {
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                line(
+                    "ADDED",
+                    &super::table::render(&t, std::slice::from_ref(obj), &rv, None),
+                )
+            } else {
+                line("ADDED", obj)
+            };
+            if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
             sent += 1;
@@ -121,10 +152,19 @@ pub fn serve(
                 return;
             }
         }
+        if initial_events_end {
+            let end = json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": {
+                "resourceVersion": last_rv.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            }});
+            if tx.send(Ok(line("BOOKMARK", &end))).await.is_err() {
+                return;
+            }
+        }
         for ev in backlog {
             last_rv = last_rv.max(ev.resource_version);
             if matches(&ev) {
-                if tx.send(Ok(ev.wire_json())).await.is_err() {
+                if tx.send(Ok(encode(&ev))).await.is_err() {
                     return;
                 }
                 sent += 1;
@@ -152,7 +192,7 @@ pub fn serve(
                         }
                         last_rv = last_rv.max(ev.resource_version);
                         if matches(&ev) {
-                            if tx.send(Ok(ev.wire_json())).await.is_err() {
+                            if tx.send(Ok(encode(&ev))).await.is_err() {
                                 return;
                             }
                             sent += 1;
