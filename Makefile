@@ -119,7 +119,7 @@ demo: venv bins debian-tools ## A full rotation on the simulator, shown live (un
 	$(E2E_ENV) LIVE=1 e2e/demo.sh
 
 .PHONY: e2e
-e2e: build ## The guide on a kind cluster (needs docker, kind, helm; DRY_RUN=1 prints the commands)
+e2e: $(if $(filter 1,$(DRY_RUN)),,build) ## The guide on a kind cluster (needs docker, kind, helm; DRY_RUN=1 prints the commands)
 	e2e/kind/run.sh
 
 .PHONY: bench
