@@ -510,11 +510,17 @@ pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
 
     // Step 2: restart the data plane.
     rollout_restart(&client, APP_NS).await;
-    let s = wait_phase(
+    let s = wait_status(
         &client,
-        Phase::WaitingForIdentityRotation,
-        "AwaitIssuer",
+        "WaitingForIdentityRotation naming the awaited step",
         STEP_TIMEOUT,
+        |s| {
+            s.phase == Some(Phase::WaitingForIdentityRotation)
+                && s.current_step.as_deref() == Some("AwaitIssuer")
+                && s.steps
+                    .iter()
+                    .any(|r| r.name == "AwaitIssuer" && r.message.is_some())
+        },
     )
     .await;
     let tb = s.trust_bundle.clone().expect("bundle counts");
