@@ -24,9 +24,6 @@ TIMEOUT=${TIMEOUT:-90s}
 SIM_ARGS=${SIM_ARGS:-}
 KEEP_WORK=${KEEP_WORK:-0}
 KUBECTL=${KUBECTL:-kubectl}
-# The simulator does not serve streaming lists (watch with sendInitialEvents=true), which
-# kubectl >= 1.35 asks for; without them client-go lists and watches, as with older servers.
-export KUBE_FEATURE_WatchListClient=${KUBE_FEATURE_WatchListClient:-false}
 
 for bin in cluster-sim trust-rotation-operator linkerd-trust; do
   [[ -x $BIN_DIR/$bin ]] || { echo "demo: $BIN_DIR/$bin not built (run cargo build --bins)" >&2; exit 1; }

@@ -12,9 +12,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN_DIR=${BIN_DIR:-$ROOT/target/debug}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 KUBECTL=${KUBECTL:-kubectl}
-# The simulator does not serve streaming lists (watch with sendInitialEvents=true), which
-# kubectl >= 1.35 asks for; without them client-go lists and watches, as with older servers.
-export KUBE_FEATURE_WatchListClient=${KUBE_FEATURE_WatchListClient:-false}
 
 [[ -x $BIN_DIR/cluster-sim ]] || { echo "chart-sim: $BIN_DIR/cluster-sim not built" >&2; exit 1; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chart-sim.XXXXXX")
