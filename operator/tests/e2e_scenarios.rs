@@ -1,0 +1,245 @@
+//! What the operator does off the happy path, on the cluster simulator: startup checks, a
+//! block that resolves itself, pausing, and the built-in consumer of the refresh interval.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use std::time::Duration;
+use trust_rotation_crds::{Phase, TrustAnchorRotation};
+
+const T: Duration = Duration::from_secs(60);
+
+async fn patch_spec(client: &kube::Client, spec: serde_json::Value) {
+    Api::<TrustAnchorRotation>::all(client.clone())
+        .patch(
+            "cluster",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": spec })),
+        )
+        .await
+        .expect("spec patched");
+}
+
+/// events.k8s.io Events the operator recorded about the rotation, as `reason` list.
+async fn rotation_event_reasons(client: &kube::Client) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let mut evs: Vec<_> = api
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
+        })
+        .collect();
+    evs.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    evs.into_iter().filter_map(|e| e.reason).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_crd_is_a_one_line_error_with_the_install_hint() {
+    let sim = cluster_sim::Sim::start(cluster_sim::SimConfig {
+        topology: cluster_sim::Topology::Demo,
+        durations: cluster_sim::Durations::fast(),
+        ..Default::default()
+    })
+    .await
+    .expect("simulator");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trust-rotation-operator"))
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].contains("trustanchorrotations.trust.linkerd.io")
+            && lines[0].contains("helm install"),
+        "{stderr}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_issuer_renewal_blocks_with_a_recovery_message_then_resumes() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    // The mistake: renewing the issuer before the data plane carries the expanded bundle.
+    cmctl_renew(&client, "linkerd", "linkerd-identity-issuer").await;
+    let s = wait_status(&client, "blocked", T, |s| s.blocking_message.is_some()).await;
+    let msg = s.blocking_message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("re-issued under the new trust anchor")
+            && msg.contains("before every meshed pod carried the expanded trust bundle"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("kubectl -n emojivoto rollout restart deployment/"),
+        "{msg}"
+    );
+    assert_eq!(s.phase, Some(Phase::PropagatingTrustRoots));
+    assert!(s
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Blocked" && c.status == "True"));
+
+    // The recovery the message gives: restart the data plane. The rotation resumes by itself.
+    rollout_restart(&client, APP_NS).await;
+    let s = wait_status(&client, "unblocked and past the issuer", T, |s| {
+        s.blocking_message.is_none()
+            && matches!(
+                s.phase,
+                Some(Phase::RenewingWorkloadCerts)
+                    | Some(Phase::RefreshingControlPlane)
+                    | Some(Phase::RemovingOldTrustRoots)
+            )
+    })
+    .await;
+    assert!(s
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Blocked" && c.status == "False"));
+    rollout_restart(&client, APP_NS).await;
+    wait_phase(
+        &client,
+        Phase::RemovingOldTrustRoots,
+        "AwaitPropagationReduced",
+        T,
+    )
+    .await;
+    rollout_restart(&client, APP_NS).await;
+    wait_status(&client, "Synced", T, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none()
+    })
+    .await;
+
+    let reasons = rotation_event_reasons(&client).await;
+    for r in [
+        "RotationStarted",
+        "PhaseChanged",
+        "Blocked",
+        "Unblocked",
+        "RotationComplete",
+    ] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "event {r} recorded: {reasons:?}"
+        );
+    }
+    ops.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_rotation_makes_no_progress_and_resumes_in_place() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+
+    patch_spec(&client, serde_json::json!({"paused": true})).await;
+    wait_status(&client, "paused acknowledged", T, |s| {
+        s.conditions.iter().any(|c| c.reason == "Paused")
+    })
+    .await;
+    rollout_restart(&client, APP_NS).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = status(&client).await;
+    assert_eq!(
+        s.current_step.as_deref(),
+        Some("AwaitPropagation"),
+        "no step runs while paused"
+    );
+
+    patch_spec(&client, serde_json::json!({"paused": false})).await;
+    wait_phase(&client, Phase::WaitingForIdentityRotation, "AwaitIssuer", T).await;
+    ops.stop().await;
+    sim.shutdown().await;
+}
+
+fn annotation(ns: &Namespace, key: &str) -> Option<String> {
+    ns.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_refresh_consumer_renews_certificates_without_a_restart_and_cleans_up() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    // Something the user set on the namespace must survive.
+    let user_env = r#"[{"name":"RUST_LOG","value":"linkerd=debug"}]"#;
+    namespaces
+        .patch(
+            APP_NS,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"config.linkerd.io/proxy-additional-env": user_env}}})),
+        )
+        .await
+        .expect("annotated");
+    patch_spec(&client, serde_json::json!({"manageProxyRefreshEnv": true, "workloadCertificateRefreshInterval": "1s"})).await;
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+    sim.oracle().reset();
+
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    let ns = namespaces.get(APP_NS).await.expect("namespace");
+    let env = annotation(&ns, "config.linkerd.io/proxy-additional-env").unwrap_or_default();
+    assert!(
+        env.contains("RUST_LOG") && env.contains("LINKERD2_PROXY_IDENTITY_MAX_REFRESH"),
+        "{env}"
+    );
+    rollout_restart(&client, APP_NS).await;
+    wait_phase(&client, Phase::WaitingForIdentityRotation, "AwaitIssuer", T).await;
+
+    // Renew the issuer and do NOT restart: proxies started during propagation renew by
+    // themselves within the published interval.
+    cmctl_renew(&client, "linkerd", "linkerd-identity-issuer").await;
+    wait_phase(
+        &client,
+        Phase::RemovingOldTrustRoots,
+        "AwaitPropagationReduced",
+        T,
+    )
+    .await;
+    let ns = namespaces.get(APP_NS).await.expect("namespace");
+    assert_eq!(
+        annotation(&ns, "config.linkerd.io/proxy-additional-env").as_deref(),
+        Some(r#"[{"name":"RUST_LOG","value":"linkerd=debug"}]"#),
+        "only the operator's entry is removed"
+    );
+    assert_eq!(annotation(&ns, "trust.linkerd.io/managed-proxy-env"), None);
+    rollout_restart(&client, APP_NS).await;
+    wait_status(&client, "Synced", T, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none()
+    })
+    .await;
+    assert!(
+        sim.oracle().min_ratio() >= 1.0,
+        "mTLS intact: {:?}",
+        sim.oracle().report().intervals
+    );
+    ops.stop().await;
+    sim.shutdown().await;
+}
