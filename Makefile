@@ -114,6 +114,10 @@ chart-sim: venv sim-bin debian-tools ## Apply the rendered charts to the simulat
 e2e-sim: venv bins debian-tools ## The guide's walkthrough against the operator on the simulator
 	$(E2E_ENV) LIVE=0 e2e/demo.sh
 
+.PHONY: rbac-sim
+rbac-sim: venv bins debian-tools ## e2e-sim with the operator confined to the chart's RBAC (rbac_proxy.py)
+	$(E2E_ENV) LIVE=0 RBAC=1 e2e/demo.sh
+
 .PHONY: demo
 demo: venv bins debian-tools ## A full rotation on the simulator, shown live (under two minutes)
 	$(E2E_ENV) LIVE=1 e2e/demo.sh

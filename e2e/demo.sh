@@ -11,6 +11,9 @@
 #   LIVE=1  (make demo)    also shows `linkerd trust status --watch` while it runs
 #   LIVE=0  (make e2e-sim) assertions only; also checks the operator's /metrics against
 #                          the Grafana dashboard and the guide
+#   RBAC=1  (make rbac-sim) the operator talks to the simulator through
+#           e2e/charts/rbac_proxy.py, which enforces the chart's rendered RBAC: any request
+#           the chart does not allow is refused with 403 and fails the run
 #
 # Environment: BIN_DIR (target/debug), PYTHON (.venv/bin/python), TIMEOUT per wait (90s),
 # SIM_ARGS extra `cluster-sim serve` flags, KEEP_WORK=1 keeps logs and kubeconfig.
@@ -20,6 +23,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN_DIR=${BIN_DIR:-$ROOT/target/debug}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 LIVE=${LIVE:-0}
+RBAC=${RBAC:-0}
 TIMEOUT=${TIMEOUT:-90s}
 SIM_ARGS=${SIM_ARGS:-}
 KEEP_WORK=${KEEP_WORK:-0}
@@ -39,7 +43,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [[ $STATUS != ok ]]; then
-    for log in sim operator status; do
+    for log in sim operator status denials; do
       [[ -s $WORK/$log.log ]] || continue
       echo "---- last lines of $log.log ----" >&2
       tail -n 40 "$WORK/$log.log" >&2
@@ -93,9 +97,27 @@ docs = [d for d in render("trust-rotation-operator", namespace="linkerd") if d["
 print(yaml.safe_dump_all(docs))
 EOF
 
+operator_kubeconfig=$KUBECONFIG
+if [[ $RBAC == 1 ]]; then
+  banner "Enforcing the chart's RBAC on the operator (rbac_proxy.py)"
+  "$PYTHON" - "$ROOT" >"$WORK/rbac.yaml" <<'EOF'
+import sys, yaml
+sys.path.insert(0, sys.argv[1] + "/e2e/charts")
+from render import render
+print(yaml.safe_dump_all([d for d in render("trust-rotation-operator", namespace="linkerd")
+                          if d["kind"] in ("ClusterRole", "Role")]))
+EOF
+  : >"$WORK/denials.log"
+  "$PYTHON" "$ROOT/e2e/charts/rbac_proxy.py" "$KUBECONFIG" "$WORK/rbac.yaml" \
+    "$WORK/operator.kubeconfig" "$WORK/denials.log" >"$WORK/proxy.log" 2>&1 &
+  PIDS+=("$!")
+  await 30 "$!" "waiting for the RBAC proxy" test -s "$WORK/operator.kubeconfig"
+  operator_kubeconfig=$WORK/operator.kubeconfig
+fi
+
 banner "Starting the operator as the chart runs it (out of cluster, leader election off)"
 port=$(free_port)
-"$BIN_DIR/trust-rotation-operator" --kubeconfig "$KUBECONFIG" --admin-addr "127.0.0.1:$port" \
+"$BIN_DIR/trust-rotation-operator" --kubeconfig "$operator_kubeconfig" --admin-addr "127.0.0.1:$port" \
   --leader-election=false --log-format plain --log-level info \
   --probe direct --probe-concurrency 50 --probe-timeout 5s >"$WORK/operator.log" 2>&1 &
 PIDS+=("$!")
@@ -120,5 +142,13 @@ grep -E '^trust_rotation_phase\{.*phase="Synced".*\} 1(\.0)?$' "$WORK/metrics.tx
 "$PYTHON" "$ROOT/e2e/charts/check_metrics.py" "$WORK/metrics.txt"
 
 kill -0 "$operator_pid" 2>/dev/null || { echo "demo: the operator exited during the rotation" >&2; exit 1; }
+if [[ $RBAC == 1 ]]; then
+  if [[ -s $WORK/denials.log ]]; then
+    echo "demo: the chart's RBAC refused these operator requests:" >&2
+    sort "$WORK/denials.log" | uniq -c >&2
+    exit 1
+  fi
+  echo "rbac: every operator request was allowed by the chart's RBAC"
+fi
 STATUS=ok
 banner "Done: full rotation in $((SECONDS - started))s"

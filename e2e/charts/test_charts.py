@@ -141,6 +141,7 @@ def test_rbac_is_exactly_least_privilege(default_docs) -> None:
         ("*cluster*", "", "pods", ""): read,
         ("*cluster*", "", "events", ""): {"create", "patch"},
         ("*cluster*", "", "namespaces", ""): read,
+        ("*cluster*", "cert-manager.io", "certificates", ""): {"list"},
         ("*cluster*", "events.k8s.io", "events", ""): {"create", "patch"},
         (cm, "", "secrets", D["DEFAULT_TRUST_ANCHOR"]): read,
         (cm, "", "secrets", D["DEFAULT_PREVIOUS_ANCHOR"]): read | {"update", "patch"},
