@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
@@ -22,8 +23,10 @@ use trust_rotation_crds::{
     DEFAULT_LINKERD_NAMESPACE,
 };
 use trust_rotation_steps::metrics::Metrics;
+use trust_rotation_steps::observe::{meshed_pod_from, MeshedPod};
 use trust_rotation_steps::rotation;
 use trust_rotation_steps::runner::{KubeEvents, KubeStatusStore, Runner, RunnerConfig};
+use trust_rotation_steps::snapshot::PodSource;
 
 /// Coalesces bursts of watch events (a rollout touches many pods at once).
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -85,6 +88,110 @@ fn spawn_metadata_watch<K>(
     });
 }
 
+// === pod cache ===
+
+#[derive(Default)]
+struct MeshCache {
+    synced: bool,
+    pods: HashMap<String, MeshedPod>,
+    /// A relist in progress (watcher `Init` .. `InitDone`).
+    staging: Option<HashMap<String, MeshedPod>>,
+}
+
+/// Meshed pods by control-plane namespace, fed by watches. Only what a rotation needs of each
+/// pod is kept (a [`MeshedPod`]), so memory grows with meshed pods by a small constant.
+#[derive(Default)]
+pub struct PodCache {
+    meshes: RwLock<HashMap<String, MeshCache>>,
+}
+
+impl PodSource for PodCache {
+    fn meshed_pods(&self, linkerd_ns: &str) -> Option<Vec<MeshedPod>> {
+        let meshes = self.meshes.read().ok()?;
+        let mesh = meshes.get(linkerd_ns)?;
+        mesh.synced.then(|| mesh.pods.values().cloned().collect())
+    }
+}
+
+fn pod_key(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or_default(),
+        p.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+impl PodCache {
+    /// Applies one watch event; returns whether the cache just synced.
+    fn apply(&self, linkerd_ns: &str, ev: watcher::Event<Pod>) -> bool {
+        let Ok(mut meshes) = self.meshes.write() else {
+            return false;
+        };
+        let mesh = meshes.entry(linkerd_ns.to_string()).or_default();
+        match ev {
+            watcher::Event::Init => mesh.staging = Some(HashMap::new()),
+            watcher::Event::InitApply(p) => {
+                if let (Some(staging), Some(m)) =
+                    (mesh.staging.as_mut(), meshed_pod_from(&p, linkerd_ns))
+                {
+                    staging.insert(pod_key(&p), m);
+                }
+            }
+            watcher::Event::InitDone => {
+                mesh.pods = mesh.staging.take().unwrap_or_default();
+                let first = !mesh.synced;
+                mesh.synced = true;
+                return first;
+            }
+            watcher::Event::Apply(p) => match meshed_pod_from(&p, linkerd_ns) {
+                Some(m) => {
+                    mesh.pods.insert(pod_key(&p), m);
+                }
+                None => {
+                    mesh.pods.remove(&pod_key(&p));
+                }
+            },
+            watcher::Event::Delete(p) => {
+                mesh.pods.remove(&pod_key(&p));
+            }
+        }
+        false
+    }
+}
+
+fn spawn_pod_watch(
+    client: kube::Client,
+    linkerd_ns: String,
+    cache: Arc<PodCache>,
+    wake: Arc<Notify>,
+    sync: SyncTracker,
+) {
+    let flag = sync.register();
+    tokio::spawn(async move {
+        let api: Api<Pod> = Api::all(client);
+        let config =
+            watcher::Config::default().labels(&format!("{CONTROL_PLANE_NS_LABEL}={linkerd_ns}"));
+        let mut stream = watcher(api, config).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    let relevant =
+                        !matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_));
+                    if cache.apply(&linkerd_ns, ev) {
+                        sync.synced(&flag);
+                    }
+                    if relevant {
+                        wake.notify_one();
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, mesh = %linkerd_ns, "meshed pod watch failed; retrying")
+                }
+            }
+        }
+    });
+}
+
 /// Watches the TrustAnchorRotations themselves: spec changes (generation) and deletions wake
 /// the loop; the operator's own status writes do not.
 fn spawn_rotation_watch(client: kube::Client, wake: Arc<Notify>, sync: SyncTracker) {
@@ -123,7 +230,8 @@ pub async fn start_watches(
     client: &kube::Client,
     wake: Arc<Notify>,
     sync: SyncTracker,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Arc<PodCache>> {
+    let cache = Arc::new(PodCache::default());
     let tars = Api::<TrustAnchorRotation>::all(client.clone())
         .list(&ListParams::default())
         .await?;
@@ -171,15 +279,15 @@ pub async fn start_watches(
             wake.clone(),
             sync.clone(),
         );
-        spawn_metadata_watch(
-            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-            watcher::Config::default().labels(&format!("{CONTROL_PLANE_NS_LABEL}={ns}")),
-            format!("pods meshed by {ns}"),
+        spawn_pod_watch(
+            client.clone(),
+            ns.clone(),
+            cache.clone(),
             wake.clone(),
             sync.clone(),
         );
     }
-    Ok(())
+    Ok(cache)
 }
 
 /// Runs every rotation until `stop` fires.
@@ -187,6 +295,7 @@ pub async fn run(
     client: kube::Client,
     config: RunnerConfig,
     metrics: Metrics,
+    pods: Arc<PodCache>,
     identity: String,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -231,6 +340,7 @@ pub async fn run(
                     config.clone(),
                 )
                 .with_metrics(metrics.clone())
+                .with_pods(pods.clone())
             });
             let fut = runner.reconcile();
             tokio::pin!(fut);
@@ -260,5 +370,62 @@ pub async fn run(
 fn log_result(name: &str, r: &Result<(), trust_rotation_steps::step::StepError>) {
     if let Err(e) = r {
         warn!(rotation = %name, error = %e, category = e.category(), "reconcile failed; retrying");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    fn pod(ns: &str, name: &str, meshed: bool) -> Pod {
+        let mut labels = BTreeMap::new();
+        if meshed {
+            labels.insert(CONTROL_PLANE_NS_LABEL.to_string(), "linkerd".to_string());
+        }
+        Pod {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn names(cache: &PodCache) -> Option<Vec<String>> {
+        cache.meshed_pods("linkerd").map(|ps| {
+            let mut v: Vec<String> = ps.iter().map(|p| p.pod.to_string()).collect();
+            v.sort();
+            v
+        })
+    }
+
+    #[test]
+    fn pod_cache_answers_only_once_synced_and_follows_the_watch() {
+        let cache = PodCache::default();
+        assert_eq!(names(&cache), None, "unknown mesh: fall back to listing");
+        cache.apply("linkerd", watcher::Event::Init);
+        cache.apply("linkerd", watcher::Event::InitApply(pod("app", "a", true)));
+        assert_eq!(names(&cache), None, "not synced yet");
+        assert!(
+            cache.apply("linkerd", watcher::Event::InitDone),
+            "first sync reported"
+        );
+        assert_eq!(names(&cache), Some(vec!["app/a".into()]));
+        cache.apply("linkerd", watcher::Event::Apply(pod("app", "b", true)));
+        cache.apply("linkerd", watcher::Event::Apply(pod("app", "a", false))); // label removed
+        assert_eq!(names(&cache), Some(vec!["app/b".into()]));
+        cache.apply("linkerd", watcher::Event::Delete(pod("app", "b", true)));
+        assert_eq!(names(&cache), Some(vec![]));
+        // A relist replaces the contents atomically and keeps answering meanwhile.
+        cache.apply("linkerd", watcher::Event::Apply(pod("app", "c", true)));
+        cache.apply("linkerd", watcher::Event::Init);
+        cache.apply("linkerd", watcher::Event::InitApply(pod("app", "d", true)));
+        assert_eq!(names(&cache), Some(vec!["app/c".into()]));
+        assert!(!cache.apply("linkerd", watcher::Event::InitDone));
+        assert_eq!(names(&cache), Some(vec!["app/d".into()]));
     }
 }

@@ -139,7 +139,9 @@ async fn run_inner(args: &Args) -> anyhow::Result<()> {
     let admin = tokio::spawn(server);
 
     let wake = Arc::new(Notify::new());
-    controller::start_watches(&client, wake.clone(), controller::SyncTracker::new(ready)).await?;
+    let pods =
+        controller::start_watches(&client, wake.clone(), controller::SyncTracker::new(ready))
+            .await?;
 
     let id = identity();
     let config = RunnerConfig {
@@ -174,7 +176,7 @@ async fn run_inner(args: &Args) -> anyhow::Result<()> {
                 }
                 let _ = ctl_tx.send(true);
             });
-            controller::run(client.clone(), config, metrics, id, wake, ctl_rx).await;
+            controller::run(client.clone(), config, metrics, pods, id, wake, ctl_rx).await;
             hold.abort();
             if lost.load(std::sync::atomic::Ordering::SeqCst) {
                 Err(anyhow::anyhow!(
@@ -190,7 +192,16 @@ async fn run_inner(args: &Args) -> anyhow::Result<()> {
             Ok(())
         }
     } else {
-        controller::run(client.clone(), config, metrics, id, wake, stop_rx.clone()).await;
+        controller::run(
+            client.clone(),
+            config,
+            metrics,
+            pods,
+            id,
+            wake,
+            stop_rx.clone(),
+        )
+        .await;
         Ok(())
     };
     if *stop_rx.borrow() {

@@ -106,7 +106,10 @@ mod tests {
         let old = Bundle::from_certs([p[0].clone()]);
         let new = Bundle::from_certs([p[1].clone(), p[0].clone()]);
         let u = old.union(&new);
-        assert_eq!(u.fingerprints(), vec![p[0].fingerprint(), p[1].fingerprint()]);
+        assert_eq!(
+            u.fingerprints(),
+            vec![p[0].fingerprint(), p[1].fingerprint()]
+        );
         assert_eq!(Bundle::parse(&u.to_pem()).unwrap(), u);
         assert!(u.to_pem().ends_with("-----END CERTIFICATE-----\n"));
     }

@@ -120,7 +120,10 @@ impl Certificate {
         let invalid = |reason: String| PkiError::InvalidCertificate { index, reason };
         let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| invalid(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(invalid(format!("{} trailing bytes after the certificate", rest.len())));
+            return Err(invalid(format!(
+                "{} trailing bytes after the certificate",
+                rest.len()
+            )));
         }
         let ts = |t: ASN1Time| {
             Timestamp::from_second(t.timestamp()).map_err(|e| invalid(format!("validity: {e}")))
@@ -134,16 +137,22 @@ impl Certificate {
             .flatten()
             .map(|bc| bc.value.ca)
             .unwrap_or(false);
-        let subject_key_id = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-            _ => None,
-        });
-        let authority_key_id = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
-            }
-            _ => None,
-        });
+        let subject_key_id = cert
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            });
+        let authority_key_id = cert
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+                }
+                _ => None,
+            });
         Ok(Self {
             fingerprint: fingerprint(&der),
             subject: cert.subject().to_string(),
@@ -201,7 +210,10 @@ impl Certificate {
     /// The certificate as one PEM block, ending in a newline.
     pub fn to_pem(&self) -> String {
         let block = ::pem::Pem::new("CERTIFICATE", self.der.clone());
-        ::pem::encode_config(&block, ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF))
+        ::pem::encode_config(
+            &block,
+            ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+        )
     }
 
     /// Whether `issuer`'s public key verifies this certificate's signature.
@@ -220,7 +232,9 @@ impl Certificate {
         CertificateSummary {
             fingerprint: self.fingerprint.clone(),
             subject: Some(self.subject.clone()),
-            not_after: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(self.not_after)),
+            not_after: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                self.not_after,
+            )),
         }
     }
 }
@@ -389,7 +403,10 @@ pub fn verify_chain<'r>(
 }
 
 /// Which of `roots` anchor `chain` (by signatures, ignoring validity periods).
-pub fn anchoring_roots<'r>(chain: &[Certificate], roots: &'r [Certificate]) -> Vec<&'r Certificate> {
+pub fn anchoring_roots<'r>(
+    chain: &[Certificate],
+    roots: &'r [Certificate],
+) -> Vec<&'r Certificate> {
     roots
         .iter()
         .filter(|r| verify_chain(chain, std::slice::from_ref(*r), None).is_ok())
@@ -400,7 +417,9 @@ pub fn anchoring_roots<'r>(chain: &[Certificate], roots: &'r [Certificate]) -> V
 pub(crate) mod testing {
     //! Certificates for tests, made with rcgen.
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256,
+    };
 
     pub struct Ca {
         pub cert: rcgen::Certificate,
@@ -468,7 +487,11 @@ mod tests {
     fn tolerates_whitespace_and_crlf() {
         let a = root("a");
         let b = root("b");
-        let text = format!("\n\n  {}\r\n\t\n{}\n\n", a.pem().replace('\n', "\r\n"), b.pem());
+        let text = format!(
+            "\n\n  {}\r\n\t\n{}\n\n",
+            a.pem().replace('\n', "\r\n"),
+            b.pem()
+        );
         let certs = parse_pem_certificates(&text).unwrap();
         assert_eq!(certs.len(), 2);
     }
@@ -500,19 +523,26 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(parse_pem_certificates("").unwrap_err(), PkiError::Empty);
-        assert_eq!(parse_pem_certificates(" \n\t").unwrap_err(), PkiError::Empty);
+        assert_eq!(
+            parse_pem_certificates(" \n\t").unwrap_err(),
+            PkiError::Empty
+        );
         assert!(matches!(
             parse_pem_certificates("-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap_err(),
             PkiError::MalformedPem { .. }
         ));
         assert!(matches!(
-            parse_pem_certificates("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-                .unwrap_err(),
+            parse_pem_certificates(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+            )
+            .unwrap_err(),
             PkiError::InvalidCertificate { .. }
         ));
         assert!(matches!(
-            parse_pem_certificates("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
-                .unwrap_err(),
+            parse_pem_certificates(
+                "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"
+            )
+            .unwrap_err(),
             PkiError::MalformedPem { .. }
         ));
     }
@@ -523,7 +553,11 @@ mod tests {
         let old = root("root.linkerd.cluster.local");
         let new = root("root.linkerd.cluster.local");
         let issuer = issued("identity.linkerd.cluster.local", &new, true);
-        let leaf = issued("web.emojivoto.serviceaccount.identity.linkerd.cluster.local", &issuer, false);
+        let leaf = issued(
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            &issuer,
+            false,
+        );
         let roots_old = [old.parsed()];
         let roots_both = [old.parsed(), new.parsed()];
         let chain = [leaf.parsed(), issuer.parsed()];
@@ -541,7 +575,10 @@ mod tests {
         assert!(verify_chain(&chain[1..], &roots_both, None).is_ok());
         // A chain that carries its root verifies too.
         let with_root = [leaf.parsed(), issuer.parsed(), new.parsed()];
-        assert_eq!(verify_chain(&with_root, &roots_both, None), Ok(&roots_both[1]));
+        assert_eq!(
+            verify_chain(&with_root, &roots_both, None),
+            Ok(&roots_both[1])
+        );
         // Broken links are named.
         let broken = [leaf.parsed(), old.parsed()];
         assert!(matches!(
@@ -555,7 +592,12 @@ mod tests {
         let r = root("r");
         let c = r.parsed();
         let far = Timestamp::from_second(c.not_after().as_second() + 1).unwrap();
-        assert!(verify_chain(std::slice::from_ref(&c), std::slice::from_ref(&c), Some(far)).is_err());
+        assert!(verify_chain(
+            std::slice::from_ref(&c),
+            std::slice::from_ref(&c),
+            Some(far)
+        )
+        .is_err());
         assert!(verify_chain(std::slice::from_ref(&c), std::slice::from_ref(&c), None).is_ok());
     }
 

@@ -237,6 +237,7 @@ pub struct Runner {
     failures: Mutex<HashMap<String, u32>>,
     /// Steps already reported as past their deadline in this process.
     stalled: Mutex<HashSet<String>>,
+    pods: Option<Arc<dyn crate::snapshot::PodSource>>,
 }
 
 impl Runner {
@@ -257,7 +258,14 @@ impl Runner {
             clock: Arc::new(now_seconds),
             failures: Mutex::default(),
             stalled: Mutex::default(),
+            pods: None,
         }
+    }
+
+    /// Lets steps read meshed pods from a watch-fed cache.
+    pub fn with_pods(mut self, pods: Arc<dyn crate::snapshot::PodSource>) -> Self {
+        self.pods = Some(pods);
+        self
     }
 
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
@@ -350,7 +358,7 @@ impl Runner {
         let view = match self
             .workflow
             .trigger()
-            .observe(&self.client, &tar.spec)
+            .observe(&self.client, &tar.spec, self.pods.as_deref())
             .await
         {
             Ok(v) => v,
@@ -565,7 +573,8 @@ impl Runner {
                 started_at,
                 now,
                 self.config.probe.clone(),
-            );
+            )
+            .with_pods(self.pods.clone());
             let span = tracing::info_span!("step", rotation = %rotation.id, step = step.name(), phase = %step.phase(), attempt, outcome = tracing::field::Empty);
             let began = Instant::now();
             let result =

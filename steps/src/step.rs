@@ -186,6 +186,8 @@ pub struct StepContext {
     /// When this execution started.
     pub now: Timestamp,
     pub probe: ProbeSettings,
+    /// The operator's pod cache, when it has one.
+    pub pods: Option<std::sync::Arc<dyn crate::snapshot::PodSource>>,
     progress: Mutex<Progress>,
 }
 
@@ -210,8 +212,18 @@ impl StepContext {
             step_started_at,
             now,
             probe,
+            pods: None,
             progress: Mutex::new(Progress::default()),
         }
+    }
+
+    /// Reads meshed pods from `pods` instead of listing them.
+    pub fn with_pods(
+        mut self,
+        pods: Option<std::sync::Arc<dyn crate::snapshot::PodSource>>,
+    ) -> Self {
+        self.pods = pods;
+        self
     }
 
     /// Hands what the status should show to the runner.

@@ -33,6 +33,7 @@ pub trait Trigger: Send + Sync {
         &self,
         client: &kube::Client,
         spec: &TrustAnchorRotationSpec,
+        pods: Option<&dyn crate::snapshot::PodSource>,
     ) -> Result<SyncedView, StepError>;
 }
 

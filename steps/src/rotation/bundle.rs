@@ -186,7 +186,7 @@ impl Step for ReduceBundle {
         if observed.value != reduced {
             // Every live proxy, the control plane's included: a certificate that does not
             // chain to the new root breaks mTLS the moment a peer trusts only the new root.
-            let pods: Vec<_> = meshed_pods(&ctx.client, &ctx.spec)
+            let pods: Vec<_> = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref())
                 .await?
                 .into_iter()
                 .filter(|p| !p.deleting && p.has_proxy)

@@ -112,7 +112,7 @@ impl Step for AwaitPropagation {
                 &ctx.spec.trust_roots,
             )));
         };
-        let pods = meshed_pods(&ctx.client, &ctx.spec).await?;
+        let pods = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref()).await?;
         if self.expanded && ctx.spec.manage_proxy_refresh_env {
             let namespaces: BTreeSet<String> = pods
                 .iter()

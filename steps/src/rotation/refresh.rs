@@ -262,7 +262,7 @@ impl Step for AccelerateRefresh {
             active_issuer: Some(issuer.summary()),
             ..Default::default()
         });
-        let pods: Vec<_> = meshed_pods(&ctx.client, &ctx.spec)
+        let pods: Vec<_> = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref())
             .await?
             .into_iter()
             .filter(|p| p.is_workload())

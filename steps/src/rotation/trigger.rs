@@ -38,6 +38,7 @@ impl Trigger for AnchorTrigger {
         &self,
         client: &kube::Client,
         spec: &TrustAnchorRotationSpec,
+        pods: Option<&dyn crate::snapshot::PodSource>,
     ) -> Result<SyncedView, StepError> {
         let anchor = read_anchor(client, &spec.trust_anchor).await?;
         let previous = read_previous_anchor(client, &spec.previous_anchor).await?;
@@ -59,7 +60,7 @@ impl Trigger for AnchorTrigger {
             });
         };
         // While Synced, the counts say how many pods carry the bundle (all, normally).
-        let pods = crate::snapshot::meshed_pods(client, spec).await?;
+        let pods = crate::snapshot::meshed_pods(client, spec, pods).await?;
         let tally = crate::convergence::bundle_convergence(&pods, &observed.value);
         let progress = Progress {
             trust_bundle: Some(tally.to_status(None)),

@@ -143,6 +143,7 @@ impl Trigger for FakeTrigger {
         &self,
         _c: &kube::Client,
         _s: &TrustAnchorRotationSpec,
+        _p: Option<&dyn crate::snapshot::PodSource>,
     ) -> Result<SyncedView, StepError> {
         Ok(SyncedView {
             start: self.0.lock().unwrap().take(),
