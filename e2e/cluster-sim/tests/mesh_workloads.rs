@@ -252,6 +252,11 @@ async fn a_bad_refresh_duration_crash_loops_the_proxy_visibly() {
         1
     );
     assert!(!rollout_done(&store, "emojivoto", "web"));
-    assert_eq!(mesh.oracle().ratio(), 1.0);
+    let now = mesh.oracle().report().current;
+    assert_eq!(now.ratio, 1.0, "the crash-looping pod takes no traffic");
+    assert_eq!(
+        now.pods_without_valid_certificate, 1,
+        "but it is a meshed pod without a certificate"
+    );
     mesh.shutdown().await;
 }

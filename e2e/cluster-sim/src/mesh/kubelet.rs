@@ -355,7 +355,16 @@ async fn run_pod(
         start_time: now_rfc3339(),
         containers,
     }));
-    let guard = scopeguard(shared.clone(), ip, ns.clone(), name.clone());
+    if meshed {
+        shared.proxies.meshed_pod_started();
+    }
+    let guard = PodGuard {
+        shared: shared.clone(),
+        ip,
+        ns: ns.clone(),
+        name: name.clone(),
+        meshed,
+    };
     // Holding the admitted pod for the pod's lifetime would keep a stale copy alive.
     drop(pod);
     if !publish(&shared, &rt) {
@@ -371,7 +380,7 @@ async fn run_pod(
     // What the proxy needs from the pod; the pod object itself is not kept.
     let proxy_spec = proxy_container(&current).cloned();
     let pod_ref = json!({
-        "metadata": {"namespace": ns, "name": name},
+        "metadata": {"namespace": ns, "name": name, "labels": current["metadata"]["labels"]},
         "spec": {"serviceAccountName": current["spec"]["serviceAccountName"]},
     });
     drop(current);
@@ -536,19 +545,14 @@ struct PodGuard {
     ip: Ipv4Addr,
     ns: String,
     name: String,
-}
-
-fn scopeguard(shared: Arc<Shared>, ip: Ipv4Addr, ns: String, name: String) -> PodGuard {
-    PodGuard {
-        shared,
-        ip,
-        ns,
-        name,
-    }
+    meshed: bool,
 }
 
 impl Drop for PodGuard {
     fn drop(&mut self) {
+        if self.meshed {
+            self.shared.proxies.meshed_pod_stopped();
+        }
         self.shared.proxies.remove(&self.ns, &self.name);
         if self.ns == super::LINKERD_NS {
             self.shared.bundle_view.injector_down(&self.name);

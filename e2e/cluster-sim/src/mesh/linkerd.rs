@@ -446,12 +446,21 @@ impl IdentityService {
         shared: &Shared,
         name: &str,
         key: &KeyPair,
+        local_pod: Option<&str>,
     ) -> Result<Vec<CertificateDer<'static>>, String> {
-        let inst = self
-            .all()
-            .last()
-            .cloned()
-            .ok_or("identity service unavailable: no running identity pod")?;
+        let all = self.all();
+        // The identity pod's own proxy talks to its local controller (localhost:8080).
+        let inst = match local_pod {
+            Some(pod) => all
+                .iter()
+                .find(|i| i.pod == pod)
+                .cloned()
+                .ok_or("local identity controller not running")?,
+            None => all
+                .last()
+                .cloned()
+                .ok_or("identity service unavailable: no running identity pod")?,
+        };
         inst.issue(shared, name, key)
     }
 }

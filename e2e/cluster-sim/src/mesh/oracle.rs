@@ -25,7 +25,8 @@ pub struct OracleSnapshot {
     pub ratio: f64,
     /// Running proxies that hold a certificate (the pods in the ratio).
     pub certified_pods: usize,
-    /// Running proxies without a currently valid certificate (none yet, or expired).
+    /// Meshed pods (starting, running or crash-looping) without a currently valid
+    /// certificate: no proxy up yet, none issued yet, or expired.
     pub pods_without_valid_certificate: usize,
     /// Number of (roots, issuer chain) classes.
     pub classes: usize,
@@ -99,7 +100,10 @@ impl Oracle {
 
     /// Evaluates now and records the result in the run's history.
     pub fn sample(&self) -> OracleSnapshot {
-        let snap = evaluate(&self.shared.proxies.all());
+        let snap = evaluate(
+            &self.shared.proxies.all(),
+            self.shared.proxies.meshed_pods(),
+        );
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         h.samples += 1;
         h.min_ratio = Some(h.min_ratio.map_or(snap.ratio, |m| m.min(snap.ratio)));
@@ -178,7 +182,7 @@ impl Oracle {
              # HELP cluster_sim_meshed_pods Running meshed pods that hold a workload certificate.\n\
              # TYPE cluster_sim_meshed_pods gauge\n\
              cluster_sim_meshed_pods {}\n\
-             # HELP cluster_sim_meshed_pods_without_valid_certificate Running meshed pods whose proxy has no currently valid workload certificate.\n\
+             # HELP cluster_sim_meshed_pods_without_valid_certificate Meshed pods (starting, running or crash-looping) without a currently valid workload certificate.\n\
              # TYPE cluster_sim_meshed_pods_without_valid_certificate gauge\n\
              cluster_sim_meshed_pods_without_valid_certificate {}\n",
             s.ratio, min, s.certified_pods, s.pods_without_valid_certificate
@@ -187,7 +191,8 @@ impl Oracle {
 }
 
 /// Computes the oracle over a set of proxies.
-pub fn evaluate(proxies: &[Arc<Proxy>]) -> OracleSnapshot {
+/// `meshed_pods`: pods with a proxy container the kubelet runs (some may have no proxy up).
+pub fn evaluate(proxies: &[Arc<Proxy>], meshed_pods: usize) -> OracleSnapshot {
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let now = now_ms / 1000;
     let mut roots_ids: HashMap<String, usize> = HashMap::new();
@@ -280,12 +285,13 @@ pub fn evaluate(proxies: &[Arc<Proxy>]) -> OracleSnapshot {
         .collect();
     failing.sort();
     let failing_pod_count = failing.len();
+    let valid = views.iter().filter(|v| v.chain.is_some()).count();
     failing.truncate(50);
     OracleSnapshot {
         at: now_ms as f64 / 1000.0,
         ratio,
         certified_pods: views.len(),
-        pods_without_valid_certificate: without_valid,
+        pods_without_valid_certificate: without_valid.max(meshed_pods.saturating_sub(valid)),
         classes: class_list.len(),
         failing_pods: failing,
         failing_pod_count,

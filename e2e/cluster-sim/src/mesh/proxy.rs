@@ -67,6 +67,8 @@ pub struct Proxy {
     pub namespace: String,
     pub pod: String,
     pub identity: String,
+    /// In identity pods: the pod whose controller certifies this proxy (over localhost).
+    pub local_identity: Option<String>,
     pub ip: Ipv4Addr,
     pub roots: Arc<Roots>,
     pub env: Vec<(String, String)>,
@@ -123,7 +125,11 @@ impl Proxy {
         let signing_key = rustls::crypto::ring::sign::any_ecdsa_type(&der)
             .map_err(|e| anyhow::anyhow!("proxy key: {e}"))?;
         let (certified, _) = tokio::sync::watch::channel(false);
+        let local_identity = (ns == super::LINKERD_NS
+            && pod["metadata"]["labels"][super::LABEL_COMPONENT] == "identity")
+            .then(|| super::name_of(pod).to_string());
         Ok(Self {
+            local_identity,
             namespace: ns,
             pod: super::name_of(pod).to_string(),
             identity,
@@ -216,9 +222,26 @@ pub fn identity_name(sa: &str, ns: &str) -> String {
 pub struct Registry {
     map: Mutex<HashMap<(String, String), Arc<Proxy>>>,
     roots: Mutex<HashMap<String, Arc<Roots>>>,
+    /// Pods with a proxy container whose kubelet task runs (started, starting or crashing).
+    meshed_pods: std::sync::atomic::AtomicUsize,
 }
 
 impl Registry {
+    pub(crate) fn meshed_pod_started(&self) {
+        self.meshed_pods
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn meshed_pod_stopped(&self) {
+        self.meshed_pods
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Meshed pods the kubelet runs, whether or not their proxy is up.
+    pub fn meshed_pods(&self) -> usize {
+        self.meshed_pods.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Parses an anchors env value once per distinct value (10,000 proxies share a few).
     pub fn roots_for(&self, anchors: &str) -> Result<Arc<Roots>, pki::PkiError> {
         let mut cache = self.roots.lock().unwrap_or_else(|e| e.into_inner());
@@ -264,7 +287,12 @@ pub(crate) async fn refresh_loop(
     loop {
         let outcome = shared
             .identity
-            .certify(&shared, &proxy.identity, &proxy.key)
+            .certify(
+                &shared,
+                &proxy.identity,
+                &proxy.key,
+                proxy.local_identity.as_deref(),
+            )
             .and_then(|chain| proxy.accept(chain));
         let wait = match outcome {
             Ok(not_after) => {
