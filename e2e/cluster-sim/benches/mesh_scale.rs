@@ -68,7 +68,10 @@ fn main() -> anyhow::Result<()> {
     if let Ok(n) = std::env::var("MESH_BENCH_CHILD_PODS") {
         return child(n.parse()?);
     }
-    let sizes = std::env::var("MESH_BENCH_SIZES").unwrap_or_else(|_| "1000,10000".into());
+    // Without `--bench` (e.g. `cargo test --benches`) only a smoke run.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let default = if benching { "1000,10000" } else { "100" };
+    let sizes = std::env::var("MESH_BENCH_SIZES").unwrap_or_else(|_| default.into());
     for size in sizes.split(',').filter(|s| !s.trim().is_empty()) {
         let status = std::process::Command::new(std::env::current_exe()?)
             .env("MESH_BENCH_CHILD_PODS", size.trim())
