@@ -18,10 +18,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
-use trust_rotation_crds::{
-    TrustAnchorRotation, CONTROL_PLANE_NS_LABEL, DEFAULT_CERT_MANAGER_NAMESPACE,
-    DEFAULT_LINKERD_NAMESPACE,
-};
+use trust_rotation_crds::{TrustAnchorRotation, TrustAnchorRotationSpec, CONTROL_PLANE_NS_LABEL};
 use trust_rotation_steps::metrics::Metrics;
 use trust_rotation_steps::observe::{meshed_pod_from, MeshedPod};
 use trust_rotation_steps::rotation;
@@ -224,8 +221,62 @@ fn spawn_rotation_watch(client: kube::Client, wake: Arc<Notify>, sync: SyncTrack
     });
 }
 
-/// Starts every watch. Namespaces come from the rotations that exist at start (plus the
-/// defaults); a periodic resync covers anything else.
+/// The objects one rotation reads, by name: what the operator watches (by name, so that the
+/// chart's least-privilege RBAC, which grants these by `resourceNames`, suffices).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WatchTargets {
+    /// `(namespace, name)` of Secrets: anchor, issuer, previous anchor.
+    pub secrets: BTreeSet<(String, String)>,
+    pub configmaps: BTreeSet<(String, String)>,
+    pub deployments: BTreeSet<(String, String)>,
+    /// Namespaces whose Events matter (the identity controller's).
+    pub event_namespaces: BTreeSet<String>,
+    /// Control-plane namespaces whose meshed pods are cached.
+    pub meshes: BTreeSet<String>,
+}
+
+impl WatchTargets {
+    /// What `specs` name; the defaults when there is no rotation yet.
+    pub fn of(specs: &[TrustAnchorRotationSpec]) -> Self {
+        let default = [TrustAnchorRotationSpec::default()];
+        let specs = if specs.is_empty() {
+            &default[..]
+        } else {
+            specs
+        };
+        let mut t = WatchTargets::default();
+        for s in specs {
+            t.secrets.insert((
+                s.trust_anchor.namespace.clone(),
+                s.trust_anchor.secret.clone(),
+            ));
+            t.secrets.insert((
+                s.identity_issuer.namespace.clone(),
+                s.identity_issuer.secret.clone(),
+            ));
+            t.secrets.insert((
+                s.previous_anchor.namespace.clone(),
+                s.previous_anchor.name.clone(),
+            ));
+            t.configmaps
+                .insert((s.trust_roots.namespace.clone(), s.trust_roots.name.clone()));
+            for d in s.control_plane.deployments() {
+                t.deployments.insert((s.control_plane.namespace.clone(), d));
+            }
+            t.event_namespaces.insert(s.control_plane.namespace.clone());
+            t.meshes.insert(s.control_plane.namespace.clone());
+        }
+        t
+    }
+}
+
+fn by_name(name: &str) -> watcher::Config {
+    watcher::Config::default().fields(&format!("metadata.name={name}"))
+}
+
+/// Starts every watch, for the objects the rotations that exist at start name (a rotation
+/// created later is still reconciled on every resync; restart the operator to watch its
+/// objects too). Returns the meshed-pod cache the watches feed.
 pub async fn start_watches(
     client: &kube::Client,
     wake: Arc<Notify>,
@@ -235,43 +286,37 @@ pub async fn start_watches(
     let tars = Api::<TrustAnchorRotation>::all(client.clone())
         .list(&ListParams::default())
         .await?;
-    let mut secret_ns = BTreeSet::from([
-        DEFAULT_CERT_MANAGER_NAMESPACE.to_string(),
-        DEFAULT_LINKERD_NAMESPACE.to_string(),
-    ]);
-    let mut linkerd_ns = BTreeSet::from([DEFAULT_LINKERD_NAMESPACE.to_string()]);
-    for t in &tars.items {
-        secret_ns.insert(t.spec.trust_anchor.namespace.clone());
-        secret_ns.insert(t.spec.identity_issuer.namespace.clone());
-        secret_ns.insert(t.spec.previous_anchor.namespace.clone());
-        linkerd_ns.insert(t.spec.trust_roots.namespace.clone());
-        linkerd_ns.insert(t.spec.control_plane.namespace.clone());
-    }
+    let specs: Vec<TrustAnchorRotationSpec> = tars.items.into_iter().map(|t| t.spec).collect();
+    let targets = WatchTargets::of(&specs);
     spawn_rotation_watch(client.clone(), wake.clone(), sync.clone());
-    for ns in &secret_ns {
+    for (ns, name) in &targets.secrets {
         spawn_metadata_watch(
             Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
-            watcher::Config::default(),
-            format!("secrets in {ns}"),
+            by_name(name),
+            format!("secret {ns}/{name}"),
             wake.clone(),
             sync.clone(),
         );
     }
-    for ns in &linkerd_ns {
+    for (ns, name) in &targets.configmaps {
         spawn_metadata_watch(
             Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
-            watcher::Config::default(),
-            format!("configmaps in {ns}"),
+            by_name(name),
+            format!("configmap {ns}/{name}"),
             wake.clone(),
             sync.clone(),
         );
+    }
+    for (ns, name) in &targets.deployments {
         spawn_metadata_watch(
             Api::<PartialObjectMeta<Deployment>>::namespaced(client.clone(), ns),
-            watcher::Config::default(),
-            format!("deployments in {ns}"),
+            by_name(name),
+            format!("deployment {ns}/{name}"),
             wake.clone(),
             sync.clone(),
         );
+    }
+    for ns in &targets.event_namespaces {
         spawn_metadata_watch(
             Api::<PartialObjectMeta<Event>>::namespaced(client.clone(), ns),
             watcher::Config::default(),
@@ -279,6 +324,8 @@ pub async fn start_watches(
             wake.clone(),
             sync.clone(),
         );
+    }
+    for ns in &targets.meshes {
         spawn_pod_watch(
             client.clone(),
             ns.clone(),
@@ -401,6 +448,26 @@ mod tests {
             v.sort();
             v
         })
+    }
+
+    #[test]
+    fn watches_exactly_the_named_objects() {
+        let t = WatchTargets::of(&[]);
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            t.secrets,
+            BTreeSet::from([
+                pair("cert-manager", "linkerd-trust-anchor"),
+                pair("cert-manager", "linkerd-previous-anchor"),
+                pair("linkerd", "linkerd-identity-issuer"),
+            ])
+        );
+        assert_eq!(
+            t.configmaps,
+            BTreeSet::from([pair("linkerd", "linkerd-identity-trust-roots")])
+        );
+        assert_eq!(t.deployments.len(), 3);
+        assert_eq!(t.meshes, BTreeSet::from(["linkerd".to_string()]));
     }
 
     #[test]
