@@ -297,3 +297,119 @@ pub fn evaluate(proxies: &[Arc<Proxy>], meshed_pods: usize) -> OracleSnapshot {
         failing_pod_count,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::pki::{self, Template};
+    use crate::mesh::{Durations, Shared};
+    use rcgen::KeyPair;
+    use rustls_pki_types::CertificateDer;
+    use serde_json::json;
+
+    type Ca = (CertificateDer<'static>, KeyPair);
+
+    fn ca(cn: &str, by: Option<&Ca>) -> Ca {
+        let key = pki::new_key(None).unwrap();
+        let now = pki::unix_now();
+        let t = Template {
+            common_name: Some(cn),
+            dns_names: &[],
+            is_ca: true,
+            not_before: now - 60,
+            not_after: now + 3600,
+            workload: false,
+        };
+        let der = match by {
+            None => pki::self_signed(&t, &key).unwrap(),
+            Some(by) => pki::signed_by(&t, &key, &by.0, &by.1).unwrap(),
+        };
+        (der, key)
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            store: crate::store::Store::new(),
+            durations: Durations::fast(),
+            proxies: Default::default(),
+            identity: Default::default(),
+            ips: crate::mesh::kubelet::IpAllocator::new(7),
+            bundle_view: Default::default(),
+            cancel: Default::default(),
+            topology: crate::mesh::topology::progress(),
+        }
+    }
+
+    /// A proxy trusting `roots`, holding a leaf from `issuer`.
+    fn proxy(shared: &Shared, name: &str, roots: &[&Ca], issuer: &Ca) -> Arc<Proxy> {
+        let anchors: String = roots.iter().map(|r| pki::to_pem(&r.0)).collect();
+        let pod = json!({"metadata": {"namespace": "ns", "name": name}, "spec": {}});
+        let env = vec![(crate::mesh::ENV_TRUST_ANCHORS.to_string(), anchors)];
+        let p = Proxy::new(shared, &pod, std::net::Ipv4Addr::new(127, 9, 9, 9), env).unwrap();
+        let key = pki::new_key(None).unwrap();
+        let now = pki::unix_now();
+        let t = Template {
+            common_name: None,
+            dns_names: &[p.identity.clone()],
+            is_ca: false,
+            not_before: now - 10,
+            not_after: now + 600,
+            workload: true,
+        };
+        let leaf = pki::signed_by(&t, &key, &issuer.0, &issuer.1).unwrap();
+        p.accept(vec![leaf, issuer.0.clone()]).unwrap();
+        Arc::new(p)
+    }
+
+    #[test]
+    fn ratio_counts_ordered_pairs_of_classes_that_verify_both_ways() {
+        let s = shared();
+        let (old, new) = (ca("root", None), ca("root", None));
+        let (old_issuer, new_issuer) = (ca("identity", Some(&old)), ca("identity", Some(&new)));
+        let all = vec![
+            proxy(&s, "a1", &[&old], &old_issuer),
+            proxy(&s, "a2", &[&old], &old_issuer),
+            proxy(&s, "b1", &[&new], &new_issuer),
+            proxy(&s, "c1", &[&old, &new], &new_issuer),
+            proxy(&s, "c2", &[&new, &old], &new_issuer),
+        ];
+        let snap = evaluate(&all, all.len());
+        // a<->a 2, c<->c 2, b->c 2, c->b 2: 8 of 5*4 ordered pairs.
+        assert_eq!(snap.ratio, 8.0 / 20.0);
+        assert_eq!(snap.classes, 3, "root order does not make a new class");
+        assert_eq!(snap.certified_pods, 5);
+        assert_eq!(snap.pods_without_valid_certificate, 0);
+
+        let healthy = evaluate(&all[3..], 2);
+        assert_eq!(healthy.ratio, 1.0);
+        assert!(healthy.failing_pods.is_empty());
+        // A meshed pod whose proxy is not up is counted, not paired.
+        assert_eq!(evaluate(&all[3..], 3).pods_without_valid_certificate, 1);
+        assert_eq!(evaluate(&[], 0).ratio, 1.0);
+    }
+
+    #[test]
+    fn a_proxy_rejects_a_certificate_outside_its_roots_and_keeps_the_old_one() {
+        let s = shared();
+        let (old, new) = (ca("root", None), ca("root", None));
+        let (old_issuer, new_issuer) = (ca("identity", Some(&old)), ca("identity", Some(&new)));
+        let p = proxy(&s, "p", &[&old], &old_issuer);
+        let before = p.held().unwrap().chain_id;
+        let key = pki::new_key(None).unwrap();
+        let now = pki::unix_now();
+        let t = Template {
+            common_name: None,
+            dns_names: &[],
+            is_ca: false,
+            not_before: now - 10,
+            not_after: now + 600,
+            workload: true,
+        };
+        let leaf = pki::signed_by(&t, &key, &new_issuer.0, &new_issuer.1).unwrap();
+        assert!(p.accept(vec![leaf, new_issuer.0.clone()]).is_err());
+        assert_eq!(p.held().unwrap().chain_id, before);
+        assert!(p
+            .metrics()
+            .contains("control_identity_cert_refreshes_total{result=\"error\"} 1"));
+    }
+}

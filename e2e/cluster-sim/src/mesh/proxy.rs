@@ -156,7 +156,7 @@ impl Proxy {
 
     /// Accepts a chain from identity if it chains to this proxy's roots; else keeps the
     /// old certificate and counts an error.
-    fn accept(&self, chain: Vec<CertificateDer<'static>>) -> Result<i64, String> {
+    pub(crate) fn accept(&self, chain: Vec<CertificateDer<'static>>) -> Result<i64, String> {
         let now = pki::unix_now();
         let result = pki::verify(&chain, &self.roots, now, Usage::Server)
             .map_err(|e| {
@@ -189,7 +189,7 @@ impl Proxy {
         }
     }
 
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let exp = self.held().map_or(0, |h| h.not_after);
         format!(
