@@ -350,7 +350,7 @@ mod tests {
         let now = pki::unix_now();
         let t = Template {
             common_name: None,
-            dns_names: &[p.identity.clone()],
+            dns_names: std::slice::from_ref(&p.identity),
             is_ca: false,
             not_before: now - 10,
             not_after: now + 600,
