@@ -243,3 +243,81 @@ async fn built_in_refresh_consumer_renews_certificates_without_a_restart_and_cle
     ops.stop().await;
     sim.shutdown().await;
 }
+
+async fn lease_holder(client: &kube::Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "linkerd");
+    leases
+        .get_opt("trust-rotation-operator")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let a = Operator::spawn(
+        sim.kubeconfig_path(),
+        &[("POD_NAME", "replica-a".to_string())],
+    );
+    let b = Operator::spawn(
+        sim.kubeconfig_path(),
+        &[("POD_NAME", "replica-b".to_string())],
+    );
+    a.wait_ready().await;
+    b.wait_ready().await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+    let gens = futures::future::join_all(
+        CONTROL_PLANE
+            .iter()
+            .map(|d| deployment_generation(&client, "linkerd", d)),
+    )
+    .await;
+    let holder = lease_holder(&client)
+        .await
+        .expect("a leader holds the lease");
+    let (leader, standby, standby_name) = if holder.starts_with("replica-a-") {
+        (a, b, "replica-b-")
+    } else {
+        (b, a, "replica-a-")
+    };
+
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    // Both replicas ran, yet each control-plane Deployment restarted exactly once.
+    for (i, d) in CONTROL_PLANE.iter().enumerate() {
+        assert_eq!(
+            deployment_generation(&client, "linkerd", d).await,
+            gens[i] + 1,
+            "{d}"
+        );
+    }
+
+    leader.kill().await;
+    let deadline = tokio::time::Instant::now() + T;
+    while !lease_holder(&client)
+        .await
+        .is_some_and(|h| h.starts_with(standby_name))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the standby never took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rollout_restart(&client, APP_NS).await;
+    wait_phase(&client, Phase::WaitingForIdentityRotation, "AwaitIssuer", T).await;
+    let status = standby.terminate().await;
+    assert!(status.success());
+    assert_eq!(
+        lease_holder(&client).await,
+        None,
+        "a clean shutdown releases the lease"
+    );
+    sim.shutdown().await;
+}
