@@ -48,7 +48,7 @@ fn child(pods: usize) -> anyhow::Result<()> {
         }
         let oracle = t.elapsed() / evals;
         println!(
-            "mesh_scale pods={pods} meshed_total={} startup_s={:.2} rss_mib={:.1} rss_per_pod_kib={:.1} open_fds={} oracle_eval_ms={:.2} oracle_classes={} mtls_ok_ratio={}",
+            "mesh_scale pods={pods} meshed_total={} startup_s={:.2} rss_mib={:.1} rss_per_pod_kib={:.1} open_fds={} oracle_eval_ms={:.2} oracle_classes={} mtls_ok_ratio={} store_writes={}",
             snap.certified_pods,
             startup.as_secs_f64(),
             (rss.saturating_sub(base_rss)) as f64 / 1024.0,
@@ -57,6 +57,7 @@ fn child(pods: usize) -> anyhow::Result<()> {
             oracle.as_secs_f64() * 1000.0,
             snap.classes,
             snap.ratio,
+            store.resource_version(),
         );
         m.shutdown().await;
         anyhow::Ok(())

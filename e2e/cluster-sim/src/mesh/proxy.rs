@@ -278,12 +278,14 @@ impl Registry {
     }
 }
 
-/// Certifies at start, then refreshes at 70% of the remaining lifetime, clamped.
+/// Certifies at start, then refreshes at 70% of the remaining lifetime, clamped; after a
+/// failure (no identity, a rejected certificate) retries with back-off up to MIN_REFRESH.
 pub(crate) async fn refresh_loop(
     shared: Arc<Shared>,
     proxy: Arc<Proxy>,
     cancel: CancellationToken,
 ) {
+    let mut failures = 0u32;
     loop {
         let outcome = shared
             .identity
@@ -296,13 +298,17 @@ pub(crate) async fn refresh_loop(
             .and_then(|chain| proxy.accept(chain));
         let wait = match outcome {
             Ok(not_after) => {
+                failures = 0;
                 let remaining = (not_after - pki::unix_now()).max(0) as f64;
                 Duration::from_secs_f64(remaining * 0.7)
                     .clamp(proxy.min_refresh, proxy.max_refresh.max(proxy.min_refresh))
             }
             Err(e) => {
                 tracing::debug!(pod = %proxy.pod, namespace = %proxy.namespace, error = %e, "certification failed");
-                proxy.min_refresh.max(Duration::from_millis(50))
+                // Exponential back-off from 100ms, up to MIN_REFRESH.
+                failures = failures.saturating_add(1);
+                let backoff = Duration::from_millis(100).saturating_mul(1 << failures.min(10));
+                backoff.min(proxy.min_refresh.max(Duration::from_millis(100)))
             }
         };
         tokio::select! {
