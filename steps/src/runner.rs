@@ -366,7 +366,14 @@ impl Runner {
                 if let Some(m) = &self.metrics {
                     m.observe_error("Synced", e.category());
                 }
-                return Err(e);
+                if e.is_transient() {
+                    return Err(e);
+                }
+                // A missing or unreadable anchor: say so where people look.
+                crate::workflow::SyncedView {
+                    blocked: Some(format!("{} (error category {})", e.message(), e.category())),
+                    ..Default::default()
+                }
             }
         };
         apply_progress(status, view.progress);

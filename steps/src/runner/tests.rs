@@ -137,6 +137,20 @@ impl Step for Scripted {
 
 struct FakeTrigger(Mutex<Option<RotationStart>>);
 
+struct FailingTrigger(StepError);
+
+#[async_trait]
+impl Trigger for FailingTrigger {
+    async fn observe(
+        &self,
+        _c: &kube::Client,
+        _s: &TrustAnchorRotationSpec,
+        _p: Option<&dyn crate::snapshot::PodSource>,
+    ) -> Result<SyncedView, StepError> {
+        Err(self.0.clone())
+    }
+}
+
 #[async_trait]
 impl Trigger for FakeTrigger {
     async fn observe(
@@ -627,5 +641,49 @@ fn traceparent_round_trips() {
     assert!(
         telemetry::parent_context("00-00000000000000000000000000000000-00f067aa0ba902b7-01")
             .is_none()
+    );
+}
+
+#[tokio::test]
+async fn synced_permanent_errors_are_shown_transient_ones_retried() {
+    let h = Harness::new();
+    let mk = |e: StepError| {
+        let step = Box::new(Scripted {
+            name: "Only".into(),
+            phase: Phase::RefreshingControlPlane,
+            script: Mutex::default(),
+            log: Arc::default(),
+            started: Arc::default(),
+        }) as Box<dyn Step>;
+        Runner::new(
+            Workflow::new(Box::new(FailingTrigger(e)), vec![step]).unwrap(),
+            h.store.clone(),
+            h.events.clone(),
+            offline_client(),
+            RunnerConfig::default(),
+        )
+    };
+    let r = mk(StepError::permanent(
+        "missing_anchor",
+        "the trust-anchor Secret cert-manager/linkerd-trust-anchor does not exist",
+    ));
+    r.reconcile().await.unwrap();
+    let s = h.store.status();
+    assert!(s
+        .blocking_message
+        .unwrap()
+        .contains("linkerd-trust-anchor does not exist"));
+    assert!(s
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "False"));
+    assert!(h.events.reasons().contains(&"Blocked"));
+    let r = mk(StepError::transient(
+        "kube_connection",
+        "connection refused",
+    ));
+    assert!(
+        r.reconcile().await.is_err(),
+        "transient errors are retried by the caller"
     );
 }
