@@ -181,7 +181,8 @@ impl AdmissionHook for Injector {
         let inject = pod_ann[super::ANNOTATION_INJECT]
             .as_str()
             .or(ns_ann[super::ANNOTATION_INJECT].as_str());
-        if inject != Some("enabled") {
+        // `ingress` mode injects the same proxy (it only changes routing).
+        if !matches!(inject, Some("enabled" | "ingress")) {
             return Ok(());
         }
         // failurePolicy: Ignore. No ready injector, or no bundle: the pod starts unmeshed.
