@@ -93,9 +93,11 @@ impl Sim {
         )
         .await?;
         let oracle_metrics = mesh.clone();
-        server.metrics().add_collector(std::sync::Arc::new(move |out: &mut String| {
-            out.push_str(&oracle_metrics.metrics_text())
-        }));
+        server
+            .metrics()
+            .add_collector(std::sync::Arc::new(move |out: &mut String| {
+                out.push_str(&oracle_metrics.metrics_text())
+            }));
         // Everything converged and Ready before anyone is told where the cluster is.
         let budget = std::time::Duration::from_secs(60 + config.pods as u64 / 20);
         mesh.converged(budget).await?;
