@@ -321,3 +321,71 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_status_was_lost_is_finished_safely() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    let old = secret_cert_fingerprint(&client, "cert-manager", "linkerd-previous-anchor").await;
+
+    // Someone deletes and re-creates the rotation: its status (and progress) is gone.
+    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
+    tars.delete("cluster", &Default::default())
+        .await
+        .expect("deleted");
+    for _ in 0..50 {
+        let tar = TrustAnchorRotation::new("cluster", Default::default());
+        if tars.create(&Default::default(), &tar).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = wait_status(&client, "the interrupted rotation resumed", T, |s| {
+        s.rotation
+            .as_ref()
+            .is_some_and(|r| r.trigger.contains("interrupted"))
+    })
+    .await;
+    assert_eq!(
+        s.rotation.as_ref().and_then(|r| r.from_anchor.clone()),
+        Some(old.clone())
+    );
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    assert_eq!(
+        bundle_fingerprints(&client).await.len(),
+        2,
+        "nothing was reduced early"
+    );
+    rollout_restart(&client, APP_NS).await;
+    wait_phase(&client, Phase::WaitingForIdentityRotation, "AwaitIssuer", T).await;
+    cmctl_renew(&client, "linkerd", "linkerd-identity-issuer").await;
+    wait_phase(
+        &client,
+        Phase::RenewingWorkloadCerts,
+        "AccelerateRefresh",
+        T,
+    )
+    .await;
+    rollout_restart(&client, APP_NS).await;
+    wait_phase(
+        &client,
+        Phase::RemovingOldTrustRoots,
+        "AwaitPropagationReduced",
+        T,
+    )
+    .await;
+    rollout_restart(&client, APP_NS).await;
+    let s = wait_status(&client, "Synced", T, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty()
+    })
+    .await;
+    assert_eq!(s.history.len(), 1);
+    assert_eq!(bundle_fingerprints(&client).await.len(), 1);
+    ops.stop().await;
+    sim.shutdown().await;
+}

@@ -13,10 +13,27 @@ use trust_rotation_crds::TrustAnchorRotationSpec;
 /// Watches the trust anchor while no rotation is in progress.
 pub struct AnchorTrigger;
 
-/// Whether the anchor needs a rotation: it does when the bundle lacks its fingerprint.
-pub fn decide_start(anchor: &Certificate, bundle: &Bundle) -> Option<RotationStart> {
+/// Whether the anchor needs a rotation: it does when the bundle lacks its fingerprint, or
+/// when the bundle still holds the previous anchor (kept in the previous-anchor Secret) next
+/// to it, which is a rotation interrupted after its status was lost: the workflow's steps
+/// are idempotent and guarded, so running it again finishes that rotation safely. Any other
+/// extra root is left alone (it is someone else's).
+pub fn decide_start(
+    anchor: &Certificate,
+    bundle: &Bundle,
+    previous: Option<&Certificate>,
+) -> Option<RotationStart> {
     if bundle.contains(anchor.fingerprint()) {
-        return None;
+        let prev = previous.filter(|p| p != &anchor && bundle.contains(p.fingerprint()))?;
+        return Some(RotationStart {
+            trigger: format!(
+                "the trust bundle still holds the previous anchor {} next to the current anchor {}: finishing an interrupted rotation",
+                short_fingerprint(prev.fingerprint()),
+                short_fingerprint(anchor.fingerprint())
+            ),
+            from_anchor: Some(prev.fingerprint().to_string()),
+            to_anchor: Some(anchor.fingerprint().to_string()),
+        });
     }
     let from = bundle.fingerprints().first().map(|f| f.to_string());
     Some(RotationStart {
@@ -68,7 +85,7 @@ impl Trigger for AnchorTrigger {
         };
         Ok(SyncedView {
             progress,
-            start: decide_start(&anchor, &observed.bundle),
+            start: decide_start(&anchor, &observed.bundle, previous.as_ref()),
             blocked: None,
         })
     }
@@ -83,13 +100,26 @@ mod tests {
     fn a_root_missing_from_the_bundle_starts_a_rotation() {
         let old = root("root").parsed();
         let new = root("root").parsed();
-        assert_eq!(decide_start(&old, &Bundle::from_certs([old.clone()])), None);
-        // Mid-rotation bundles that already hold the anchor do not restart anything.
         assert_eq!(
-            decide_start(&new, &Bundle::from_certs([old.clone(), new.clone()])),
+            decide_start(&old, &Bundle::from_certs([old.clone()]), None),
             None
         );
-        let start = decide_start(&new, &Bundle::from_certs([old.clone()])).unwrap();
+        assert_eq!(
+            decide_start(&old, &Bundle::from_certs([old.clone()]), Some(&old)),
+            None
+        );
+        // A bundle holding the anchor and a root that is not ours: left alone.
+        let foreign = root("other").parsed();
+        let both = Bundle::from_certs([foreign.clone(), new.clone()]);
+        assert_eq!(decide_start(&new, &both, Some(&old)), None);
+        assert_eq!(decide_start(&new, &both, None), None);
+        // Old + new with the old one recorded as previous anchor: an interrupted rotation.
+        let expanded = Bundle::from_certs([old.clone(), new.clone()]);
+        let resume = decide_start(&new, &expanded, Some(&old)).unwrap();
+        assert_eq!(resume.from_anchor.as_deref(), Some(old.fingerprint()));
+        assert_eq!(resume.to_anchor.as_deref(), Some(new.fingerprint()));
+        assert!(resume.trigger.contains("interrupted"), "{}", resume.trigger);
+        let start = decide_start(&new, &Bundle::from_certs([old.clone()]), None).unwrap();
         assert_eq!(start.from_anchor.as_deref(), Some(old.fingerprint()));
         assert_eq!(start.to_anchor.as_deref(), Some(new.fingerprint()));
         assert!(
