@@ -333,6 +333,9 @@ impl Runner {
             now,
             tar.metadata.generation,
         );
+        if let Some(m) = &self.metrics {
+            m.observe_status(&status);
+        }
         if status != before {
             self.write(tar, &status).await?;
             self.events
@@ -422,6 +425,9 @@ impl Runner {
             );
             if tar.status.as_ref() != Some(status) {
                 self.write(tar, status).await?;
+            } else if let Some(m) = &self.metrics {
+                // A restarted operator has nothing to write but must still publish.
+                m.observe_status(status);
             }
             return Ok(Some(Requeue(self.config.resync)));
         };

@@ -687,3 +687,23 @@ async fn synced_permanent_errors_are_shown_transient_ones_retried() {
         "transient errors are retried by the caller"
     );
 }
+
+#[tokio::test]
+async fn a_restarted_operator_publishes_metrics_without_writing() {
+    use prometheus_client::encoding::text::encode;
+    let h = Harness::new();
+    h.runner(HashMap::new(), false).reconcile().await.unwrap();
+    let writes = h.store.writes.lock().unwrap().len();
+    // A new process with fresh metrics, nothing to change in the status.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crate::metrics::Metrics::register(&mut registry);
+    let r = h.runner(HashMap::new(), false).with_metrics(metrics);
+    r.reconcile().await.unwrap();
+    assert_eq!(h.store.writes.lock().unwrap().len(), writes, "no write");
+    let mut text = String::new();
+    encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("trust_rotation_phase{phase=\"Synced\"} 1"),
+        "{text}"
+    );
+}
