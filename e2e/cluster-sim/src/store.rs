@@ -90,6 +90,9 @@ pub struct WatchEvent {
     pub namespace: Option<String>,
     pub resource_version: u64,
     pub object: Arc<Value>,
+    /// The object before this change (MODIFIED only), so selector-filtered watches can
+    /// tell an object that stopped matching (DELETED for them) from one that started.
+    pub previous: Option<Arc<Value>>,
     /// The event as one line of a watch response, encoded once and shared by every watcher.
     pub(crate) wire: Arc<OnceLock<bytes::Bytes>>,
 }
@@ -524,7 +527,7 @@ impl Store {
             .entry(key.clone())
             .or_default()
             .insert(k, obj.clone());
-        self.record(&mut inner, "ADDED", key, ns, rv, obj.clone());
+        self.record(&mut inner, "ADDED", key, ns, rv, obj.clone(), None);
         Ok(obj)
     }
 
@@ -615,7 +618,15 @@ impl Store {
             if is_crd {
                 sync_crd(&mut inner, &current, None);
             }
-            self.record(&mut inner, "DELETED", key, k.0.clone(), rv, next.clone());
+            self.record(
+                &mut inner,
+                "DELETED",
+                key,
+                k.0.clone(),
+                rv,
+                next.clone(),
+                None,
+            );
         } else {
             inner
                 .objects
@@ -624,7 +635,15 @@ impl Store {
             if is_crd {
                 sync_crd(&mut inner, &current, Some(&next));
             }
-            self.record(&mut inner, "MODIFIED", key, k.0.clone(), rv, next.clone());
+            self.record(
+                &mut inner,
+                "MODIFIED",
+                key,
+                k.0.clone(),
+                rv,
+                next.clone(),
+                Some(current.clone()),
+            );
         }
         Ok(next)
     }
@@ -671,7 +690,15 @@ impl Store {
                 .objects
                 .get_mut(key)
                 .map(|m| m.insert(k.clone(), next.clone()));
-            self.record(&mut inner, "MODIFIED", key, k.0.clone(), rv, next.clone());
+            self.record(
+                &mut inner,
+                "MODIFIED",
+                key,
+                k.0.clone(),
+                rv,
+                next.clone(),
+                Some(current.clone()),
+            );
             return Ok(next);
         }
         inner.objects.get_mut(key).map(|m| m.remove(&k));
@@ -679,7 +706,15 @@ impl Store {
             sync_crd(&mut inner, &current, None);
         }
         let next = Arc::new(next);
-        self.record(&mut inner, "DELETED", key, k.0.clone(), rv, next.clone());
+        self.record(
+            &mut inner,
+            "DELETED",
+            key,
+            k.0.clone(),
+            rv,
+            next.clone(),
+            None,
+        );
         Ok(next)
     }
 
@@ -730,6 +765,7 @@ impl Store {
         inner.compacted = inner.compacted.max(rv.min(inner.rv));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         inner: &mut Inner,
@@ -738,8 +774,10 @@ impl Store {
         ns: Option<String>,
         rv: u64,
         object: Arc<Value>,
+        previous: Option<Arc<Value>>,
     ) {
         let ev = WatchEvent {
+            previous,
             kind,
             key: key.clone(),
             namespace: ns,
@@ -817,15 +855,19 @@ fn sync_crd(inner: &mut Inner, old: &Value, new: Option<&Value>) {
 }
 
 fn spec_changed(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("metadata");
-            o.remove("status");
-        }
-        v
+    // Compared in place: this runs on every write, and objects can be large.
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a != b;
     };
-    strip(a) != strip(b)
+    let rest = |m: &'_ serde_json::Map<String, Value>| {
+        m.iter()
+            .filter(|(k, _)| k.as_str() != "metadata" && k.as_str() != "status")
+            .count()
+    };
+    rest(a) != rest(b)
+        || a.iter()
+            .filter(|(k, _)| k.as_str() != "metadata" && k.as_str() != "status")
+            .any(|(k, v)| b.get(k) != Some(v))
 }
 
 fn uuid_like(n: u64) -> String {

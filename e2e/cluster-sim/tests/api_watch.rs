@@ -270,3 +270,48 @@ async fn streaming_lists_end_their_initial_events_with_the_annotated_bookmark() 
     assert_eq!(initial, vec!["s1".to_string(), "s2".to_string()]);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_object_leaving_a_label_selector_is_deleted_for_that_watch() {
+    let sim = Sim::start(SimConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let rv = sim.store().resource_version().to_string();
+    let stream = cms
+        .watch(&WatchParams::default().labels("app=w").timeout(1), &rv)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let plain: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "moving"}})).unwrap_or_default();
+    cms.create(&PostParams::default(), &plain)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pp = kube::api::PatchParams::default();
+    let label =
+        |v: serde_json::Value| kube::api::Patch::Merge(json!({"metadata": {"labels": {"app": v}}}));
+    cms.patch("moving", &pp, &label(json!("w")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    cms.patch("moving", &pp, &label(json!("other")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = stream
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .filter_map(|e| match e {
+            WatchEvent::Added(_) => Some("ADDED"),
+            WatchEvent::Modified(_) => Some("MODIFIED"),
+            WatchEvent::Deleted(_) => Some("DELETED"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["ADDED", "DELETED"],
+        "entering the selector is ADDED, leaving it DELETED"
+    );
+    sim.shutdown().await;
+}

@@ -113,23 +113,35 @@ pub fn serve(
         let mut tx = tx;
         let mut sent = 0usize;
         let limit = cut_events.unwrap_or(usize::MAX);
-        let matches = |ev: &crate::store::WatchEvent| {
-            ev.key == t.key
-                && (ns.is_none() || ev.namespace == ns)
-                && labels.matches(&ev.object["metadata"]["labels"])
-                && fields.matches(&ev.object)
-        };
-        // `kubectl get -w` asks for Table rows; everyone else shares the encoded event.
-        let encode = |ev: &crate::store::WatchEvent| {
-            if as_table {
+        let selected =
+            |o: &serde_json::Value| labels.matches(&o["metadata"]["labels"]) && fields.matches(o);
+        // What this watcher gets for an event, if anything. An object that starts or stops
+        // matching the selectors is ADDED or DELETED for this watcher, as on a real server.
+        let render = |ev: &crate::store::WatchEvent| -> Option<Bytes> {
+            if ev.key != t.key || !(ns.is_none() || ev.namespace == ns) {
+                return None;
+            }
+            let now = selected(&ev.object);
+            let before = ev.previous.as_deref().map(selected);
+            let kind = match (ev.kind, now, before) {
+                ("MODIFIED", true, Some(false)) => "ADDED",
+                ("MODIFIED", false, Some(true)) => "DELETED",
+                (kind, true, _) => kind,
+                _ => return None,
+            };
+            Some(if as_table {
+                // `kubectl get -w` asks for Table rows.
                 let rv = ev.resource_version.to_string();
                 line(
-                    ev.kind,
+                    kind,
                     &super::table::render(&t, std::slice::from_ref(&ev.object), &rv, None),
                 )
-            } else {
+            } else if kind == ev.kind {
+                // Everyone else shares the event encoded once.
                 ev.wire_json()
-            }
+            } else {
+                line(kind, &ev.object)
+            })
         };
         for obj in &initial {
             let msg = if as_table {
@@ -163,8 +175,8 @@ pub fn serve(
         }
         for ev in backlog {
             last_rv = last_rv.max(ev.resource_version);
-            if matches(&ev) {
-                if tx.send(Ok(encode(&ev))).await.is_err() {
+            if let Some(msg) = render(&ev) {
+                if tx.send(Ok(msg)).await.is_err() {
                     return;
                 }
                 sent += 1;
@@ -191,8 +203,8 @@ pub fn serve(
                             continue;
                         }
                         last_rv = last_rv.max(ev.resource_version);
-                        if matches(&ev) {
-                            if tx.send(Ok(encode(&ev))).await.is_err() {
+                        if let Some(msg) = render(&ev) {
+                            if tx.send(Ok(msg)).await.is_err() {
                                 return;
                             }
                             sent += 1;
