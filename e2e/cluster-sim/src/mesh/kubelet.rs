@@ -560,3 +560,45 @@ impl Drop for PodGuard {
         self.shared.ips.release(self.ip);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ips_are_unique_loopback_and_never_the_api_servers() {
+        let a = IpAllocator::new(42);
+        let mut seen = HashSet::new();
+        for _ in 0..200_000 {
+            let ip = a.allocate();
+            let o = ip.octets();
+            assert_eq!(o[0], 127);
+            assert_ne!(o[1], 0, "127.0.0.x is the API server's");
+            assert!(o[3] != 0 && o[3] != 255);
+            assert!(seen.insert(ip), "{ip} handed out twice");
+        }
+    }
+
+    #[test]
+    fn a_second_simulator_skips_addresses_bound_by_the_first() {
+        let first = IpAllocator::new(9);
+        let (ip, held) = first.allocate_bound(0).unwrap();
+        let port = held.local_addr().unwrap().port();
+        // Same seed, same starting point: the bound address is skipped.
+        let second = IpAllocator::new(9);
+        let (other, _l) = second.allocate_bound(port).unwrap();
+        assert_ne!(other, ip);
+    }
+
+    #[test]
+    fn seeds_spread_simulators_apart() {
+        assert_ne!(
+            IpAllocator::new(1).allocate(),
+            IpAllocator::new(2).allocate()
+        );
+        assert_eq!(
+            IpAllocator::new(3).allocate(),
+            IpAllocator::new(3).allocate()
+        );
+    }
+}
