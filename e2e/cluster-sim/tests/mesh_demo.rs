@@ -6,6 +6,7 @@ mod mesh_common;
 use cluster_sim::mesh::Durations;
 use mesh_common::*;
 use std::collections::HashSet;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_converges_with_meshed_pods_serving_their_chain() {
@@ -151,5 +152,75 @@ async fn demo_converges_with_meshed_pods_serving_their_chain() {
     assert!(mesh
         .metrics_text()
         .contains("cluster_sim_mtls_ok_ratio 1\n"));
+    mesh.shutdown().await;
+}
+
+/// Nothing hot-reloads the bundle: a proxy holds what it read at start, whether inline
+/// (injected) or from `configMapKeyRef` (control plane), until its pod restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_keep_the_bundle_they_started_with_until_restarted() {
+    let (store, mesh) = demo(Durations::fast()).await;
+    let old = bundle(&store);
+    let new = format!("{old}{old}"); // any change of bytes will do
+    set_bundle(&store, &new);
+    let anchors = |ns: &'static str, label: &'static str, value: &'static str| {
+        let store = store.clone();
+        async move {
+            let p = store
+                .list(&k("", "pods"), Some(ns))
+                .0
+                .into_iter()
+                .find(|p| p["metadata"]["labels"][label] == value)
+                .expect("pod");
+            let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+            let (_, body) = admin_get(&ip, "/env.json?LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS")
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        anchors(
+            "linkerd",
+            "linkerd.io/control-plane-component",
+            "destination"
+        )
+        .await,
+        old
+    );
+    assert_eq!(anchors("emojivoto", "app", "web").await.trim(), old.trim());
+
+    restart_and_wait(
+        &store,
+        &[("linkerd", "linkerd-destination"), ("emojivoto", "web")],
+    )
+    .await;
+    assert_eq!(
+        anchors(
+            "linkerd",
+            "linkerd.io/control-plane-component",
+            "destination"
+        )
+        .await,
+        new
+    );
+    assert_eq!(
+        anchors("emojivoto", "app", "web").await,
+        format!("{}\n", new.trim())
+    );
+    // Not restarted: still the old one.
+    assert_eq!(
+        anchors("linkerd", "linkerd.io/control-plane-component", "identity").await,
+        old
+    );
+    assert_eq!(
+        anchors("emojivoto", "app", "voting").await.trim(),
+        old.trim()
+    );
     mesh.shutdown().await;
 }
