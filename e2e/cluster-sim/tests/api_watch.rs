@@ -315,3 +315,36 @@ async fn an_object_leaving_a_label_selector_is_deleted_for_that_watch() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn metadata_only_lists_and_watches() {
+    let sim = Sim::start(SimConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let mut c = cm("meta");
+    c.data = Some([("big".to_string(), "x".repeat(1000))].into());
+    cms.create(&PostParams::default(), &c)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let list = cms
+        .list_metadata(&Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("meta"));
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
+    let rv = list.metadata.resource_version.clone().unwrap_or_default();
+    let stream = cms
+        .watch_metadata(&WatchParams::default().timeout(1), &rv)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    cms.delete("meta", &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let events: Vec<_> = stream.try_collect().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(events.iter().any(
+        |e| matches!(e, WatchEvent::Deleted(m) if m.metadata.name.as_deref() == Some("meta"))
+    ));
+    sim.shutdown().await;
+}

@@ -358,6 +358,9 @@ fn get(
         .store
         .get(&t.key, target.namespace.as_deref(), name)
         .ok_or_else(|| not_found(t, name))?;
+    if wants_metadata(accept) {
+        return Ok(json_response(StatusCode::OK, &partial_metadata(&obj)));
+    }
     if table::wants_table(accept) {
         let rv = obj["metadata"]["resourceVersion"]
             .as_str()
@@ -436,6 +439,20 @@ fn list(
         .unwrap_or_default();
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok)
     });
+    if wants_metadata(accept) {
+        let mut meta = json!({"resourceVersion": rv});
+        if let Some(c) = &cont {
+            meta["continue"] = json!(c);
+        }
+        if let Some(n) = page.remaining {
+            meta["remainingItemCount"] = json!(n);
+        }
+        let items: Vec<Value> = page.items.iter().map(|o| partial_metadata(o)).collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+        ));
+    }
     if table::wants_table(accept) {
         let mut tbl = table::render(t, &page.items, &rv, cont.as_deref());
         if let Some(n) = page.remaining {
@@ -1009,4 +1026,18 @@ fn default_into(v: &mut Value, schema: &Value, depth: usize) {
         }
         _ => {}
     }
+}
+
+/// Whether the client asked for metadata only (`as=PartialObjectMetadata[List]`, what
+/// kube-rs `list_metadata`/`metadata_watcher` send).
+pub fn wants_metadata(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+}
+
+/// An object's `PartialObjectMetadata` form.
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }

@@ -39,6 +39,7 @@ pub fn serve(
     // bookmark annotated `k8s.io/initial-events-end`, then changes.
     let send_initial = query.get("sendInitialEvents").is_some_and(|b| b == "true");
     let as_table = super::table::wants_table(accept);
+    let as_metadata = super::resources::wants_metadata(accept);
     let since = match query.get("resourceVersion").map(String::as_str) {
         _ if send_initial => None,
         None | Some("") | Some("0") => None,
@@ -129,7 +130,9 @@ pub fn serve(
                 (kind, true, _) => kind,
                 _ => return None,
             };
-            Some(if as_table {
+            Some(if as_metadata {
+                line(kind, &super::resources::partial_metadata(&ev.object))
+            } else if as_table {
                 // `kubectl get -w` asks for Table rows.
                 let rv = ev.resource_version.to_string();
                 line(
@@ -144,7 +147,9 @@ pub fn serve(
             })
         };
         for obj in &initial {
-            let msg = if as_table {
+            let msg = if as_metadata {
+                line("ADDED", &super::resources::partial_metadata(obj))
+            } else if as_table {
                 let rv = obj["metadata"]["resourceVersion"]
                     .as_str()
                     .unwrap_or("")
