@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Raises the soft open-file limit to the hard limit: every meshed pod holds a listener.
@@ -483,7 +484,6 @@ async fn run_pod(
             .set(super::PROXY_CONTAINER, |c| {
                 c.state = CState::Running { started_at: now };
             });
-        publish(&shared, &rt);
         shared.proxies.insert(proxy.clone());
         proxy::serve_admin(proxy.clone(), listener, cancel.clone())?;
         tokio::spawn(proxy::refresh_loop(
@@ -492,9 +492,15 @@ async fn run_pod(
             cancel.clone(),
         ));
         let mut certified = proxy.certified();
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = certified.wait_for(|c| *c) => { r?; }
+        // Usually the first certificate comes at once: then running and ready are one
+        // status update (10,000 pods, 10,000 fewer versions in the watch history).
+        let quick = tokio::time::timeout(Duration::from_millis(50), certified.wait_for(|c| *c));
+        if !matches!(quick.await, Ok(Ok(_))) {
+            publish(&shared, &rt);
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = certified.wait_for(|c| *c) => { r?; }
+            }
         }
         if component.as_deref() == Some("proxy-injector") && ns == super::LINKERD_NS {
             let bundle = shared
