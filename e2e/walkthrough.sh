@@ -150,7 +150,7 @@ count_roots() { grep -c -- '-----BEGIN CERTIFICATE-----' || true; }
 # === the guide ===
 
 step "Check the prerequisites (cert-manager and the Linkerd PKI)"
-run "${TRUST_CLI[@]}" check --pre || die "linkerd trust check --pre failed"
+run "${TRUST_CLI[@]}" check --pre --wait "$TIMEOUT" || die "linkerd trust check --pre failed"
 
 step "Wait for the operator to report Synced before rotating"
 wait_phase Synced

@@ -37,7 +37,7 @@ def walkthrough_steps(renew_anchor: str, renew_issuer: str, rotation: str = "clu
                       cli: str = r"\S*linkerd-trust") -> list[str]:
     restart = [rf"^kubectl -n {ns} rollout restart deploy$", rf"^kubectl -n {ns} rollout status "]
     return [
-        rf"^{cli} check --pre$",
+        rf"^{cli} check --pre --wait \S+$",
         PHASE_WAIT % ("Synced", rotation),
         renew_anchor,
         PHASE_WAIT % ("PropagatingTrustRoots", rotation),
