@@ -127,7 +127,8 @@ echo "operator ready; admin on 127.0.0.1:$port"
 
 if [[ $LIVE == 1 ]]; then
   banner "Watching the rotation (linkerd trust status --watch)"
-  "$BIN_DIR/linkerd-trust" status --watch 2>&1 | sed -u 's/^/    [status] /' &
+  # $! must be linkerd-trust itself (not a pipeline's last process), so cleanup stops it.
+  "$BIN_DIR/linkerd-trust" status --watch > >(sed -u 's/^/    [status] /') 2>&1 &
   PIDS+=("$!")
 fi
 
