@@ -38,8 +38,13 @@ pub const CONDITION_BLOCKED: &str = "Blocked";
 pub trait StatusStore: Send + Sync {
     /// The rotation as it is now (`None` when it was deleted).
     async fn get(&self) -> Result<Option<TrustAnchorRotation>, StepError>;
-    /// Replaces everything the operator owns in `.status`.
-    async fn apply(&self, status: &TrustAnchorRotationStatus) -> Result<(), StepError>;
+    /// Replaces everything the operator owns in `.status` of the object with `uid` (the one
+    /// the runner read; a deleted and re-created rotation must not inherit its status).
+    async fn apply(
+        &self,
+        uid: Option<&str>,
+        status: &TrustAnchorRotationStatus,
+    ) -> Result<(), StepError>;
 }
 
 /// The real store: one named TrustAnchorRotation, status written by server-side apply.
@@ -65,13 +70,23 @@ impl StatusStore for KubeStatusStore {
         })
     }
 
-    async fn apply(&self, status: &TrustAnchorRotationStatus) -> Result<(), StepError> {
+    async fn apply(
+        &self,
+        uid: Option<&str>,
+        status: &TrustAnchorRotationStatus,
+    ) -> Result<(), StepError> {
         let what = || format!("writing the status of TrustAnchorRotation {}", self.name);
-        let patch = serde_json::json!({
+        // metadata.uid is a precondition: the API server refuses the patch when the object
+        // was replaced by another of the same name.
+        let mut patch = serde_json::json!({
             "apiVersion": format!("{}/{}", trust_rotation_crds::GROUP, trust_rotation_crds::VERSION),
             "kind": "TrustAnchorRotation",
+            "metadata": {"name": self.name},
             "status": status,
         });
+        if let Some(uid) = uid {
+            patch["metadata"]["uid"] = serde_json::Value::String(uid.to_string());
+        }
         let applied = self
             .api
             .patch_status(
@@ -81,6 +96,23 @@ impl StatusStore for KubeStatusStore {
             )
             .await
             .map_err(|e| StepError::from_kube(what(), e))?;
+        if uid.is_some() && applied.metadata.uid.as_deref() != uid {
+            // A server that did not enforce the precondition: undo, so that the new object
+            // starts from an empty status, and let the caller start over.
+            let mut obj = applied;
+            obj.status = None;
+            let _ = self
+                .api
+                .replace_status(&self.name, &kube::api::PostParams::default(), &obj)
+                .await;
+            return Err(StepError::transient(
+                "replaced",
+                format!(
+                    "TrustAnchorRotation {} was deleted and re-created while being reconciled",
+                    self.name
+                ),
+            ));
+        }
         // Server-side apply removes a field this manager stops applying only when no other
         // manager owns it too (an older operator that used updates, a `kubectl edit`). Then
         // the status would keep a finished rotation: replace the status outright instead.
@@ -519,7 +551,9 @@ impl Runner {
             if !first {
                 // Re-read between steps so that `paused` set meanwhile stops the next write.
                 match self.store.get().await? {
-                    Some(fresh) => tar = fresh,
+                    // Deleted, or replaced by a new object: its status is not ours to carry on.
+                    Some(fresh) if fresh.metadata.uid == tar.metadata.uid => tar = fresh,
+                    Some(_) => return Ok(Requeue(Duration::ZERO)),
                     None => return Ok(Requeue(self.config.resync)),
                 }
                 if tar.spec.paused {
@@ -852,10 +886,12 @@ impl Runner {
 
     async fn write(
         &self,
-        _tar: &TrustAnchorRotation,
+        tar: &TrustAnchorRotation,
         status: &TrustAnchorRotationStatus,
     ) -> Result<(), StepError> {
-        self.store.apply(status).await?;
+        self.store
+            .apply(tar.metadata.uid.as_deref(), status)
+            .await?;
         if let Some(m) = &self.metrics {
             m.observe_status(status);
         }

@@ -65,7 +65,11 @@ impl StatusStore for FakeStore {
     async fn get(&self) -> Result<Option<TrustAnchorRotation>, StepError> {
         Ok(self.tar.lock().unwrap().clone())
     }
-    async fn apply(&self, status: &TrustAnchorRotationStatus) -> Result<(), StepError> {
+    async fn apply(
+        &self,
+        _uid: Option<&str>,
+        status: &TrustAnchorRotationStatus,
+    ) -> Result<(), StepError> {
         if *self.fail_writes.lock().unwrap() {
             return Err(StepError::transient(
                 "kube_connection",
