@@ -152,6 +152,11 @@ k rollout restart deployment/web -n "$NS"
     || { echo "FAIL: rollout restart did not set restartedAt" >&2; exit 1; }
 k rollout status deployment/web -n "$NS" --timeout=60s
 expect "generation moved with each template change" "$(k get deploy web -n "$NS" -o jsonpath='{.metadata.generation}')" "3"
+k create deployment made -n "$NS" --image=example/made:1 --port=8080 --replicas=2
+expect "kubectl create deployment (protobuf)" \
+    "$(k get deploy made -n "$NS" -o jsonpath='{.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort}')" \
+    "2 example/made:1 8080"
+k rollout status deployment/made -n "$NS" --timeout=60s
 
 # --- cleanup ---
 k delete namespace "$NS"

@@ -102,6 +102,102 @@ struct ServiceAccount {
     automount_service_account_token: Option<bool>,
 }
 
+#[derive(Clone, PartialEq, Message)]
+struct Deployment {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<DeploymentSpec>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct DeploymentSpec {
+    #[prost(int32, optional, tag = "1")]
+    replicas: Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    selector: Option<LabelSelector>,
+    #[prost(message, optional, tag = "3")]
+    template: Option<PodTemplateSpec>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct LabelSelector {
+    #[prost(btree_map = "string, string", tag = "1")]
+    match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PodTemplateSpec {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<PodSpec>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PodSpec {
+    #[prost(message, repeated, tag = "2")]
+    containers: Vec<Container>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Container {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    image: Option<String>,
+    #[prost(string, repeated, tag = "3")]
+    command: Vec<String>,
+    #[prost(string, repeated, tag = "4")]
+    args: Vec<String>,
+    #[prost(message, repeated, tag = "6")]
+    ports: Vec<ContainerPort>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ContainerPort {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+    #[prost(int32, optional, tag = "3")]
+    container_port: Option<i32>,
+    #[prost(string, optional, tag = "4")]
+    protocol: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+fn container_json(c: Container) -> Value {
+    let mut o = json!({"name": non_empty(c.name).unwrap_or_default()});
+    if let Some(i) = non_empty(c.image) {
+        o["image"] = json!(i);
+    }
+    if !c.command.is_empty() {
+        o["command"] = json!(c.command);
+    }
+    if !c.args.is_empty() {
+        o["args"] = json!(c.args);
+    }
+    if !c.ports.is_empty() {
+        o["ports"] = json!(c
+            .ports
+            .into_iter()
+            .map(|p| {
+                let mut port = json!({"containerPort": p.container_port.unwrap_or(0)});
+                if let Some(n) = non_empty(p.name) {
+                    port["name"] = json!(n);
+                }
+                if let Some(proto) = non_empty(p.protocol) {
+                    port["protocol"] = json!(proto);
+                }
+                port
+            })
+            .collect::<Vec<_>>());
+    }
+    o
+}
+
 fn meta_json(m: Option<ObjectMeta>) -> Value {
     let m = m.unwrap_or_default();
     let mut out = Map::new();
@@ -211,9 +307,29 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             }
             o
         }
+        ("apps/v1", "Deployment") => {
+            let d = Deployment::decode(raw.as_slice()).map_err(bad)?;
+            let spec = d.spec.unwrap_or_default();
+            let template = spec.template.unwrap_or_default();
+            let containers: Vec<Value> = template
+                .spec
+                .unwrap_or_default()
+                .containers
+                .into_iter()
+                .map(container_json)
+                .collect();
+            let mut s = json!({
+                "selector": {"matchLabels": spec.selector.unwrap_or_default().match_labels},
+                "template": {"metadata": meta_json(template.metadata), "spec": {"containers": containers}},
+            });
+            if let Some(r) = spec.replicas {
+                s["replicas"] = json!(r);
+            }
+            json!({"metadata": meta_json(d.metadata), "spec": s})
+        }
         _ => {
             return Err(format!(
-                "this simulator decodes Kubernetes protobuf only for v1 Namespace, ConfigMap, Secret and ServiceAccount, not {api_version} {kind}: send JSON (e.g. kubectl apply -f, or kubectl create ... -o yaml --dry-run=client | kubectl apply -f -)"
+                "this simulator decodes Kubernetes protobuf only for v1 Namespace, ConfigMap, Secret, ServiceAccount and apps/v1 Deployment, not {api_version} {kind}: send JSON (e.g. kubectl apply -f, or kubectl create ... -o yaml --dry-run=client | kubectl apply -f -)"
             ))
         }
     };
@@ -273,6 +389,63 @@ mod tests {
         let v = decode(&envelope("Secret", s.encode_to_vec())).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v["data"], json!({"a": "Yg=="}));
         assert_eq!(v["type"], "Opaque");
+    }
+
+    #[test]
+    fn decodes_a_deployment_like_kubectl_create_deployment_sends() {
+        // What `kubectl create deployment d --image=x --port=80 --replicas=2` sends (kubectl
+        // encodes every field, empty ones included; tests/kubectl.sh checks the real thing).
+        let d = Deployment {
+            metadata: Some(ObjectMeta {
+                name: Some("d".into()),
+                labels: [("app".to_string(), "d".to_string())].into(),
+                ..Default::default()
+            }),
+            spec: Some(DeploymentSpec {
+                replicas: Some(2),
+                selector: Some(LabelSelector {
+                    match_labels: [("app".to_string(), "d".to_string())].into(),
+                }),
+                template: Some(PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: [("app".to_string(), "d".to_string())].into(),
+                        ..Default::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: Some("x".into()),
+                            image: Some("x".into()),
+                            ports: vec![ContainerPort {
+                                container_port: Some(80),
+                                protocol: Some(String::new()),
+                                name: Some(String::new()),
+                            }],
+                            ..Default::default()
+                        }],
+                    }),
+                }),
+            }),
+        };
+        let mut body = MAGIC.to_vec();
+        body.extend(
+            Unknown {
+                type_meta: Some(TypeMeta {
+                    api_version: Some("apps/v1".into()),
+                    kind: Some("Deployment".into()),
+                }),
+                raw: Some(d.encode_to_vec()),
+                content_encoding: None,
+                content_type: None,
+            }
+            .encode_to_vec(),
+        );
+        let v = decode(&body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["spec"]["replicas"], 2);
+        assert_eq!(v["spec"]["selector"]["matchLabels"]["app"], "d");
+        assert_eq!(
+            v["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "x", "image": "x", "ports": [{"containerPort": 80}]}])
+        );
     }
 
     #[test]
