@@ -48,8 +48,20 @@ async fn demo_converges_with_meshed_pods_serving_their_chain() {
         "the trust roots are seeded from the anchor"
     );
 
-    // Every pod is meshed, Ready, on a unique loopback IP.
-    let (pods, _) = store.list(&k("", "pods"), None);
+    // cert-manager runs unmeshed; every other pod is meshed, Ready, on a unique loopback IP.
+    let (all, _) = store.list(&k("", "pods"), None);
+    let (cert_manager, pods): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|p| p["metadata"]["namespace"] == "cert-manager");
+    assert_eq!(cert_manager.len(), 3, "controller, cainjector, webhook");
+    for p in &cert_manager {
+        assert!(p["metadata"]["labels"]["linkerd.io/control-plane-ns"].is_null());
+        assert_eq!(
+            p["spec"]["containers"].as_array().unwrap().len(),
+            1,
+            "not injected"
+        );
+    }
     assert_eq!(pods.len(), 7, "3 control-plane pods and 4 emojivoto pods");
     let mut ips = HashSet::new();
     for p in &pods {

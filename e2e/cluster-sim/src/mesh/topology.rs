@@ -135,6 +135,19 @@ async fn build(shared: &Shared, cfg: &MeshConfig) -> anyhow::Result<()> {
             json!({}),
         ),
     )?;
+    // cert-manager's own Deployments (what `linkerd trust check --pre` looks for).
+    for (component, name) in [
+        ("controller", "cert-manager"),
+        ("cainjector", "cert-manager-cainjector"),
+        ("webhook", "cert-manager-webhook"),
+    ] {
+        create_or_keep(store, &sas, service_account(cm_ns, name))?;
+        create_or_keep(
+            store,
+            &deployments(),
+            cert_manager_deployment(component, name),
+        )?;
+    }
     create_or_keep(
         store,
         &issuers(),
@@ -332,6 +345,36 @@ fn control_plane_deployment(
                             "ports": [{"name": "linkerd-admin", "containerPort": super::PROXY_ADMIN_PORT}],
                         },
                     ],
+                },
+            },
+        },
+    })
+}
+
+fn cert_manager_deployment(component: &str, name: &str) -> Value {
+    let app = if component == "controller" {
+        "cert-manager"
+    } else {
+        component
+    };
+    let labels = json!({
+        "app": app, "app.kubernetes.io/name": app, "app.kubernetes.io/instance": "cert-manager",
+        "app.kubernetes.io/component": component,
+    });
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": super::CERT_MANAGER_NS, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {
+                "app.kubernetes.io/name": app, "app.kubernetes.io/instance": "cert-manager",
+                "app.kubernetes.io/component": component,
+            }},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": name,
+                    "containers": [{"name": format!("cert-manager-{component}"), "image": format!("quay.io/jetstack/cert-manager-{component}:v1.19.1")}],
                 },
             },
         },
