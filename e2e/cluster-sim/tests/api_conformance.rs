@@ -657,3 +657,56 @@ async fn malformed_bodies_are_400_and_pods_delete_returns_the_pod() {
     assert!(deleted.is_left(), "deleting a pod answers with the pod");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_uid_in_a_write_is_a_precondition() {
+    let sim = sim().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let first = cms
+        .create(&PostParams::default(), &cm("u", json!({})))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let old_uid = first.metadata.uid.clone().unwrap_or_default();
+    cms.delete("u", &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    cms.create(&PostParams::default(), &cm("u", json!({})))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stale = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "u", "uid": old_uid}, "data": {"k": "v"}});
+    for (what, result) in [
+        (
+            "merge patch",
+            cms.patch("u", &PatchParams::default(), &Patch::Merge(&stale))
+                .await,
+        ),
+        (
+            "server-side apply",
+            cms.patch("u", &PatchParams::apply("m").force(), &Patch::Apply(&stale))
+                .await,
+        ),
+    ] {
+        let s = api_error(
+            result
+                .err()
+                .unwrap_or_else(|| panic!("{what} with a stale uid succeeded")),
+        );
+        assert_eq!(s.code, 409, "{what}");
+        assert!(
+            s.message
+                .contains("Precondition failed: UID in precondition"),
+            "{what}: {}",
+            s.message
+        );
+    }
+    let current = cms.get("u").await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        current.data.unwrap_or_default().is_empty(),
+        "nothing was written"
+    );
+    let fresh = json!({"metadata": {"uid": current.metadata.uid}, "data": {"k": "v"}});
+    cms.patch("u", &PatchParams::default(), &Patch::Merge(&fresh))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.shutdown().await;
+}

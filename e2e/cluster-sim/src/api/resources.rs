@@ -642,6 +642,10 @@ fn update(
                 failure = Some(conflict(t, name));
                 return Err(StoreError::Invalid(String::new()));
             }
+            if let Some(e) = uid_precondition(t, name, cur, &obj) {
+                failure = Some(e);
+                return Err(StoreError::Invalid(String::new()));
+            }
             let mut next = apply_subresource_rule(t, cur, obj, sub);
             if next["metadata"]["managedFields"].is_null() {
                 next["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
@@ -773,6 +777,12 @@ fn patch(
         if inject_conflict {
             return fail(conflict(t, name), &mut failure);
         }
+        // A uid in the patch is a precondition: the object must not have been replaced.
+        if kind != PatchType::Json {
+            if let Some(e) = uid_precondition(t, name, cur, &patch_doc) {
+                return fail(e, &mut failure);
+            }
+        }
         let current_rv = cur["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
         let patched = match kind {
             PatchType::Merge => {
@@ -815,6 +825,9 @@ fn patch(
             if rv != current_rv {
                 return fail(conflict(t, name), &mut failure);
             }
+        }
+        if let Some(e) = uid_precondition(t, name, cur, &patched) {
+            return fail(e, &mut failure);
         }
         let mut check = patched.clone();
         if let Err(e) = check_identity(t, &Target { name: Some(name.to_string()), ..target.clone() }, &mut check) {
@@ -1040,4 +1053,31 @@ pub fn wants_metadata(accept: &str) -> bool {
 /// An object's `PartialObjectMetadata` form.
 pub fn partial_metadata(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+/// The `409` a real server answers when a write names a `metadata.uid` other than the
+/// object's (the object was deleted and recreated under the same name).
+fn uid_precondition(
+    t: &ResourceType,
+    name: &str,
+    current: &Value,
+    sent: &Value,
+) -> Option<ApiError> {
+    let want = sent["metadata"]["uid"].as_str().filter(|u| !u.is_empty())?;
+    let actual = current["metadata"]["uid"].as_str().unwrap_or("");
+    (want != actual).then(|| {
+        let mut d = json!({"name": name, "kind": t.key.plural});
+        if !t.key.group.is_empty() {
+            d["group"] = json!(t.key.group);
+        }
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {actual}",
+                resource_name(t)
+            ),
+        )
+        .details(d)
+    })
 }
