@@ -62,7 +62,7 @@ pub fn workflow() -> Workflow {
             true,
         )),
         Box::new(issuer::AwaitIssuer),
-        Box::new(refresh::AccelerateRefresh),
+        Box::new(refresh::AccelerateRefresh::default()),
         // Control-plane proxies got their certificates from the old issuer when they
         // restarted onto the expanded bundle, and nothing accelerates their refresh: restart
         // them (the bundle still holds both roots) so that their live certificates chain to

@@ -8,8 +8,9 @@
 
 use super::bundle::describe;
 use super::{names, POLL};
-use crate::convergence::{cert_convergence, CertState, Tally};
-use crate::probe::probe_pods;
+use crate::convergence::{cert_convergence, cert_state, CertState, Tally};
+use crate::observe::MeshedPod;
+use crate::probe::{probe_pods, ProbeOutcome};
 use crate::runner::FIELD_MANAGER;
 use crate::snapshot::{meshed_pods, read_issuer};
 use crate::step::{Outcome, Progress, Step, StepContext, StepError};
@@ -225,7 +226,37 @@ pub fn decide_refresh(tally: &Tally<CertState>, interval: &str, managed: bool) -
     )
 }
 
-pub struct AccelerateRefresh;
+/// Remembers which pods already serve a certificate from the active issuer: such a pod never
+/// goes back, so it is not probed again while the issuer stays the same. (ReduceBundle, the
+/// guard rail, always probes everything afresh.)
+#[derive(Default)]
+pub struct AccelerateRefresh {
+    converged: std::sync::Mutex<ConvergedCache>,
+}
+
+/// Pod (`namespace/name`) → the issuer fingerprint and the chain it was seen with.
+type ConvergedCache = std::collections::HashMap<String, (String, ProbeOutcome)>;
+
+/// Splits `pods` into already-known results (converged on `issuer_fp`) and pods to probe,
+/// forgetting cached pods that are gone.
+pub fn split_known(
+    cache: &mut ConvergedCache,
+    pods: Vec<MeshedPod>,
+    issuer_fp: &str,
+) -> (Vec<(MeshedPod, ProbeOutcome)>, Vec<MeshedPod>) {
+    let present: std::collections::HashSet<String> =
+        pods.iter().map(|p| p.pod.to_string()).collect();
+    cache.retain(|k, (fp, _)| present.contains(k) && fp == issuer_fp);
+    let mut known = Vec::new();
+    let mut probe = Vec::new();
+    for p in pods {
+        match cache.get(&p.pod.to_string()) {
+            Some((_, outcome)) => known.push((p, outcome.clone())),
+            None => probe.push(p),
+        }
+    }
+    (known, probe)
+}
 
 #[async_trait]
 impl Step for AccelerateRefresh {
@@ -267,7 +298,22 @@ impl Step for AccelerateRefresh {
             .into_iter()
             .filter(|p| p.is_workload())
             .collect();
-        let results = probe_pods(&ctx.client, pods, &ctx.probe_config(), || {}).await;
+        let (mut results, to_probe) = match self.converged.lock() {
+            Ok(mut cache) => split_known(&mut cache, pods, issuer.fingerprint()),
+            Err(_) => (Vec::new(), pods),
+        };
+        let probed = probe_pods(&ctx.client, to_probe, &ctx.probe_config(), || {}).await;
+        if let Ok(mut cache) = self.converged.lock() {
+            for (p, o) in &probed {
+                if cert_state(o, &issuer) == CertState::Active {
+                    cache.insert(
+                        p.pod.to_string(),
+                        (issuer.fingerprint().to_string(), o.clone()),
+                    );
+                }
+            }
+        }
+        results.extend(probed);
         let tally = cert_convergence(&results, &issuer);
         ctx.report(Progress {
             workload_certificates: Some(tally.to_status(Some(Time(ctx.now)))),
@@ -332,6 +378,31 @@ mod tests {
 
         // Not JSON: left alone.
         assert_eq!(add_env(&env(Some("garbage"), None), "5m"), None);
+    }
+
+    #[test]
+    fn converged_pods_are_not_probed_again_until_the_issuer_changes() {
+        use crate::rotation::propagation::tests::pod;
+        let mut cache = ConvergedCache::new();
+        let a = pod("app", "a", None);
+        let b = pod("app", "b", None);
+        cache.insert("app/a".into(), ("issuer1".into(), ProbeOutcome::TimedOut));
+        cache.insert(
+            "app/gone".into(),
+            ("issuer1".into(), ProbeOutcome::TimedOut),
+        );
+        let (known, probe) = split_known(&mut cache, vec![a.clone(), b.clone()], "issuer1");
+        assert_eq!(known.len(), 1);
+        assert_eq!(known[0].0, a);
+        assert_eq!(probe, vec![b.clone()]);
+        assert!(
+            !cache.contains_key("app/gone"),
+            "pods that are gone are forgotten"
+        );
+        // Another issuer: everything is probed again.
+        let (known, probe) = split_known(&mut cache, vec![a.clone(), b.clone()], "issuer2");
+        assert!(known.is_empty());
+        assert_eq!(probe.len(), 2);
     }
 
     #[test]
