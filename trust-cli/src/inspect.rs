@@ -280,10 +280,17 @@ pub async fn inspect(
     linkerd_ns: &str,
     args: &InspectArgs,
 ) -> anyhow::Result<Report> {
-    // The rotation's recorded state (optional: the table is useful without the operator).
-    let tar = Api::<TrustAnchorRotation>::all(client.clone())
-        .get(&args.operator.rotation)
-        .await;
+    // Three independent reads, at once: the rotation's recorded state (optional: the table is
+    // useful without the operator), the bundle and the active issuer.
+    let names = &args.names;
+    let tars = Api::<TrustAnchorRotation>::all(client.clone());
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), linkerd_ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), linkerd_ns);
+    let (tar, cm, secret) = tokio::join!(
+        tars.get(&args.operator.rotation),
+        cms.get(&names.trust_roots),
+        secrets.get(names.issuer_secret()),
+    );
     let (status, spec_trust_domain, rotation_error) = match tar {
         Ok(t) => (t.status, Some(t.spec.trust_domain), None),
         Err(e) if is_not_found(&e) => (
@@ -309,30 +316,23 @@ pub async fn inspect(
         }
     };
 
-    let names = &args.names;
     let what = format!("ConfigMap {linkerd_ns}/{}", names.trust_roots);
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), linkerd_ns)
-        .get(&names.trust_roots)
-        .await
-        .map_err(|e| {
-            if is_not_found(&e) {
-                anyhow::anyhow!(
-                    "{what} not found: seed it with `linkerd trust bundle | kubectl apply -f -`"
-                )
-            } else {
-                anyhow::anyhow!(explain(&e, &format!("reading {what}")))
-            }
-        })?;
+    let cm = cm.map_err(|e| {
+        if is_not_found(&e) {
+            anyhow::anyhow!(
+                "{what} not found: seed it with `linkerd trust bundle | kubectl apply -f -`"
+            )
+        } else {
+            anyhow::anyhow!(explain(&e, &format!("reading {what}")))
+        }
+    })?;
     let bundle_value = cm
         .data
         .and_then(|mut d| d.remove(&names.trust_roots_key))
         .ok_or_else(|| anyhow::anyhow!("{what} has no key {:?}", names.trust_roots_key))?;
 
     let what = format!("Secret {linkerd_ns}/{}", names.issuer_secret());
-    let secret = Api::<Secret>::namespaced(client.clone(), linkerd_ns)
-        .get(names.issuer_secret())
-        .await
-        .map_err(|e| {
+    let secret = secret.map_err(|e| {
             if is_not_found(&e) {
                 anyhow::anyhow!("{what} not found: the identity issuer has not been issued (or pass --identity-issuer-secret)")
             } else {

@@ -175,6 +175,7 @@ async fn run_check(client: client::ClientArgs, ns: String, args: check::CheckArg
     use check::format::{render_json, CheckOutput, Symbols, TextPrinter};
     let plan = check::plan(args.pre, args.fail_within);
     let mut ctx = check::Ctx::new(client, ns, &args);
+    ctx.set_retry_notice(args.output != CheckOutput::Json && std::io::stderr().is_terminal());
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let sym = Symbols { color };
     let results = match args.output {

@@ -84,27 +84,48 @@ async fn wait_available(client: &kube::Client, ns: &str, names: &[&str]) {
     panic!("Deployments {names:?} in {ns} never became available");
 }
 
-/// What a real cluster has and the demo topology leaves out: cert-manager's own Deployments.
+const CERT_MANAGER_DEPLOYMENTS: [&str; 3] = [
+    "cert-manager",
+    "cert-manager-cainjector",
+    "cert-manager-webhook",
+];
+
+/// cert-manager's own Deployments, as a real installation has them (created when missing).
 async fn install_cert_manager_deployments(client: &kube::Client) {
-    let names = [
-        "cert-manager",
-        "cert-manager-cainjector",
-        "cert-manager-webhook",
-    ];
     let api: Api<Deployment> = Api::namespaced(client.clone(), "cert-manager");
-    for n in names {
-        api.create(
-            &PostParams::default(),
-            &deployment(
-                "cert-manager",
-                n,
-                json!({"app.kubernetes.io/instance": "cert-manager"}),
-            ),
-        )
-        .await
-        .expect("create cert-manager Deployment");
+    for n in CERT_MANAGER_DEPLOYMENTS {
+        match api
+            .create(
+                &PostParams::default(),
+                &deployment(
+                    "cert-manager",
+                    n,
+                    json!({"app.kubernetes.io/instance": "cert-manager"}),
+                ),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("create cert-manager Deployment {n}: {e}"),
+        }
     }
-    wait_available(client, "cert-manager", &names).await;
+    wait_available(client, "cert-manager", &CERT_MANAGER_DEPLOYMENTS).await;
+}
+
+/// Removes cert-manager's Deployments (the simulated controller keeps issuing regardless).
+async fn remove_cert_manager_deployments(client: &kube::Client) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "cert-manager");
+    let all = api
+        .list(&Default::default())
+        .await
+        .expect("list Deployments");
+    for d in all.items {
+        let name = d.metadata.name.unwrap_or_default();
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete Deployment");
+    }
 }
 
 /// The operator charts' footprint (CRD, the `cluster` TrustAnchorRotation, the Deployment),
@@ -222,6 +243,7 @@ async fn bundle_apply_then_check_pre_and_full_check_are_green() {
     }
 
     // Prerequisites: red while cert-manager's Deployments are missing, then green.
+    remove_cert_manager_deployments(&client).await;
     let out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(check_line(&out.stdout, "cert-manager Deployments are available").starts_with('×'));
@@ -742,7 +764,8 @@ async fn check_wait_retries_until_prerequisites_become_healthy() {
     let sim = demo(Durations::fast()).await;
     let client = sim.client();
     let kc = sim.kubeconfig_path().to_path_buf();
-    // Started while cert-manager's Deployments do not exist yet...
+    remove_cert_manager_deployments(&client).await;
+    // Started while cert-manager's Deployments do not exist...
     let check = tokio::process::Command::new(BIN)
         .args(["check", "--pre", "--wait=30s", "-o", "short"])
         .env("KUBECONFIG", &kc)

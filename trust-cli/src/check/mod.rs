@@ -352,6 +352,7 @@ pub struct Ctx {
     issuer_chain: OnceCell<Result<Vec<Certificate>, String>>,
     trust_roots: OnceCell<Result<String, String>>,
     rotation: OnceCell<Result<TrustAnchorRotation, String>>,
+    retry_notice: bool,
 }
 
 impl Ctx {
@@ -368,7 +369,14 @@ impl Ctx {
             issuer_chain: OnceCell::new(),
             trust_roots: OnceCell::new(),
             rotation: OnceCell::new(),
+            retry_notice: false,
         }
+    }
+
+    /// Tell the user on stderr when a check is being retried (like Linkerd's spinner; only
+    /// for people at a terminal, never in JSON mode).
+    pub fn set_retry_notice(&mut self, on: bool) {
+        self.retry_notice = on;
     }
 
     fn client(&self) -> Result<&kube::Client, String> {
@@ -872,10 +880,17 @@ pub async fn run_checks(
     let mut results = Vec::new();
     for s in plan {
         let mut res = ctx.run(s.id).await;
+        let mut noticed = false;
         while s.retry && res.is_err() {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 break;
+            }
+            if ctx.retry_notice && !noticed {
+                if let Err(e) = &res {
+                    eprintln!("waiting for check to complete: {}: {e}", s.description);
+                }
+                noticed = true;
             }
             tokio::time::sleep((deadline - now).min(Duration::from_secs(1))).await;
             res = ctx.run(s.id).await;
