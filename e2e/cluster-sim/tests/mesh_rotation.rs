@@ -131,6 +131,11 @@ async fn removing_the_old_root_before_workloads_recertify_breaks_mtls() {
     let dip = r.intervals.first().expect("the dip is recorded");
     assert!(dip.end.is_some(), "and it ended: {dip:?}");
     assert!(!dip.pods.is_empty());
+    let why = dip.example.as_deref().unwrap_or("");
+    assert!(
+        why.contains("rejects") && why.contains("does not verify"),
+        "{why}"
+    );
     mesh.shutdown().await;
 }
 

@@ -33,6 +33,9 @@ pub struct OracleSnapshot {
     /// Pods in a failing pair (namespace/name), at most 50, sorted.
     pub failing_pods: Vec<String>,
     pub failing_pod_count: usize,
+    /// One failing pair and why, e.g. "client emojivoto/web-… rejects server linkerd/…'s
+    /// certificate: does not verify: InvalidSignatureForPublicKey" (same-named roots).
+    pub example: Option<String>,
 }
 
 /// A stretch of time in which the ratio was below 1.
@@ -44,6 +47,8 @@ pub struct LowInterval {
     pub min_ratio: f64,
     /// Pods involved at any point (at most 200, sorted).
     pub pods: Vec<String>,
+    /// The first failing pair seen in the interval, and why.
+    pub example: Option<String>,
 }
 
 /// Everything the oracle has seen since it started (or was reset).
@@ -121,6 +126,7 @@ impl Oracle {
                     end: None,
                     min_ratio: snap.ratio,
                     pods: snap.failing_pods.clone(),
+                    example: snap.example.clone(),
                 }),
             }
         } else if let Some(i) = h.intervals.last_mut().filter(|i| i.end.is_none()) {
@@ -245,9 +251,17 @@ pub fn evaluate(proxies: &[Arc<Proxy>], meshed_pods: usize) -> OracleSnapshot {
     };
     // Classes: (roots, chain) with counts.
     let mut classes: HashMap<(usize, Option<usize>), usize> = HashMap::new();
+    let mut representative: HashMap<(usize, Option<usize>), usize> = HashMap::new();
     for v in &views {
         *classes.entry((v.roots, v.chain)).or_default() += 1;
+        representative.entry((v.roots, v.chain)).or_insert(v.idx);
     }
+    let pod_name = |class: &(usize, Option<usize>)| {
+        representative.get(class).map_or_else(String::new, |&i| {
+            format!("{}/{}", proxies[i].namespace, proxies[i].pod)
+        })
+    };
+    let mut example: Option<String> = None;
     let class_list: Vec<((usize, Option<usize>), usize)> = classes.into_iter().collect();
     let n = views.len() as u128;
     let total = n * n.saturating_sub(1);
@@ -270,6 +284,29 @@ pub fn evaluate(proxies: &[Arc<Proxy>], meshed_pods: usize) -> OracleSnapshot {
             } else if pairs > 0 {
                 failing_classes.insert((cr, cc));
                 failing_classes.insert((sr, sc));
+                if example.is_none() {
+                    let (client, server) = (pod_name(&(cr, cc)), pod_name(&(sr, sc)));
+                    example = Some(match (cc, sc) {
+                        (None, _) => format!("{client} has no valid certificate"),
+                        (_, None) => format!("{server} has no valid certificate"),
+                        (Some(cc), Some(sc)) => {
+                            let why = |c: usize, r: usize, usage: Usage| {
+                                pki::verify(&chain_reps[c], &roots_list[r], now, usage)
+                                    .err()
+                                    .map(|e| e.to_string())
+                            };
+                            match why(sc, cr, Usage::Server) {
+                                Some(e) => format!(
+                                    "client {client} rejects server {server}'s certificate: {e}"
+                                ),
+                                None => format!(
+                                    "server {server} rejects client {client}'s certificate: {}",
+                                    why(cc, sr, Usage::Client).unwrap_or_default()
+                                ),
+                            }
+                        }
+                    });
+                }
             }
         }
     }
@@ -295,6 +332,7 @@ pub fn evaluate(proxies: &[Arc<Proxy>], meshed_pods: usize) -> OracleSnapshot {
         classes: class_list.len(),
         failing_pods: failing,
         failing_pod_count,
+        example,
     }
 }
 
