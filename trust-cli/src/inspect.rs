@@ -16,7 +16,7 @@ use trust_rotation_steps::convergence::{
     bundle_convergence, bundle_state, cert_convergence, cert_state, BundleState, CertState,
     Converged,
 };
-use trust_rotation_steps::observe::{list_meshed_pods, MeshedPod};
+use trust_rotation_steps::observe::{list_meshed_pods, MeshedPod, PodRef};
 use trust_rotation_steps::pki::{parse_pem_certificate, short_fingerprint, Certificate};
 use trust_rotation_steps::probe::{probe_pods, ProbeConfig, ProbeMode, ProbeOutcome};
 
@@ -145,13 +145,14 @@ pub fn rows(
     bundle_value: &str,
     active_issuer: &Certificate,
 ) -> Vec<PodRow> {
+    let by_pod: Option<std::collections::HashMap<&PodRef, &ProbeOutcome>> =
+        probes.map(|ps| ps.iter().map(|(p, o)| (&p.pod, o)).collect());
     let mut out: Vec<PodRow> = Vec::new();
     for pod in pods.iter().filter(|p| p.is_workload()) {
         let b = bundle_state(pod, bundle_value);
-        let c = probes.map(|ps| {
-            ps.iter()
-                .find(|(p, _)| p.pod == pod.pod)
-                .map(|(_, o)| cert_state(o, active_issuer))
+        let c = by_pod.as_ref().map(|m| {
+            m.get(&pod.pod)
+                .map(|o| cert_state(o, active_issuer))
                 .unwrap_or(CertState::Unreachable("not probed".into()))
         });
         let cert_ok = c.as_ref().is_none_or(|c| c.is_converged());

@@ -2,7 +2,7 @@
 
 use crate::client::{explain, is_not_found};
 use futures::StreamExt;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use trust_rotation_crds::{Phase, TrustAnchorRotation, TrustAnchorRotationStatus};
 
@@ -66,7 +66,8 @@ pub async fn run(client: &kube::Client, name: &str, watch: bool) -> anyhow::Resu
         eprintln!("(Synced; waiting for a rotation to start, Ctrl-C to stop)");
     }
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api, cfg).boxed();
+    // Back off on errors instead of spinning (e.g. while the API server is unreachable).
+    let mut stream = watcher(api, cfg).default_backoff().boxed();
     loop {
         let event = tokio::select! {
             e = stream.next() => e,
