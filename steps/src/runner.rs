@@ -265,8 +265,9 @@ pub struct Runner {
     client: kube::Client,
     config: RunnerConfig,
     clock: Clock,
-    /// Consecutive transient failures per step (in memory: a restart starts backoff afresh).
-    failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive transient failures per step and when the step may run again (in memory:
+    /// a restart starts backoff afresh).
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// Steps already reported as past their deadline in this process.
     stalled: Mutex<HashSet<String>>,
     pods: Option<Arc<dyn crate::snapshot::PodSource>>,
@@ -608,6 +609,10 @@ impl Runner {
                 .map(|t| t.0)
                 .unwrap_or(now);
             self.check_deadline(&tar, step, started_at, now).await;
+            // Backing off: a watch event is no reason to hammer a failing API sooner.
+            if let Some(wait) = self.backing_off(step.name()) {
+                return Ok(Requeue(wait));
+            }
             status.steps[idx].attempts = status.steps[idx].attempts.saturating_add(1);
             let attempt = status.steps[idx].attempts;
 
@@ -714,8 +719,7 @@ impl Runner {
                     return self.block(&tar, &mut status, idx, message).await;
                 }
                 Err(e) if e.is_transient() => {
-                    let failures = self.bump_failures(step.name());
-                    let delay = self.config.backoff(failures);
+                    let delay = self.bump_failures(step.name());
                     warn!(rotation = %rotation.id, step = step.name(), error = %e, category = e.category(), retry_in = ?delay, "step failed; retrying");
                     let rec = &mut status.steps[idx];
                     rec.message = Some(format!(
@@ -867,15 +871,26 @@ impl Runner {
         }
     }
 
-    fn bump_failures(&self, step: &str) -> u32 {
+    /// Records a transient failure; returns the delay before the next attempt.
+    fn bump_failures(&self, step: &str) -> Duration {
         self.failures
             .lock()
             .map(|mut f| {
-                let n = f.entry(step.to_string()).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
+                let entry = f.entry(step.to_string()).or_insert((0, Instant::now()));
+                entry.0 = entry.0.saturating_add(1);
+                let delay = self.config.backoff(entry.0);
+                entry.1 = Instant::now() + delay;
+                delay
             })
-            .unwrap_or(1)
+            .unwrap_or(self.config.backoff_base)
+    }
+
+    /// How long the step must still wait after its last transient failure, if at all.
+    fn backing_off(&self, step: &str) -> Option<Duration> {
+        let f = self.failures.lock().ok()?;
+        let (_, not_before) = f.get(step)?;
+        let now = Instant::now();
+        (*not_before > now).then(|| *not_before - now)
     }
 
     fn clear_failures(&self, step: &str) {

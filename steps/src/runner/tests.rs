@@ -199,8 +199,17 @@ impl Harness {
     /// A fresh runner (as after an operator restart) whose steps follow `scripts`.
     fn runner(
         &self,
+        scripts: HashMap<&str, Vec<Result<Outcome, StepError>>>,
+        start: bool,
+    ) -> Runner {
+        self.runner_with(scripts, start, RunnerConfig::default())
+    }
+
+    fn runner_with(
+        &self,
         mut scripts: HashMap<&str, Vec<Result<Outcome, StepError>>>,
         start: bool,
+        config: RunnerConfig,
     ) -> Runner {
         let steps: Vec<Box<dyn Step>> = NAMES
             .iter()
@@ -225,7 +234,7 @@ impl Harness {
             self.store.clone(),
             self.events.clone(),
             offline_client(),
-            RunnerConfig::default(),
+            config,
         )
         .with_clock(Arc::new(move || {
             Timestamp::from_second(clock.load(Ordering::SeqCst)).unwrap()
@@ -542,10 +551,21 @@ async fn transient_errors_back_off_exponentially_with_a_cap() {
     let errs: Vec<_> = (0..10)
         .map(|_| Err(StepError::transient("kube_connection", "connection reset")))
         .collect();
-    let r = h.runner(scripts(vec![("First", errs)]), true);
+    let mut config = RunnerConfig::default();
+    // Milliseconds instead of seconds so the test can wait them out.
+    config.backoff_base = Duration::from_millis(1);
+    config.backoff_cap = Duration::from_millis(120);
+    let r = h.runner_with(scripts(vec![("First", errs)]), true, config);
     let mut delays = Vec::new();
     for _ in 0..10 {
-        delays.push(r.reconcile().await.unwrap().0.as_secs());
+        let d = r.reconcile().await.unwrap().0;
+        delays.push(d.as_millis());
+        // An early wake-up (a watch event) does not run the step before its time.
+        let runs = h.runs().len();
+        let early = r.reconcile().await.unwrap().0;
+        assert!(early <= d, "{early:?} > {d:?}");
+        assert_eq!(h.runs().len(), runs, "no attempt while backing off");
+        tokio::time::sleep(d + Duration::from_millis(1)).await;
     }
     assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 120, 120, 120]);
     let s = h.store.status();
@@ -561,6 +581,13 @@ async fn transient_errors_back_off_exponentially_with_a_cap() {
     // Success resets the backoff.
     r.reconcile().await.unwrap();
     assert_eq!(h.store.status().phase, Some(Phase::Synced));
+}
+
+#[test]
+fn backoff_doubles_and_caps() {
+    let c = RunnerConfig::default();
+    let secs: Vec<u64> = (1..=10).map(|n| c.backoff(n).as_secs()).collect();
+    assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 120, 120, 120]);
 }
 
 #[tokio::test]
