@@ -551,10 +551,12 @@ async fn transient_errors_back_off_exponentially_with_a_cap() {
     let errs: Vec<_> = (0..10)
         .map(|_| Err(StepError::transient("kube_connection", "connection reset")))
         .collect();
-    let mut config = RunnerConfig::default();
     // Milliseconds instead of seconds so the test can wait them out.
-    config.backoff_base = Duration::from_millis(1);
-    config.backoff_cap = Duration::from_millis(120);
+    let config = RunnerConfig {
+        backoff_base: Duration::from_millis(1),
+        backoff_cap: Duration::from_millis(120),
+        ..Default::default()
+    };
     let r = h.runner_with(scripts(vec![("First", errs)]), true, config);
     let mut delays = Vec::new();
     for _ in 0..10 {
