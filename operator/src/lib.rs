@@ -32,6 +32,12 @@ pub async fn client(args: &Args) -> anyhow::Result<kube::Client> {
     };
     let config = match &args.kubeconfig {
         Some(path) => {
+            if !path.is_file() {
+                anyhow::bail!(
+                    "--kubeconfig {}: no such file (expected a kubeconfig; omit the flag to use the in-cluster config)",
+                    path.display()
+                );
+            }
             let kc = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &opts)
