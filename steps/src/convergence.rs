@@ -447,4 +447,72 @@ mod tests {
         assert_eq!(t.unconverged[1].state, CertState::TimedOut);
         assert_eq!(t.to_status(None).summary, "1/3");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_pod() -> impl Strategy<Value = (MeshedPod, bool, u8)> {
+            (
+                "[a-c]",
+                "[a-z]{1,6}",
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                0u8..4,
+            )
+                .prop_map(|(ns, name, cp, deleting, has_proxy, current, outcome)| {
+                    let mut p = pod(if cp { "linkerd" } else { &ns }, &name);
+                    p.deleting = deleting;
+                    p.has_proxy = has_proxy;
+                    if current {
+                        p.trust_root_sha256 = Some(trust_root_sha256(BUNDLE));
+                    }
+                    (p, current, outcome)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn tallies_are_consistent(pods in proptest::collection::vec(arb_pod(), 0..40)) {
+                let only: Vec<MeshedPod> = pods.iter().map(|(p, _, _)| p.clone()).collect();
+                let t = bundle_convergence(&only, BUNDLE);
+                let workloads: Vec<&(MeshedPod, bool, u8)> =
+                    pods.iter().filter(|(p, _, _)| p.is_workload()).collect();
+                prop_assert_eq!(t.target as usize, workloads.len());
+                prop_assert_eq!(t.converged as usize + t.unconverged.len(), workloads.len());
+                let expected_current = workloads.iter().filter(|(p, c, _)| p.has_proxy && *c).count();
+                prop_assert_eq!(t.converged as usize, expected_current);
+                // Sorted, and never a control-plane or deleting pod.
+                prop_assert!(t.unconverged.windows(2).all(|w| w[0].pod <= w[1].pod));
+                prop_assert!(t.unconverged.iter().all(|u| u.pod.namespace != "linkerd"));
+                let s = t.to_status(None);
+                prop_assert!(s.unconverged.len() <= 10);
+                prop_assert_eq!(s.summary, format!("{}/{}", t.converged, t.target));
+
+                // Probe outcomes other than a chain never count.
+                let results: Vec<(MeshedPod, ProbeOutcome)> = pods
+                    .iter()
+                    .map(|(p, _, o)| {
+                        let outcome = match o {
+                            0 => ProbeOutcome::TimedOut,
+                            1 => ProbeOutcome::Unreachable("refused".into()),
+                            2 => ProbeOutcome::NoProxy,
+                            _ => ProbeOutcome::Chain(vec![]),
+                        };
+                        (p.clone(), outcome)
+                    })
+                    .collect();
+                let c = cert_convergence(&results, issuer());
+                prop_assert_eq!(c.converged, 0);
+                prop_assert_eq!(c.target as usize, workloads.len());
+            }
+        }
+
+        fn issuer() -> &'static Certificate {
+            static ISSUER: std::sync::OnceLock<Certificate> = std::sync::OnceLock::new();
+            ISSUER.get_or_init(|| root("issuer").parsed())
+        }
+    }
 }

@@ -117,3 +117,50 @@ pub fn is_not_found(e: &kube::Error) -> bool {
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, reason: &str, message: &str) -> kube::Error {
+        let mut s = kube::core::Status::failure(message, reason);
+        s.code = code;
+        kube::Error::Api(s.boxed())
+    }
+
+    #[test]
+    fn errors_say_what_to_do_in_one_line() {
+        let e = explain(
+            &api(
+                403,
+                "Forbidden",
+                "secrets \"x\" is forbidden:\n user cannot get",
+            ),
+            "reading Secret cert-manager/x",
+        );
+        assert_eq!(
+            e,
+            "reading Secret cert-manager/x: permission denied (secrets \"x\" is forbidden: user \
+             cannot get); ask a cluster admin for access or use --as/--context"
+        );
+        assert!(explain(&api(401, "Unauthorized", ""), "listing pods").contains("credentials"));
+        assert!(explain(&api(404, "NotFound", "nope"), "reading X").ends_with("not found (nope)"));
+        assert!(is_not_found(&api(404, "NotFound", "")));
+        assert!(!is_not_found(&api(403, "Forbidden", "")));
+        let refused = kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
+        let e = explain(&refused, "listing pods");
+        assert!(
+            e.contains("cannot reach the Kubernetes API server") && e.contains("--kubeconfig"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+        let e = explain(&api(500, "InternalError", "etcd down"), "listing pods");
+        assert_eq!(
+            e,
+            "listing pods: the API server answered 500 InternalError (etcd down)"
+        );
+    }
+}
