@@ -1,10 +1,12 @@
 //! Patches (JSON merge, JSON patch, strategic merge) and field management: `managedFields`
 //! bookkeeping on every write and server-side apply with conflicts.
 //!
-//! Field ownership is tracked per leaf: a scalar, or a whole list (lists are atomic here,
-//! even those a real server merges by key). A manager owns a leaf when it applied it or was
-//! the last to change it with an update. An apply conflicts when it sets a leaf (or a parent
-//! or child of one) that another manager owns to a different value.
+//! Field ownership is tracked per leaf: a scalar, an empty map, or a whole atomic list. Lists
+//! that strategic merge merges by key (containers, env, volumes, ports, conditions...) are
+//! maps of their items here too (`k:{"name":"app"}`), as on a real server. A manager owns a
+//! leaf when it applied it or was the last to change it with an update. An apply conflicts
+//! when it sets a leaf (or a parent or child of one) that another manager owns to a
+//! different value.
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,6 +53,23 @@ pub fn leaves(v: &Value, subresource: Option<&str>) -> BTreeSet<Path> {
                     path.pop();
                 }
             }
+            Value::Array(items) if !items.is_empty() => {
+                match path.last().and_then(|field| keyed_items(field, items)) {
+                    // A list merged by key: each item is a map keyed `k:{"name":"x"}`.
+                    Some(segments) => {
+                        for (seg, item) in segments.into_iter().zip(items) {
+                            path.push(seg);
+                            walk(item, path, out, sub);
+                            path.pop();
+                        }
+                    }
+                    None => {
+                        if !ignored(path, sub) {
+                            out.insert(path.clone());
+                        }
+                    }
+                }
+            }
             _ => {
                 if !path.is_empty() && !ignored(path, sub) {
                     out.insert(path.clone());
@@ -63,53 +82,104 @@ pub fn leaves(v: &Value, subresource: Option<&str>) -> BTreeSet<Path> {
     out
 }
 
+/// The `k:{...}` segments of a list's items when the field merges by key and every item has
+/// a distinct key; None for atomic lists.
+fn keyed_items(field: &str, items: &[Value]) -> Option<Vec<String>> {
+    let key = merge_key(field, items.first())?;
+    let mut segs = Vec::with_capacity(items.len());
+    for item in items {
+        let id = item.as_object()?.get(key)?;
+        let seg = format!("k:{}", json!({ key: id }));
+        if segs.contains(&seg) {
+            return None;
+        }
+        segs.push(seg);
+    }
+    Some(segs)
+}
+
+/// Parses a `k:{"name":"x"}` segment into its key and value.
+fn item_key(seg: &str) -> Option<(String, Value)> {
+    let obj: serde_json::Map<String, Value> = serde_json::from_str(seg.strip_prefix("k:")?).ok()?;
+    let mut it = obj.into_iter();
+    let first = it.next()?;
+    it.next().is_none().then_some(first)
+}
+
+fn child<'a>(cur: &'a Value, seg: &str) -> Option<&'a Value> {
+    match cur {
+        Value::Object(m) => m.get(seg),
+        Value::Array(items) => {
+            let (k, v) = item_key(seg)?;
+            items.iter().find(|i| i.get(&k) == Some(&v))
+        }
+        _ => None,
+    }
+}
+
 pub fn value_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut cur = v;
     for seg in path {
-        cur = cur.as_object()?.get(seg)?;
+        cur = child(cur, seg)?;
     }
     Some(cur)
 }
 
 fn set_at(v: &mut Value, path: &[String], value: Value) {
-    let mut cur = v;
-    for seg in &path[..path.len().saturating_sub(1)] {
-        if !cur.is_object() {
-            *cur = json!({});
+    let Some((first, rest)) = path.split_first() else {
+        *v = value;
+        return;
+    };
+    if let Some((k, id)) = item_key(first) {
+        if !v.is_array() {
+            *v = json!([]);
         }
-        let Some(m) = cur.as_object_mut() else { return };
-        cur = m.entry(seg.clone()).or_insert_with(|| json!({}));
+        let Some(items) = v.as_array_mut() else {
+            return;
+        };
+        let pos = match items.iter().position(|i| i.get(&k) == Some(&id)) {
+            Some(p) => p,
+            None => {
+                items.push(json!({ k: id }));
+                items.len() - 1
+            }
+        };
+        set_at(&mut items[pos], rest, value);
+        return;
     }
-    if let (Some(last), Some(m)) = (path.last(), cur.as_object_mut()) {
-        m.insert(last.clone(), value);
-    } else if !cur.is_object() {
-        *cur = json!({});
-        if let (Some(last), Some(m)) = (path.last(), cur.as_object_mut()) {
-            m.insert(last.clone(), value);
-        }
+    if !v.is_object() {
+        *v = json!({});
+    }
+    let Some(m) = v.as_object_mut() else { return };
+    if rest.is_empty() {
+        m.insert(first.clone(), value);
+    } else {
+        let next = m.entry(first.clone()).or_insert(Value::Null);
+        set_at(next, rest, value);
     }
 }
 
-/// Removes the leaf at `path` and any parent object it leaves empty.
+/// Removes the leaf at `path` and any parent object, list item or list it leaves empty.
 fn remove_at(v: &mut Value, path: &[String]) {
     fn rec(v: &mut Value, path: &[String]) -> bool {
+        let Some((first, rest)) = path.split_first() else {
+            return false;
+        };
+        if let (Some((k, id)), Some(items)) = (item_key(first), v.as_array_mut()) {
+            if let Some(pos) = items.iter().position(|i| i.get(&k) == Some(&id)) {
+                if rest.is_empty() || rec(&mut items[pos], rest) {
+                    items.remove(pos);
+                }
+            }
+            return items.is_empty();
+        }
         let Some(m) = v.as_object_mut() else {
             return false;
         };
-        match path {
-            [] => false,
-            [last] => {
-                m.remove(last);
-                m.is_empty()
-            }
-            [first, rest @ ..] => {
-                let empty = m.get_mut(first).is_some_and(|child| rec(child, rest));
-                if empty {
-                    m.remove(first);
-                }
-                m.is_empty()
-            }
+        if rest.is_empty() || m.get_mut(first).is_some_and(|child| rec(child, rest)) {
+            m.remove(first);
         }
+        m.is_empty()
     }
     rec(v, path);
 }
@@ -130,7 +200,12 @@ fn to_fields_v1(paths: &BTreeSet<Path>) -> Value {
     for p in paths {
         let mut cur = &mut root;
         for (i, seg) in p.iter().enumerate() {
-            let entry = cur.entry(format!("f:{seg}")).or_insert_with(|| json!({}));
+            let name = if seg.starts_with("k:") {
+                seg.clone()
+            } else {
+                format!("f:{seg}")
+            };
+            let entry = cur.entry(name).or_insert_with(|| json!({}));
             let Some(m) = entry.as_object_mut() else {
                 break;
             };
@@ -151,17 +226,21 @@ fn from_fields_v1(v: &Value) -> BTreeSet<Path> {
             .unwrap_or_default();
         let named: Vec<_> = children
             .iter()
-            .filter(|(k, _)| k.starts_with("f:"))
+            .filter(|(k, _)| k.starts_with("f:") || k.starts_with("k:"))
             .collect();
         if named.is_empty() || named.len() != children.len() {
-            // A leaf, or a list with keyed items (k:/v:/i:), which this server treats as atomic.
+            // A leaf, or a set or indexed list (v:/i:), which this server treats as atomic.
             if !path.is_empty() {
                 out.insert(path.clone());
             }
             return;
         }
         for (k, child) in named {
-            path.push(k[2..].to_string());
+            path.push(if k.starts_with("k:") {
+                k.to_string()
+            } else {
+                k[2..].to_string()
+            });
             walk(child, path, out);
             path.pop();
         }
@@ -216,6 +295,10 @@ pub fn write_managed(obj: &mut Value, managed: &[Managed]) {
             meta.insert("managedFields".to_string(), Value::Array(entries));
         }
     }
+}
+
+fn is_empty_map(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_object).is_some_and(|m| m.is_empty())
 }
 
 fn related(a: &[String], b: &[String]) -> bool {
@@ -295,8 +378,14 @@ pub struct Conflict {
     pub field: String,
 }
 
+/// A field path as a real server prints it in conflicts: `.spec.containers[name="app"].image`.
 pub fn field_string(p: &[String]) -> String {
-    p.iter().map(|s| format!(".{s}")).collect()
+    p.iter()
+        .map(|s| match item_key(s) {
+            Some((k, v)) => format!("[{k}={v}]"),
+            None => format!(".{s}"),
+        })
+        .collect()
 }
 
 /// Server-side apply of `applied` by `manager` onto `current` (None: the object is new).
@@ -323,6 +412,10 @@ pub fn apply(
         }
         for owned in &m.fields {
             for p in applied_leaves.iter().filter(|p| related(p, owned)) {
+                // An empty map applied above someone's fields is a container, not a value.
+                if p.len() < owned.len() && is_empty_map(value_at(applied, p)) {
+                    continue;
+                }
                 let differs = value_at(base, p) != value_at(applied, p)
                     || (owned.len() > p.len() && value_at(base, owned) != value_at(applied, owned));
                 if differs {
@@ -370,6 +463,9 @@ pub fn apply(
     }
     for p in &applied_leaves {
         if let Some(v) = value_at(applied, p) {
+            if is_empty_map(Some(v)) && value_at(&next, p).is_some_and(Value::is_object) {
+                continue; // merges into what is there
+            }
             set_at(&mut next, p, v.clone());
         }
     }
@@ -620,6 +716,45 @@ mod tests {
         )
         .unwrap_or_else(|c| panic!("{c:?}"));
         assert_eq!(v2["data"], json!({"a": "1"}));
+    }
+
+    #[test]
+    fn keyed_lists_are_owned_item_by_item() {
+        let base = json!({"metadata": {"name": "d"}, "spec": {"containers": [{"name": "app", "image": "a:1"}]}});
+        let v1 = apply(None, &base, "m1", false, None).unwrap_or_else(|c| panic!("{c:?}"));
+        // A second manager adds its own container: no conflict, both kept.
+        let side = json!({"metadata": {"name": "d"}, "spec": {"containers": [{"name": "side", "image": "s:1"}]}});
+        let v2 = apply(Some(&v1), &side, "m2", false, None).unwrap_or_else(|c| panic!("{c:?}"));
+        let names: Vec<&str> = v2["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, vec!["app", "side"]);
+        // Changing the first manager's container image conflicts on exactly that field.
+        let steal = json!({"metadata": {"name": "d"}, "spec": {"containers": [{"name": "app", "image": "a:2"}]}});
+        let c = apply(Some(&v2), &steal, "m2", false, None).err();
+        assert_eq!(
+            c,
+            Some(vec![Conflict {
+                manager: "m1".into(),
+                field: ".spec.containers[name=\"app\"].image".into()
+            }])
+        );
+        // m2 dropping its container removes it and leaves m1's.
+        let none = json!({"metadata": {"name": "d"}, "spec": {}});
+        let v3 = apply(Some(&v2), &none, "m2", false, None).unwrap_or_else(|c| panic!("{c:?}"));
+        assert_eq!(
+            v3["spec"]["containers"],
+            json!([{"name": "app", "image": "a:1"}])
+        );
+        // managedFields round-trip keyed items.
+        let m = read_managed(&v3);
+        assert!(m.iter().any(|e| e.manager == "m1"
+            && e.fields
+                .iter()
+                .any(|p| p.iter().any(|s| s == "k:{\"name\":\"app\"}"))));
     }
 
     #[test]
