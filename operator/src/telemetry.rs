@@ -109,7 +109,12 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<Telemetry> {
     let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_else(|_| "grpc".into());
-    let resource = Resource::builder().with_service_name(SERVICE_NAME).build();
+    // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured by the builder's detectors.
+    let resource = if env_set("OTEL_SERVICE_NAME") {
+        Resource::builder().build()
+    } else {
+        Resource::builder().with_service_name(SERVICE_NAME).build()
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     match protocol.trim() {
         "grpc" => {
