@@ -440,6 +440,57 @@ async fn check_is_red_with_the_right_message_per_broken_prerequisite() {
         "{}",
         out.stdout
     );
+    // A trust-manager Bundle fighting over the ConfigMap.
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "bundles.trust.cert-manager.io"},
+        "spec": {
+            "group": "trust.cert-manager.io", "scope": "Cluster",
+            "names": {"plural": "bundles", "singular": "bundle", "kind": "Bundle", "listKind": "BundleList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))
+    .expect("valid CRD");
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .expect("create trust-manager CRD");
+    let bundles: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &linkerd_trust::certmanager::trust_manager_bundle(),
+    );
+    let bundle: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "trust.cert-manager.io/v1alpha1", "kind": "Bundle",
+        "metadata": {"name": "linkerd-identity-trust-roots"},
+        "spec": {"sources": [{"secret": {"name": "linkerd-trust-anchor", "key": "ca.crt"}}],
+                 "target": {"configMap": {"key": "ca-bundle.crt"}}}
+    }))
+    .expect("valid Bundle");
+    let mut created = false;
+    for _ in 0..50 {
+        if bundles
+            .create(&PostParams::default(), &bundle)
+            .await
+            .is_ok()
+        {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(created, "the Bundle is created once its CRD is served");
+    let out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
+    assert!(check_line(
+        &out.stdout,
+        "no trust-manager Bundle manages the trust roots"
+    )
+    .starts_with('×'));
+    assert!(
+        out.stdout.contains("trust-manager Bundle linkerd-identity-trust-roots writes ConfigMap linkerd-identity-trust-roots"),
+        "{}",
+        out.stdout
+    );
     sim.shutdown().await;
 }
 
