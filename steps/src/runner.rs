@@ -608,7 +608,7 @@ impl Runner {
                 .as_ref()
                 .map(|t| t.0)
                 .unwrap_or(now);
-            self.check_deadline(&tar, step, started_at, now).await;
+            let stalled = self.check_deadline(&tar, step, started_at, now).await;
             // Backing off: a watch event is no reason to hammer a failing API sooner.
             if let Some(wait) = self.backing_off(step.name()) {
                 return Ok(Requeue(wait));
@@ -691,12 +691,17 @@ impl Runner {
                     rec.message = Some(reason.clone());
                     let was_blocked = status.blocking_message.is_some();
                     set_blocked(&mut status, None, now);
+                    // Past its deadline, the condition says so (the step keeps trying).
+                    let (why, text) = match &stalled {
+                        Some(note) => ("StepStalled", format!("{note}: {reason}")),
+                        None => ("Waiting", reason.clone()),
+                    };
                     set_condition(
                         &mut status.conditions,
                         CONDITION_PROGRESSING,
                         true,
-                        "Waiting",
-                        &reason,
+                        why,
+                        &text,
                         now,
                         gen,
                     );
@@ -847,17 +852,18 @@ impl Runner {
         step: &dyn Step,
         started_at: Timestamp,
         now: Timestamp,
-    ) {
-        let Some(deadline) = step.deadline() else {
-            return;
-        };
-        let elapsed = now.duration_since(started_at);
-        let Ok(elapsed) = Duration::try_from(elapsed) else {
-            return;
-        };
+    ) -> Option<String> {
+        let deadline = step.deadline()?;
+        let elapsed = Duration::try_from(now.duration_since(started_at)).ok()?;
         if elapsed <= deadline {
-            return;
+            return None;
         }
+        let note = format!(
+            "step {} has been running for {}s, longer than its {}s deadline; it keeps trying",
+            step.name(),
+            elapsed.as_secs(),
+            deadline.as_secs()
+        );
         let key = format!("{}/{}", started_at, step.name());
         let fresh = self
             .stalled
@@ -866,9 +872,15 @@ impl Runner {
             .unwrap_or(false);
         if fresh {
             self.events
-                .publish(tar, EventKind::Warning, "StepStalled", format!("step {} has been running for {}s, longer than its {}s deadline; it keeps trying: see its message in .status.steps", step.name(), elapsed.as_secs(), deadline.as_secs()))
+                .publish(
+                    tar,
+                    EventKind::Warning,
+                    "StepStalled",
+                    format!("{note}: see its message in .status.steps"),
+                )
                 .await;
         }
+        Some(note)
     }
 
     /// Records a transient failure; returns the delay before the next attempt.

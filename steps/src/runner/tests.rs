@@ -640,6 +640,20 @@ async fn stalled_step_is_reported_once() {
             .count(),
         1
     );
+    let s = h.store.status();
+    let progressing = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(progressing.reason, "StepStalled");
+    assert!(
+        progressing
+            .message
+            .contains("longer than its 600s deadline"),
+        "{}",
+        progressing.message
+    );
 }
 
 #[test]
