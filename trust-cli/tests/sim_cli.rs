@@ -343,7 +343,14 @@ async fn check_is_red_with_the_right_message_per_broken_prerequisite() {
         .delete("trust-rotation-operator", &DeleteParams::default())
         .await
         .expect("delete operator");
-    let out = cli(&kc, &["check", "--wait=0s", "-o", "short"]).await;
+    // A missing resource is reported at once, not retried for the whole --wait (linkerd
+    // check would wait on us).
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        cli(&kc, &["check", "--wait=5m0s", "-o", "short"]),
+    )
+    .await
+    .expect("a missing Deployment is not retried for 5 minutes");
     assert_eq!(out.code, 1);
     assert!(out.stdout.contains("× trust-rotation-operator Deployment is available\n    Deployment linkerd/trust-rotation-operator not found"), "{}", out.stdout);
 

@@ -353,6 +353,10 @@ pub struct Ctx {
     trust_roots: OnceCell<Result<String, String>>,
     rotation: OnceCell<Result<TrustAnchorRotation, String>>,
     retry_notice: bool,
+    /// Set when the last run found a resource missing: retrying a missing resource for the
+    /// whole `--wait` only delays the answer (and `linkerd check` waits on us), so such
+    /// failures are reported at once; resources that exist but are not ready are retried.
+    missing: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -370,6 +374,7 @@ impl Ctx {
             trust_roots: OnceCell::new(),
             rotation: OnceCell::new(),
             retry_notice: false,
+            missing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -377,6 +382,19 @@ impl Ctx {
     /// for people at a terminal, never in JSON mode).
     pub fn set_retry_notice(&mut self, on: bool) {
         self.retry_notice = on;
+    }
+
+    fn mark_missing(&self) {
+        self.missing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Runs one check, noting whether it failed because something does not exist.
+    async fn run_once(&mut self, id: Id) -> (Result<(), String>, bool) {
+        self.missing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let res = self.run(id).await;
+        (res, self.missing.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn client(&self) -> Result<&kube::Client, String> {
@@ -410,6 +428,7 @@ impl Ctx {
         };
         self.dynamic(ar, ns)?.get(name).await.map_err(|e| {
             if is_not_found(&e) {
+                self.mark_missing();
                 format!("{what} not found: {missing_hint}")
             } else {
                 explain(&e, &format!("reading {what}"))
@@ -773,6 +792,7 @@ impl Ctx {
                     .await
                     .map_err(|e| {
                         if is_not_found(&e) {
+                            self.mark_missing();
                             format!(
                                 "Deployment {ns}/{name} not found: install the trust-rotation-operator chart \
                                  (or pass --operator-namespace/--operator-deployment)"
@@ -879,9 +899,9 @@ pub async fn run_checks(
     let deadline = tokio::time::Instant::now() + wait;
     let mut results = Vec::new();
     for s in plan {
-        let mut res = ctx.run(s.id).await;
+        let (mut res, mut missing) = ctx.run_once(s.id).await;
         let mut noticed = false;
-        while s.retry && res.is_err() {
+        while s.retry && res.is_err() && !missing {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 break;
@@ -893,7 +913,7 @@ pub async fn run_checks(
                 noticed = true;
             }
             tokio::time::sleep((deadline - now).min(Duration::from_secs(1))).await;
-            res = ctx.run(s.id).await;
+            (res, missing) = ctx.run_once(s.id).await;
         }
         let r = match res {
             Ok(()) => CheckResult {
