@@ -414,10 +414,12 @@ fn emit(store: &Store, etype: &str, reason: &str, message: &str) {
     record_event(store, &involved, etype, reason, message, "linkerd-identity");
 }
 
-/// The identity Service: the running identity controllers (the newest answers).
+/// The identity Service: the running identity controllers, taking CSRs in turn (as a
+/// Service spreads connections), so during a rollout old and new pods both answer.
 #[derive(Default)]
 pub struct IdentityService {
     instances: Mutex<Vec<Arc<IdentityInstance>>>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl IdentityService {
@@ -457,10 +459,13 @@ impl IdentityService {
                 .find(|i| i.pod == pod)
                 .cloned()
                 .ok_or("local identity controller not running")?,
-            None => all
-                .last()
-                .cloned()
-                .ok_or("identity service unavailable: no running identity pod")?,
+            None => {
+                if all.is_empty() {
+                    return Err("identity service unavailable: no running identity pod".into());
+                }
+                let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                all[turn % all.len()].clone()
+            }
         };
         inst.issue(shared, name, key)
     }
