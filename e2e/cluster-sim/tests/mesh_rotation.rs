@@ -213,3 +213,45 @@ async fn identity_restarted_with_a_bundle_that_lacks_the_issuers_root_crash_loop
     assert_eq!(mesh.oracle().ratio(), 1.0);
     mesh.shutdown().await;
 }
+
+/// Hazard 3: once the root Secret changes, cert-manager's own scheduled renewal of the
+/// identity issuer signs it with the new root, whatever state the bundle is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_issuer_renewal_after_a_new_root_uses_the_new_root() {
+    let (store, mesh) = demo(durations(Duration::from_secs(120))).await;
+    // The issuer renews itself every few seconds.
+    store
+        .mutate(
+            &k("cert-manager.io", "certificates"),
+            Some("linkerd"),
+            "linkerd-identity-issuer",
+            |c| {
+                c["spec"]["duration"] = serde_json::json!("3s");
+                c["spec"]["renewBefore"] = serde_json::json!("1s");
+                Ok(())
+            },
+        )
+        .unwrap();
+    let rev = cert_revision(&store, "linkerd", "linkerd-identity-issuer");
+    wait_for(
+        "the spec change to re-issue",
+        Duration::from_secs(5),
+        || cert_revision(&store, "linkerd", "linkerd-identity-issuer") > rev,
+    )
+    .await;
+    renew(&store, "cert-manager", "linkerd-trust-anchor").await;
+    let new_root = secret_value(&store, "cert-manager", "linkerd-trust-anchor", "tls.crt").unwrap();
+    // Nobody touches the issuer: its next scheduled renewal comes from the new root.
+    wait_for(
+        "a scheduled renewal under the new root",
+        Duration::from_secs(10),
+        || {
+            secret_value(&store, "linkerd", "linkerd-identity-issuer", "ca.crt").as_deref()
+                == Some(new_root.as_str())
+        },
+    )
+    .await;
+    wait_event(&store, "IssuerUpdateSkipped").await;
+    assert_eq!(mesh.oracle().ratio(), 1.0, "identity kept the old issuer");
+    mesh.shutdown().await;
+}
