@@ -271,6 +271,9 @@ pub struct Runner {
     /// Steps already reported as past their deadline in this process.
     stalled: Mutex<HashSet<String>>,
     pods: Option<Arc<dyn crate::snapshot::PodSource>>,
+    /// Waiting steps whose unchanged status was not rewritten: executions not yet counted in
+    /// `.status.steps[].attempts`, and when the status was last written.
+    quiet: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Runner {
@@ -292,6 +295,7 @@ impl Runner {
             failures: Mutex::default(),
             stalled: Mutex::default(),
             pods: None,
+            quiet: Mutex::default(),
         }
     }
 
@@ -613,7 +617,11 @@ impl Runner {
             if let Some(wait) = self.backing_off(step.name()) {
                 return Ok(Requeue(wait));
             }
-            status.steps[idx].attempts = status.steps[idx].attempts.saturating_add(1);
+            let uncounted = self.take_uncounted(step.name());
+            status.steps[idx].attempts = status.steps[idx]
+                .attempts
+                .saturating_add(uncounted)
+                .saturating_add(1);
             let attempt = status.steps[idx].attempts;
 
             let ctx = StepContext::new(
@@ -706,7 +714,17 @@ impl Runner {
                         gen,
                     );
                     debug!(rotation = %rotation.id, step = step.name(), %reason, "waiting");
-                    self.write(&tar, &status).await?;
+                    // Waiting can last hours: an unchanged status (but for the attempt count and
+                    // observation times) is rewritten only once per resync interval.
+                    if self.worth_writing(step.name(), tar.status.as_ref(), &status) {
+                        self.write(&tar, &status).await?;
+                        self.wrote(step.name());
+                    } else {
+                        self.skipped(step.name(), uncounted);
+                        if let Some(m) = &self.metrics {
+                            m.observe_status(&status);
+                        }
+                    }
                     if was_blocked {
                         self.events
                             .publish(
@@ -883,6 +901,53 @@ impl Runner {
         Some(note)
     }
 
+    /// Executions of `step` not yet counted in the persisted attempts (and forgets them: the
+    /// caller counts them now).
+    fn take_uncounted(&self, step: &str) -> u32 {
+        self.quiet
+            .lock()
+            .ok()
+            .and_then(|mut q| q.get_mut(step).map(|e| std::mem::take(&mut e.0)))
+            .unwrap_or(0)
+    }
+
+    fn worth_writing(
+        &self,
+        step: &str,
+        persisted: Option<&TrustAnchorRotationStatus>,
+        next: &TrustAnchorRotationStatus,
+    ) -> bool {
+        let Some(persisted) = persisted else {
+            return true;
+        };
+        if without_noise(persisted) != without_noise(next) {
+            return true;
+        }
+        match self
+            .quiet
+            .lock()
+            .ok()
+            .and_then(|q| q.get(step).map(|e| e.1))
+        {
+            Some(last) => last.elapsed() >= self.config.resync,
+            None => true,
+        }
+    }
+
+    fn wrote(&self, step: &str) {
+        if let Ok(mut q) = self.quiet.lock() {
+            q.insert(step.to_string(), (0, Instant::now()));
+        }
+    }
+
+    /// The status was not written: this execution and the `carried` ones stay uncounted.
+    fn skipped(&self, step: &str, carried: u32) {
+        if let Ok(mut q) = self.quiet.lock() {
+            let e = q.entry(step.to_string()).or_insert((0, Instant::now()));
+            e.0 = carried.saturating_add(1);
+        }
+    }
+
     /// Records a transient failure; returns the delay before the next attempt.
     fn bump_failures(&self, step: &str) -> Duration {
         self.failures
@@ -927,6 +992,21 @@ impl Runner {
 }
 
 // === status helpers ===
+
+/// The status without what changes on every look (attempt counts, observation times).
+fn without_noise(s: &TrustAnchorRotationStatus) -> TrustAnchorRotationStatus {
+    let mut s = s.clone();
+    for r in &mut s.steps {
+        r.attempts = 0;
+    }
+    for c in [&mut s.trust_bundle, &mut s.workload_certificates]
+        .into_iter()
+        .flatten()
+    {
+        c.observed_at = None;
+    }
+    s
+}
 
 fn pending_record(step: &dyn Step) -> StepRecord {
     StepRecord {

@@ -754,3 +754,54 @@ async fn a_restarted_operator_publishes_metrics_without_writing() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn unchanged_waits_are_written_once_per_resync_with_exact_attempts() {
+    let h = Harness::new();
+    let waits: Vec<_> = (0..6).map(|_| wait()).collect();
+    let config = RunnerConfig {
+        resync: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let r = h.runner_with(scripts(vec![("First", waits)]), true, config);
+    r.reconcile().await.unwrap();
+    let after_first = h.store.writes.lock().unwrap().len();
+    r.reconcile().await.unwrap();
+    r.reconcile().await.unwrap();
+    assert_eq!(
+        h.store.writes.lock().unwrap().len(),
+        after_first,
+        "unchanged waits are not rewritten"
+    );
+    assert_eq!(h.store.status().steps[0].attempts, 1);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    r.reconcile().await.unwrap();
+    assert_eq!(
+        h.store.writes.lock().unwrap().len(),
+        after_first + 1,
+        "rewritten once the resync interval passed"
+    );
+    assert_eq!(
+        h.store.status().steps[0].attempts,
+        4,
+        "every execution counted"
+    );
+    r.reconcile().await.unwrap();
+    // Done: written, with the uncounted execution included.
+    r.reconcile().await.unwrap();
+    r.reconcile().await.unwrap();
+    let s = h.store.status();
+    assert_eq!(s.phase, Some(Phase::Synced));
+    let rec = &h
+        .store
+        .writes
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|w| !w.steps.is_empty())
+        .cloned()
+        .unwrap()
+        .steps[0];
+    assert_eq!(rec.attempts, 7, "6 waits and the run that finished");
+}
