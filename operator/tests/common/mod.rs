@@ -439,7 +439,10 @@ pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
         s.active_anchor.as_ref().map(|c| c.fingerprint.as_str()),
         Some(old_anchor.as_str())
     );
-    assert_eq!(bundle_fingerprints(&client).await, std::slice::from_ref(&old_anchor));
+    assert_eq!(
+        bundle_fingerprints(&client).await,
+        std::slice::from_ref(&old_anchor)
+    );
     ops.expect_metric("trust_rotation_phase{phase=\"Synced\"}", 1.0)
         .await;
     ops.expect_metric("trust_rotation_trust_bundle_target_pods", n)
@@ -593,7 +596,10 @@ pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
         s.workload_certificate_refresh_interval, None,
         "the interval is cleared once certificates converged"
     );
-    assert_eq!(bundle_fingerprints(&client).await, std::slice::from_ref(&new_anchor));
+    assert_eq!(
+        bundle_fingerprints(&client).await,
+        std::slice::from_ref(&new_anchor)
+    );
     assert_eq!(
         secret_cert_fingerprint(&client, "cert-manager", "linkerd-previous-anchor").await,
         new_anchor
@@ -625,7 +631,10 @@ pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
         "one trace for the whole rotation"
     );
     assert!(s.steps.is_empty() && s.current_step.is_none() && s.blocking_message.is_none());
-    assert_eq!(bundle_fingerprints(&client).await, std::slice::from_ref(&new_anchor));
+    assert_eq!(
+        bundle_fingerprints(&client).await,
+        std::slice::from_ref(&new_anchor)
+    );
     assert_eq!(
         secret_cert_fingerprint(&client, "cert-manager", "linkerd-previous-anchor").await,
         new_anchor
