@@ -260,3 +260,109 @@ async fn a_bad_refresh_duration_crash_loops_the_proxy_visibly() {
     );
     mesh.shutdown().await;
 }
+
+/// Every strategy keeps its bounds during a rollout restart: at most replicas + maxSurge
+/// pods, at least replicas - maxUnavailable Ready, and it completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_stay_within_their_bounds_for_every_strategy() {
+    let store = cluster_sim::store::Store::new();
+    let cfg = cluster_sim::mesh::MeshConfig {
+        durations: Durations::fast(),
+        ..Default::default()
+    };
+    let mesh = cluster_sim::mesh::install(&store, &cfg).unwrap();
+    store
+        .create(&k("", "namespaces"), json!({"metadata": {"name": "r"}}))
+        .unwrap();
+    // (name, replicas, maxSurge, maxUnavailable, resolved surge, resolved unavailable)
+    let cases = [
+        ("one", 1, json!(1), json!(0), 1, 0),
+        ("no-surge", 3, json!(0), json!(1), 0, 1),
+        ("percent", 4, json!("50%"), json!("25%"), 2, 1),
+        ("wide", 5, json!(2), json!(2), 2, 2),
+        (
+            "defaults",
+            6,
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+            2,
+            1,
+        ),
+    ];
+    for (name, replicas, surge, unavailable, _, _) in &cases {
+        let mut rolling = json!({});
+        if !surge.is_null() {
+            rolling["maxSurge"] = surge.clone();
+            rolling["maxUnavailable"] = unavailable.clone();
+        }
+        store
+            .create(&k("apps", "deployments"), json!({
+                "metadata": {"name": name, "namespace": "r"},
+                "spec": {
+                    "replicas": replicas,
+                    "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+                },
+            }))
+            .unwrap();
+    }
+    for (name, ..) in &cases {
+        wait_for(name, Duration::from_secs(10), || {
+            rollout_done(&store, "r", name)
+        })
+        .await;
+        restart(&store, "r", name);
+    }
+    let mut worst: std::collections::HashMap<&str, (usize, usize)> = Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let pods = store.list(&k("", "pods"), Some("r")).0;
+        for (name, ..) in &cases {
+            let mine: Vec<_> = pods
+                .iter()
+                .filter(|p| p["metadata"]["labels"]["app"] == *name)
+                .collect();
+            let e = worst.entry(name).or_insert((0, usize::MAX));
+            e.0 = e.0.max(mine.len());
+            e.1 = e.1.min(mine.iter().filter(|p| ready(p)).count());
+        }
+        tokio::task::yield_now().await;
+        let done = cases.iter().all(|(name, ..)| {
+            rollout_done(&store, "r", name)
+                && store
+                    .get(&k("apps", "deployments"), Some("r"), name)
+                    .unwrap()["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                    == "2"
+        });
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rollouts did not finish: {worst:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for (name, replicas, _, _, surge, unavailable) in &cases {
+        let (max_pods, min_ready) = worst[name];
+        assert!(
+            max_pods <= (replicas + surge) as usize,
+            "{name}: {max_pods} pods > {replicas} + {surge}"
+        );
+        assert!(
+            min_ready + *unavailable as usize >= *replicas as usize,
+            "{name}: only {min_ready} Ready, maxUnavailable {unavailable}"
+        );
+        // The sampling saw the rollout use its room (so the bounds above were tested).
+        assert!(
+            *surge == 0 || max_pods > *replicas as usize,
+            "{name}: never surged"
+        );
+        assert!(
+            *surge > 0 || min_ready < *replicas as usize,
+            "{name}: never went below {replicas}"
+        );
+    }
+    mesh.shutdown().await;
+}
