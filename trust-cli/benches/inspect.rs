@@ -81,6 +81,16 @@ fn main() -> anyhow::Result<()> {
         let ideal = list_time + latency.mul_f64(workloads as f64 / concurrency as f64);
         let ratio = probe_time.as_secs_f64() / ideal.as_secs_f64();
 
+        let (direct_time, _) = run(vec![
+            "inspect".into(),
+            "-o".into(),
+            "json".into(),
+            "--probe".into(),
+            "direct".into(),
+            "--concurrency".into(),
+            concurrency.to_string(),
+        ])
+        .await?;
         let (bundle_time, _) = run(vec!["inspect".into(), "--no-probe".into(), "-o".into(), "json".into()]).await?;
         let script = r#"sha=$(kubectl -n linkerd get cm linkerd-identity-trust-roots -o json | jq -j '.data["ca-bundle.crt"]' | sha256sum | cut -d' ' -f1)
 kubectl get pods -A -l linkerd.io/control-plane-ns=linkerd -o json \
@@ -103,6 +113,7 @@ kubectl get pods -A -l linkerd.io/control-plane-ns=linkerd -o json \
         println!("  inspect (probing):          {:.2}s", probe_time.as_secs_f64());
         println!("  ideal (list + N*L/C):       {:.2}s", ideal.as_secs_f64());
         println!("  ratio to ideal:             {ratio:.2}x (goal <= 1.25x)");
+        println!("  inspect --probe direct:     {:.2}s (no API latency per probe)", direct_time.as_secs_f64());
         println!("  inspect --no-probe:         {:.2}s", bundle_time.as_secs_f64());
         println!("  kubectl + jq bundle check:  {script_note}");
         sim.shutdown().await;
