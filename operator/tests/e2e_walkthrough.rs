@@ -64,3 +64,15 @@ async fn guide_walkthrough_survives_api_faults() {
     ops.stop().await;
     sim.shutdown().await;
 }
+
+/// The same with 300 more meshed pods in three namespaces: the pod cache, bounded probe
+/// concurrency and the paged reads carry a larger mesh through the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_walkthrough_with_a_larger_mesh() {
+    let sim = start_sim_with(300).await;
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    walkthrough(&sim, &ops).await;
+    ops.stop().await;
+    sim.shutdown().await;
+}

@@ -27,8 +27,14 @@ use trust_rotation_crds::{
 pub const APP_NS: &str = "emojivoto";
 
 pub async fn start_sim() -> Sim {
+    start_sim_with(0).await
+}
+
+/// The demo topology plus `extra_pods` meshed pods across many namespaces.
+pub async fn start_sim_with(extra_pods: usize) -> Sim {
     let sim = Sim::start(SimConfig {
         topology: Topology::Demo,
+        pods: extra_pods,
         // Fast, but workload certificates live long enough that they move onto the new
         // issuer only when the guide's restart asks them to (so every phase is observable).
         durations: Durations {
@@ -320,15 +326,40 @@ pub async fn bundle_fingerprints(client: &kube::Client) -> Vec<String> {
         .collect()
 }
 
+/// Meshed pods outside the control plane (what the bundle counts target).
 pub async fn workload_pods(client: &kube::Client) -> usize {
-    Api::<Pod>::namespaced(client.clone(), APP_NS)
+    Api::<Pod>::all(client.clone())
         .list(&ListParams::default().labels("linkerd.io/control-plane-ns=linkerd"))
         .await
         .expect("pods")
         .items
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.metadata.namespace.as_deref() != Some("linkerd"))
         .count()
+}
+
+/// Namespaces with meshed workloads.
+pub async fn workload_namespaces(client: &kube::Client) -> Vec<String> {
+    let mut ns: Vec<String> = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default().labels("linkerd.io/control-plane-ns=linkerd"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.namespace)
+        .filter(|n| n != "linkerd")
+        .collect();
+    ns.sort();
+    ns.dedup();
+    ns
+}
+
+/// `kubectl rollout restart deploy` in every namespace with meshed workloads.
+pub async fn restart_data_plane(client: &kube::Client, namespaces: &[String]) {
+    for ns in namespaces {
+        rollout_restart(client, ns).await;
+    }
 }
 
 pub async fn deployment_generation(client: &kube::Client, ns: &str, name: &str) -> i64 {
@@ -420,6 +451,7 @@ pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
     let client = sim.client();
     let phases = record_phases(&client);
     let n = workload_pods(&client).await as f64;
+    let app_namespaces = workload_namespaces(&client).await;
     assert!(n >= 4.0, "the demo topology meshes emojivoto");
     let gens_before = futures::future::join_all(
         CONTROL_PLANE
@@ -512,7 +544,7 @@ pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
     }
 
     // Step 2: restart the data plane.
-    rollout_restart(&client, APP_NS).await;
+    restart_data_plane(&client, &app_namespaces).await;
     let s = wait_status(
         &client,
         "WaitingForIdentityRotation naming the awaited step",
@@ -580,7 +612,7 @@ pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
     ops.expect_metric("trust_rotation_workload_certificates_target_pods", n)
         .await;
     // Without a data plane operator: restart so proxies get certificates from the new issuer.
-    rollout_restart(&client, APP_NS).await;
+    restart_data_plane(&client, &app_namespaces).await;
 
     // Step 4: bundle reduction, then the final restart.
     let s = wait_phase(
@@ -618,7 +650,7 @@ pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
         1.0,
     )
     .await;
-    rollout_restart(&client, APP_NS).await;
+    restart_data_plane(&client, &app_namespaces).await;
 
     let s = wait_status(&client, "Synced after the rotation", STEP_TIMEOUT, |s| {
         s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty()
