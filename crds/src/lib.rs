@@ -36,6 +36,8 @@ pub const PROXY_DURATION_PATTERN: &str = r"^\d+(ms|s|m|h|d)?$";
 ///
 /// Every field has the default that the Linkerd and cert-manager documentation use, so
 /// `spec: {}` describes a cluster installed as the user guide describes.
+// Every `printcolumn(...)` repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "trust.linkerd.io",
