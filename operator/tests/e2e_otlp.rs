@@ -122,6 +122,22 @@ async fn rotation_is_one_trace(receiver: Receiver, endpoint: String, protocol: &
             }
         }
     }
+    // Executions that changed something are spans too (children of the root span).
+    let mut executed: BTreeMap<String, usize> = BTreeMap::new();
+    for s in spans.iter().filter(|s| s.name.starts_with("execute ")) {
+        *executed
+            .entry(s.name["execute ".len()..].to_string())
+            .or_default() += 1;
+        assert_eq!(s.parent_span_id, root.span_id);
+        assert!(s.attributes.iter().any(|a| a.key == "outcome"));
+    }
+    for step in trust_rotation_steps::rotation::workflow().steps() {
+        assert!(
+            executed.contains_key(step.name()),
+            "an execution span of {}: {executed:?}",
+            step.name()
+        );
+    }
     let expected: BTreeMap<String, usize> = trust_rotation_steps::rotation::workflow()
         .steps()
         .iter()

@@ -637,6 +637,7 @@ impl Runner {
             .with_pods(self.pods.clone());
             let span = tracing::info_span!("step", rotation = %rotation.id, step = step.name(), phase = %step.phase(), attempt, outcome = tracing::field::Empty);
             let began = Instant::now();
+            let began_wall = std::time::SystemTime::now();
             let result =
                 match tokio::time::timeout(step.timeout(), step.run(&ctx).instrument(span.clone()))
                     .await
@@ -652,6 +653,17 @@ impl Runner {
                     )),
                 };
             let took = began.elapsed();
+            let execution = |outcome: &'static str, detail: Option<&str>| {
+                telemetry::execution_span(
+                    &rotation,
+                    step.name(),
+                    step.phase(),
+                    outcome,
+                    attempt,
+                    (began_wall, std::time::SystemTime::now()),
+                    detail,
+                )
+            };
             apply_progress(&mut status, ctx.take_progress());
             let label = match &result {
                 Ok(o) => o.label(),
@@ -677,6 +689,7 @@ impl Runner {
                     set_blocked(&mut status, None, now);
                     info!(rotation = %rotation.id, step = step.name(), attempts = attempt, "step done");
                     self.write(&tar, &status).await?;
+                    execution("done", None);
                     telemetry::step_span(&rotation, &status.steps[idx], started_at, now);
                     if was_blocked {
                         self.events
@@ -719,6 +732,9 @@ impl Runner {
                     if self.worth_writing(step.name(), tar.status.as_ref(), &status) {
                         self.write(&tar, &status).await?;
                         self.wrote(step.name());
+                        // A span for every look that changed something; quiet looks only
+                        // count in the metrics.
+                        execution("wait", Some(&reason));
                     } else {
                         self.skipped(step.name(), uncounted);
                         if let Some(m) = &self.metrics {
@@ -739,9 +755,11 @@ impl Runner {
                 }
                 Ok(Outcome::Blocked { message }) => {
                     self.clear_failures(step.name());
+                    execution("blocked", Some(&message));
                     return self.block(&tar, &mut status, idx, message).await;
                 }
                 Err(e) if e.is_transient() => {
+                    execution("error", Some(e.message()));
                     let delay = self.bump_failures(step.name());
                     warn!(rotation = %rotation.id, step = step.name(), error = %e, category = e.category(), retry_in = ?delay, "step failed; retrying");
                     let rec = &mut status.steps[idx];
@@ -758,6 +776,7 @@ impl Runner {
                     return Ok(Requeue(delay));
                 }
                 Err(e) => {
+                    execution("error", Some(e.message()));
                     self.clear_failures(step.name());
                     let message = format!("{} (error category {}; the operator retries on its own once this is fixed)", e.message(), e.category());
                     return self.block(&tar, &mut status, idx, message).await;
@@ -1217,6 +1236,42 @@ pub mod telemetry {
             .start_with_context(&tracer, &parent);
         span.set_status(Status::Ok);
         span.end_with_timestamp(system_time(finished_at));
+    }
+
+    /// Emits the span of one execution of a step (a child of the rotation's root span).
+    pub fn execution_span(
+        rotation: &RotationRecord,
+        step: &str,
+        phase: Phase,
+        outcome: &'static str,
+        attempt: u32,
+        (start, end): (SystemTime, SystemTime),
+        detail: Option<&str>,
+    ) {
+        let Some(parent) = rotation.trace_parent.as_deref().and_then(parent_context) else {
+            return;
+        };
+        let tracer = opentelemetry::global::tracer(TRACER);
+        let mut attrs = vec![
+            KeyValue::new("rotation", rotation.id.clone()),
+            KeyValue::new("step", step.to_string()),
+            KeyValue::new("phase", phase.as_str()),
+            KeyValue::new("outcome", outcome),
+            KeyValue::new("attempt", i64::from(attempt)),
+        ];
+        if let Some(d) = detail {
+            attrs.push(KeyValue::new("detail", d.to_string()));
+        }
+        let mut span = tracer
+            .span_builder(format!("execute {step}"))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(start)
+            .with_attributes(attrs)
+            .start_with_context(&tracer, &parent);
+        if outcome == "error" || outcome == "blocked" {
+            span.set_status(Status::error(detail.unwrap_or(outcome).to_string()));
+        }
+        span.end_with_timestamp(end);
     }
 
     /// Emits a marker span when the rotation finishes.
