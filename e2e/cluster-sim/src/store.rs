@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
 /// How many events the store keeps for watches that resume from an older resourceVersion.
-/// Older versions answer `410 Gone`.
-pub const DEFAULT_HISTORY: usize = 100_000;
+/// Older versions answer `410 Gone` (clients relist). Each entry may pin an old version of an
+/// object, so this bounds memory under churn (10,000 pods restarting, each a few events).
+pub const DEFAULT_HISTORY: usize = 25_000;
 
 /// A resource type: `(group, plural)` identifies it; `version`, `kind` and scope describe it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -785,7 +786,12 @@ impl Store {
             object,
             wire: Arc::default(),
         };
-        inner.history.push_back(ev.clone());
+        // The history does not pin previous versions: a resumed selector watch treats a
+        // replayed change by whether the object matches now.
+        inner.history.push_back(WatchEvent {
+            previous: None,
+            ..ev.clone()
+        });
         while inner.history.len() > inner.history_limit {
             if let Some(dropped) = inner.history.pop_front() {
                 inner.compacted = inner.compacted.max(dropped.resource_version);

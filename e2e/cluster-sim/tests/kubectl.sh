@@ -42,8 +42,9 @@ expect_fail() { # expect_fail DESCRIPTION EXPECTED_SUBSTRING COMMAND...
 
 # --- discovery and version ---
 expect "server version" "$(k version -o json 2>/dev/null | grep -c '"gitVersion"')" "2"
-k api-resources -o name | grep -qx 'certificates.cert-manager.io' \
-    || { echo "FAIL: cert-manager's kinds are not discovered" >&2; exit 1; }
+resources="$(k api-resources -o name)"
+grep -qx 'certificates.cert-manager.io' <<<"$resources" \
+    || { echo "FAIL: cert-manager's kinds are not discovered: $resources" >&2; exit 1; }
 
 # --- the project's CRD and a TrustAnchorRotation ---
 k apply -f "$CRD"
