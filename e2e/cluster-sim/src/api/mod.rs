@@ -326,12 +326,14 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request<Body>) -> Response
         }
         _ => ("get".to_string(), "discovery".to_string()),
     };
+    let method = req.method().clone();
     let resp = match dispatch(&st, req, route, query, &verb, &resource).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    st.metrics
-        .record(&verb, &resource, &ua, resp.status().as_u16());
+    let code = resp.status().as_u16();
+    tracing::debug!(%method, %path, %verb, %resource, client = %ua, code, "request");
+    st.metrics.record(&verb, &resource, &ua, code);
     resp
 }
 
