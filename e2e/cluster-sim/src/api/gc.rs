@@ -99,6 +99,16 @@ fn on_event(store: &Store, idx: &mut Index, ev: &WatchEvent) {
             }
         }
         "DELETED" => {
+            // A deleted dependent leaves its owners' sets (pods churn; owners stay).
+            let me = ident(&ev.key, &ev.object);
+            for owner in owner_uids(&ev.object) {
+                if let Some(set) = idx.dependents.get_mut(&owner) {
+                    set.remove(&me);
+                    if set.is_empty() {
+                        idx.dependents.remove(&owner);
+                    }
+                }
+            }
             if let Some(uid) = ev.object["metadata"]["uid"].as_str() {
                 idx.live.remove(uid);
                 if let Some(deps) = idx.dependents.remove(uid) {
