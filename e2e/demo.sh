@@ -142,6 +142,12 @@ grep -E '^trust_rotation_phase\{.*phase="Synced".*\} 1(\.0)?$' "$WORK/metrics.tx
   { echo "demo: /metrics does not report phase Synced" >&2; exit 1; }
 "$PYTHON" "$ROOT/e2e/charts/check_metrics.py" "$WORK/metrics.txt"
 
+banner "Asking the simulator's mTLS oracle whether any pair of pods lost mTLS"
+kubectl get --raw /metrics >"$WORK/sim-metrics.txt"
+grep -E '^cluster_sim_mtls_ok_ratio_min ' "$WORK/sim-metrics.txt"
+grep -qE '^cluster_sim_mtls_ok_ratio_min 1(\.0+)?$' "$WORK/sim-metrics.txt" ||
+  { echo "demo: mTLS broke between meshed pods during the rotation (cluster_sim_mtls_ok_ratio_min < 1)" >&2; exit 1; }
+
 kill -0 "$operator_pid" 2>/dev/null || { echo "demo: the operator exited during the rotation" >&2; exit 1; }
 if [[ $RBAC == 1 ]]; then
   if [[ -s $WORK/denials.log ]]; then
