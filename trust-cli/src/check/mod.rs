@@ -48,7 +48,7 @@ pub struct CheckArgs {
     /// Accepted for `linkerd check` compatibility (`--proxy=false`); unused
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
     pub proxy: Option<bool>,
-    /// Print more detail on stderr (`--verbose=false` accepted)
+    /// Accepted for `linkerd check` compatibility (`--verbose=false`); unused
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
     pub verbose: Option<bool>,
     #[command(flatten)]
