@@ -133,5 +133,5 @@ bench: toolchain ## Every benchmark (cargo bench targets of the workspace)
 # --- everything --------------------------------------------------------------------
 
 .PHONY: test
-test: lint unit crd-fresh chart-test scripts-lint chart-sim e2e-sim ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end
+test: lint unit crd-fresh chart-test scripts-lint chart-sim e2e-sim rbac-sim ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end (also under the chart RBAC)
 	@echo "make test: all checks passed"
