@@ -132,12 +132,19 @@ impl Step for ReconcileBundle {
             ..Default::default()
         });
         match decide_expand(&observed.bundle, &observed.value, &new_root, &issuer) {
-            BundleDecision::Unchanged => Ok(Outcome::Done),
-            BundleDecision::Write(text) => {
-                write_bundle(&ctx.client, &ctx.spec.trust_roots, &text).await?;
+            BundleDecision::Blocked(m) => Ok(Outcome::blocked(m)),
+            decision => {
+                // The accelerated refresh must be on the namespaces before any pod can be
+                // admitted with the expanded bundle, and so before the status says
+                // PropagatingTrustRoots (the user's cue to restart): pods admitted without
+                // it would renew their certificates only on the normal schedule.
+                let pods = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref()).await?;
+                super::refresh::publish_env_to_meshed_namespaces(ctx, &pods).await?;
+                if let BundleDecision::Write(text) = decision {
+                    write_bundle(&ctx.client, &ctx.spec.trust_roots, &text).await?;
+                }
                 Ok(Outcome::Done)
             }
-            BundleDecision::Blocked(m) => Ok(Outcome::blocked(m)),
         }
     }
 }

@@ -113,13 +113,10 @@ impl Step for AwaitPropagation {
             )));
         };
         let pods = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref()).await?;
-        if self.expanded && ctx.spec.manage_proxy_refresh_env {
-            let namespaces: BTreeSet<String> = pods
-                .iter()
-                .filter(|p| p.is_workload())
-                .map(|p| p.pod.namespace.clone())
-                .collect();
-            refresh::publish_env(ctx, &namespaces).await?;
+        if self.expanded {
+            // ReconcileBundle published it already; this catches namespaces that gained
+            // meshed pods since.
+            refresh::publish_env_to_meshed_namespaces(ctx, &pods).await?;
         }
         let tally = bundle_convergence(&pods, &observed.value);
         ctx.report(Progress {

@@ -157,6 +157,26 @@ async fn patch_namespace(
     .map_err(|e| StepError::from_kube(format!("annotating Namespace {name}"), e))
 }
 
+/// Namespaces that hold meshed workload pods (outside the control plane).
+pub fn workload_namespaces(pods: &[MeshedPod]) -> BTreeSet<String> {
+    pods.iter()
+        .filter(|p| p.is_workload())
+        .map(|p| p.pod.namespace.clone())
+        .collect()
+}
+
+/// Publishes the interval to every namespace with meshed workload pods when the rotation
+/// manages it itself (`spec.manageProxyRefreshEnv`); does nothing otherwise.
+pub async fn publish_env_to_meshed_namespaces(
+    ctx: &StepContext,
+    pods: &[MeshedPod],
+) -> Result<(), StepError> {
+    if !ctx.spec.manage_proxy_refresh_env {
+        return Ok(());
+    }
+    publish_env(ctx, &workload_namespaces(pods)).await
+}
+
 /// Sets the interval on each of `namespaces` that does not have it.
 pub async fn publish_env(
     ctx: &StepContext,
