@@ -9,6 +9,7 @@ use crate::probe::{probe_pods, ProbeOutcome};
 use crate::runner::FIELD_MANAGER;
 use crate::snapshot::{
     meshed_pods, missing_bundle_message, read_bundle, read_issuer, read_previous_anchor,
+    BundleObservation,
 };
 use crate::step::{Outcome, Progress, Step, StepContext, StepError};
 use async_trait::async_trait;
@@ -98,6 +99,34 @@ fn trust_manager_message(r: &ConfigMapRef) -> String {
     )
 }
 
+/// What both bundle steps read before deciding.
+struct BundleInputs {
+    new_root: Certificate,
+    observed: BundleObservation,
+    issuer: Vec<Certificate>,
+}
+
+/// Reads the new root, the bundle (which must exist and not be managed by trust-manager) and
+/// the issuer chain; `Err` is the message the step blocks with.
+async fn read_inputs(ctx: &StepContext) -> Result<Result<BundleInputs, String>, StepError> {
+    let new_root = match current_new_root(ctx).await? {
+        Ok(c) => c,
+        Err(m) => return Ok(Err(m)),
+    };
+    let Some(observed) = read_bundle(&ctx.client, &ctx.spec.trust_roots).await? else {
+        return Ok(Err(missing_bundle_message(&ctx.spec.trust_roots)));
+    };
+    if observed.trust_manager {
+        return Ok(Err(trust_manager_message(&ctx.spec.trust_roots)));
+    }
+    let issuer = read_issuer(&ctx.client, &ctx.spec.identity_issuer).await?;
+    Ok(Ok(BundleInputs {
+        new_root,
+        observed,
+        issuer,
+    }))
+}
+
 pub struct ReconcileBundle;
 
 #[async_trait]
@@ -111,21 +140,14 @@ impl Step for ReconcileBundle {
     }
 
     async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
-        let new_root = match current_new_root(ctx).await? {
-            Ok(c) => c,
+        let BundleInputs {
+            new_root,
+            observed,
+            issuer,
+        } = match read_inputs(ctx).await? {
+            Ok(inputs) => inputs,
             Err(m) => return Ok(Outcome::blocked(m)),
         };
-        let Some(observed) = read_bundle(&ctx.client, &ctx.spec.trust_roots).await? else {
-            return Ok(Outcome::blocked(missing_bundle_message(
-                &ctx.spec.trust_roots,
-            )));
-        };
-        if observed.trust_manager {
-            return Ok(Outcome::blocked(trust_manager_message(
-                &ctx.spec.trust_roots,
-            )));
-        }
-        let issuer = read_issuer(&ctx.client, &ctx.spec.identity_issuer).await?;
         ctx.report(Progress {
             active_anchor: Some(new_root.summary()),
             active_issuer: issuer.first().map(Certificate::summary),
@@ -167,21 +189,14 @@ impl Step for ReduceBundle {
     }
 
     async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
-        let new_root = match current_new_root(ctx).await? {
-            Ok(c) => c,
+        let BundleInputs {
+            new_root,
+            observed,
+            issuer,
+        } = match read_inputs(ctx).await? {
+            Ok(inputs) => inputs,
             Err(m) => return Ok(Outcome::blocked(m)),
         };
-        let Some(observed) = read_bundle(&ctx.client, &ctx.spec.trust_roots).await? else {
-            return Ok(Outcome::blocked(missing_bundle_message(
-                &ctx.spec.trust_roots,
-            )));
-        };
-        if observed.trust_manager {
-            return Ok(Outcome::blocked(trust_manager_message(
-                &ctx.spec.trust_roots,
-            )));
-        }
-        let issuer = read_issuer(&ctx.client, &ctx.spec.identity_issuer).await?;
         let Some(active_issuer) = issuer.first().cloned() else {
             return Err(StepError::permanent(
                 "invalid_certificate",
