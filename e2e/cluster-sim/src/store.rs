@@ -254,6 +254,36 @@ struct Inner {
     uid_counter: u64,
 }
 
+impl Inner {
+    /// The type, the object's key and the current object, or the error a client gets.
+    fn locate(
+        &self,
+        key: &ResourceKey,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<(ResourceType, ObjKey, Arc<Value>), StoreError> {
+        let t = self
+            .types
+            .get(key)
+            .cloned()
+            .ok_or(StoreError::UnknownResource)?;
+        let k = (
+            ns.map(str::to_string).filter(|_| t.namespaced),
+            name.to_string(),
+        );
+        let current = self
+            .objects
+            .get(key)
+            .and_then(|m| m.get(&k))
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                kind: t.plural_or_kind(),
+                name: name.to_string(),
+            })?;
+        Ok((t, k, current))
+    }
+}
+
 /// The object store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -546,24 +576,7 @@ impl Store {
         F: FnOnce(&mut Value) -> Result<(), StoreError>,
     {
         let mut inner = self.lock();
-        let t = inner
-            .types
-            .get(key)
-            .cloned()
-            .ok_or(StoreError::UnknownResource)?;
-        let k = (
-            ns.map(str::to_string).filter(|_| t.namespaced),
-            name.to_string(),
-        );
-        let current = inner
-            .objects
-            .get(key)
-            .and_then(|m| m.get(&k))
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                kind: t.plural_or_kind(),
-                name: name.to_string(),
-            })?;
+        let (t, k, current) = inner.locate(key, ns, name)?;
         let mut next = (*current).clone();
         f(&mut next)?;
         if !next.is_object() {
@@ -657,24 +670,7 @@ impl Store {
         name: &str,
     ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
-        let t = inner
-            .types
-            .get(key)
-            .cloned()
-            .ok_or(StoreError::UnknownResource)?;
-        let k = (
-            ns.map(str::to_string).filter(|_| t.namespaced),
-            name.to_string(),
-        );
-        let current = inner
-            .objects
-            .get(key)
-            .and_then(|m| m.get(&k))
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                kind: t.plural_or_kind(),
-                name: name.to_string(),
-            })?;
+        let (_, k, current) = inner.locate(key, ns, name)?;
         inner.rv += 1;
         let rv = inner.rv;
         let has_finalizers = current["metadata"]["finalizers"]
