@@ -257,17 +257,10 @@ pub fn bundle_convergence(pods: &[MeshedPod], bundle_value: &str) -> Tally<Bundl
     Tally::from_states(pods.iter().map(|p| (p, bundle_state(p, bundle_value))))
 }
 
-/// Workload-certificate convergence from probe results. Unreachable and timed-out pods never
-/// count as converged.
-pub fn cert_convergence(
-    results: &[(MeshedPod, ProbeOutcome)],
-    active_issuer: &Certificate,
-) -> Tally<CertState> {
-    Tally::from_states(
-        results
-            .iter()
-            .map(|(p, o)| (p, cert_state(o, active_issuer))),
-    )
+/// Workload-certificate convergence from judged probe results (see [`cert_state`]).
+/// Unreachable and timed-out pods never count as converged.
+pub fn cert_convergence(judged: &[(MeshedPod, CertState)]) -> Tally<CertState> {
+    Tally::from_states(judged.iter().map(|(p, s)| (p, s.clone())))
 }
 
 #[cfg(test)]
@@ -429,7 +422,7 @@ mod tests {
         let issuer = issued("i", &r, true);
         let leaf = issued("l", &issuer, false);
         let active = issuer.parsed();
-        let results = vec![
+        let results = [
             (
                 pod("app", "ok"),
                 ProbeOutcome::Chain(vec![leaf.parsed(), active.clone()]),
@@ -441,7 +434,11 @@ mod tests {
             ),
             (pod("linkerd", "linkerd-identity"), ProbeOutcome::TimedOut),
         ];
-        let t = cert_convergence(&results, &active);
+        let judged: Vec<_> = results
+            .iter()
+            .map(|(p, o)| (p.clone(), cert_state(o, &active)))
+            .collect();
+        let t = cert_convergence(&judged);
         assert_eq!((t.converged, t.target), (1, 3));
         assert_eq!(t.unconverged[0].state.as_str(), "unreachable");
         assert_eq!(t.unconverged[1].state, CertState::TimedOut);
@@ -492,7 +489,7 @@ mod tests {
                 prop_assert_eq!(s.summary, format!("{}/{}", t.converged, t.target));
 
                 // Probe outcomes other than a chain never count.
-                let results: Vec<(MeshedPod, ProbeOutcome)> = pods
+                let judged: Vec<(MeshedPod, CertState)> = pods
                     .iter()
                     .map(|(p, _, o)| {
                         let outcome = match o {
@@ -501,10 +498,10 @@ mod tests {
                             2 => ProbeOutcome::NoProxy,
                             _ => ProbeOutcome::Chain(vec![]),
                         };
-                        (p.clone(), outcome)
+                        (p.clone(), cert_state(&outcome, issuer()))
                     })
                     .collect();
-                let c = cert_convergence(&results, issuer());
+                let c = cert_convergence(&judged);
                 prop_assert_eq!(c.converged, 0);
                 prop_assert_eq!(c.target as usize, workloads.len());
             }

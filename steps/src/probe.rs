@@ -12,7 +12,6 @@
 
 use crate::observe::MeshedPod;
 use crate::pki::Certificate;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -87,27 +86,55 @@ pub fn pod_identity(sa: &str, ns: &str, linkerd_ns: &str, trust_domain: &str) ->
     format!("{sa}.{ns}.serviceaccount.identity.{linkerd_ns}.{trust_domain}")
 }
 
-/// Probes every pod with at most `cfg.concurrency` in flight, calling `on_done` after each.
-/// The results come back in the order of `pods`.
-pub async fn probe_pods(
+/// Probes every pod with at most `cfg.concurrency` in flight and returns `judge`'s verdict on
+/// each answer, in the order of `pods`; `on_done` is called after each.
+///
+/// Every probe is its own task, so the TLS handshakes and `judge` (a signature check, say)
+/// spread over the runtime's worker threads and overlap the network waits of the probes still
+/// in flight, instead of queueing on the caller's thread. Dropping the future aborts the
+/// probes in flight.
+pub async fn probe_pods<T>(
     client: &kube::Client,
     pods: Vec<MeshedPod>,
     cfg: &ProbeConfig,
-    on_done: impl Fn() + Send + Sync,
-) -> Vec<(MeshedPod, ProbeOutcome)> {
-    let on_done = &on_done;
-    let mut results: Vec<(usize, MeshedPod, ProbeOutcome)> =
-        futures::stream::iter(pods.into_iter().enumerate())
-            .map(|(i, pod)| async move {
-                let outcome = probe_pod(client, &pod, cfg).await;
-                on_done();
-                (i, pod, outcome)
-            })
-            .buffer_unordered(cfg.concurrency.max(1))
-            .collect()
-            .await;
-    results.sort_by_key(|(i, _, _)| *i);
-    results.into_iter().map(|(_, p, o)| (p, o)).collect()
+    judge: impl Fn(ProbeOutcome) -> T + Send + Sync + 'static,
+    on_done: impl Fn(),
+) -> Vec<(MeshedPod, T)>
+where
+    T: Send + 'static,
+{
+    let judge = Arc::new(judge);
+    let cfg = Arc::new(cfg.clone());
+    let total = pods.len();
+    let mut pending = pods.into_iter().enumerate();
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut slots: Vec<Option<(MeshedPod, T)>> = (0..total).map(|_| None).collect();
+    let spawn = |set: &mut tokio::task::JoinSet<_>, (i, pod): (usize, MeshedPod)| {
+        let (client, cfg, judge) = (client.clone(), cfg.clone(), judge.clone());
+        set.spawn(async move {
+            let verdict = judge(probe_pod(&client, &pod, &cfg).await);
+            (i, pod, verdict)
+        });
+    };
+    for next in pending.by_ref().take(cfg.concurrency.max(1)) {
+        spawn(&mut in_flight, next);
+    }
+    while let Some(joined) = in_flight.join_next().await {
+        // A probe task only ends early by panicking; its pod is then lost to the tally, so
+        // the panic is re-raised rather than hidden.
+        let (i, pod, verdict) = match joined {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: only when the runtime itself is shutting down.
+            Err(_) => continue,
+        };
+        slots[i] = Some((pod, verdict));
+        on_done();
+        if let Some(next) = pending.next() {
+            spawn(&mut in_flight, next);
+        }
+    }
+    slots.into_iter().flatten().collect()
 }
 
 /// Probes one pod within `cfg.timeout`.
@@ -234,12 +261,26 @@ where
 }
 
 fn client_config(recorder: Arc<ChainRecorder>) -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    static PROVIDER: std::sync::OnceLock<Arc<rustls::crypto::CryptoProvider>> =
+        std::sync::OnceLock::new();
+    let provider = PROVIDER.get_or_init(|| {
+        // AES-128-GCM first: every TLS 1.3 server has it, and its SHA-256 key schedule is
+        // the cheaper one when thousands of proxies are probed.
+        let mut p = rustls::crypto::ring::default_provider();
+        p.cipher_suites.sort_by_key(|s| match s.suite() {
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+            _ => 1,
+        });
+        Arc::new(p)
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(recorder)
-        .with_no_client_auth())
+        .with_no_client_auth();
+    // One configuration per probe and one probe per proxy: a ticket would never be used.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
 }
 
 /// A verifier that trusts everything and keeps the presented chain: the chain is judged
@@ -523,9 +564,15 @@ mod tests {
             trust_domain: "cluster.local".into(),
             linkerd_ns: "linkerd".into(),
         };
-        let results = probe_pods(&offline_client(), pods.clone(), &cfg, || {
-            done.fetch_add(1, Ordering::SeqCst);
-        })
+        let results = probe_pods(
+            &offline_client(),
+            pods.clone(),
+            &cfg,
+            |o| o,
+            || {
+                done.fetch_add(1, Ordering::SeqCst);
+            },
+        )
         .await;
         assert_eq!(done.load(Ordering::SeqCst), pods.len());
         let names: Vec<&str> = results.iter().map(|(p, _)| p.pod.name.as_str()).collect();

@@ -7,7 +7,9 @@ use cluster_sim::{Sim, SimConfig};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams};
 use std::time::Duration;
-use trust_rotation_steps::convergence::{bundle_convergence, cert_convergence, CertState};
+use trust_rotation_steps::convergence::{
+    bundle_convergence, cert_convergence, cert_state, CertState,
+};
 use trust_rotation_steps::observe::{list_meshed_pods, meshed_selector, LIST_PAGE_SIZE};
 use trust_rotation_steps::pki::parse_pem_certificate;
 use trust_rotation_steps::probe::{probe_pods, ProbeConfig, ProbeMode, ProbeOutcome};
@@ -66,15 +68,24 @@ async fn demo_pods_are_observed_converged_and_probed_both_ways() {
             linkerd_ns: "linkerd".into(),
         };
         let workloads: Vec<_> = pods.iter().filter(|p| p.is_workload()).cloned().collect();
-        let results = probe_pods(&client, workloads, &cfg, || {}).await;
-        for (p, o) in &results {
+        let judge_by = active.clone();
+        let results = probe_pods(
+            &client,
+            workloads,
+            &cfg,
+            move |o| (cert_state(&o, &judge_by), o),
+            || {},
+        )
+        .await;
+        for (p, (_, o)) in &results {
             assert!(
                 matches!(o, ProbeOutcome::Chain(c) if !c.is_empty()),
                 "{mode}: {} {o:?}",
                 p.pod
             );
         }
-        let t = cert_convergence(&results, &active);
+        let judged: Vec<_> = results.into_iter().map(|(p, (s, _))| (p, s)).collect();
+        let t = cert_convergence(&judged);
         assert_eq!((t.converged, t.target), (4, 4), "{mode}: {t:?}");
     }
 
@@ -89,19 +100,20 @@ async fn demo_pods_are_observed_converged_and_probed_both_ways() {
         trust_domain: "cluster.local".into(),
         linkerd_ns: "linkerd".into(),
     };
-    let results = probe_pods(&client, vec![gone.clone()], &cfg, || {}).await;
+    let results = probe_pods(&client, vec![gone.clone()], &cfg, |o| o, || {}).await;
     assert!(
         matches!(&results[0].1, ProbeOutcome::Unreachable(_)),
         "{:?}",
         results[0].1
     );
-    let t = cert_convergence(&results, &active);
+    let judged = vec![(results[0].0.clone(), cert_state(&results[0].1, &active))];
+    let t = cert_convergence(&judged);
     assert!(matches!(t.unconverged[0].state, CertState::Unreachable(_)));
     let direct = ProbeConfig {
         mode: ProbeMode::Direct,
         ..cfg
     };
-    let results = probe_pods(&client, vec![gone], &direct, || {}).await;
+    let results = probe_pods(&client, vec![gone], &direct, |o| o, || {}).await;
     assert_eq!(
         results[0].1,
         ProbeOutcome::Unreachable("pod has no IP yet".into())

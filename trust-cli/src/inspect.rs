@@ -17,8 +17,8 @@ use trust_rotation_steps::convergence::{
     Converged,
 };
 use trust_rotation_steps::observe::{list_meshed_pods, MeshedPod, PodRef};
-use trust_rotation_steps::pki::{parse_pem_certificate, short_fingerprint, Certificate};
-use trust_rotation_steps::probe::{probe_pods, ProbeConfig, ProbeMode, ProbeOutcome};
+use trust_rotation_steps::pki::{parse_pem_certificate, short_fingerprint};
+use trust_rotation_steps::probe::{probe_pods, ProbeConfig, ProbeMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InspectOutput {
@@ -141,18 +141,17 @@ pub fn fix_for(pod: &MeshedPod, bundle: BundleState, cert: Option<&CertState>) -
 /// Builds the rows of unconverged workload pods, in namespace/name order.
 pub fn rows(
     pods: &[MeshedPod],
-    probes: Option<&[(MeshedPod, ProbeOutcome)]>,
+    probes: Option<&[(MeshedPod, CertState)]>,
     bundle_value: &str,
-    active_issuer: &Certificate,
 ) -> Vec<PodRow> {
-    let by_pod: Option<std::collections::HashMap<&PodRef, &ProbeOutcome>> =
-        probes.map(|ps| ps.iter().map(|(p, o)| (&p.pod, o)).collect());
+    let by_pod: Option<std::collections::HashMap<&PodRef, &CertState>> =
+        probes.map(|ps| ps.iter().map(|(p, s)| (&p.pod, s)).collect());
     let mut out: Vec<PodRow> = Vec::new();
     for pod in pods.iter().filter(|p| p.is_workload()) {
         let b = bundle_state(pod, bundle_value);
         let c = by_pod.as_ref().map(|m| {
             m.get(&pod.pod)
-                .map(|o| cert_state(o, active_issuer))
+                .map(|s| (*s).clone())
                 .unwrap_or(CertState::Unreachable("not probed".into()))
         });
         let cert_ok = c.as_ref().is_none_or(|c| c.is_converged());
@@ -382,13 +381,22 @@ pub async fn inspect(
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let results = probe_pods(client, workloads.clone(), &cfg, || bar.inc(1)).await;
+        // Each answer is judged in its probe's task, alongside the probes still in flight.
+        let judge_by = active_issuer.clone();
+        let results = probe_pods(
+            client,
+            workloads.clone(),
+            &cfg,
+            move |o| cert_state(&o, &judge_by),
+            || bar.inc(1),
+        )
+        .await;
         bar.finish_and_clear();
         Some(results)
     };
 
     let bundle_tally = bundle_convergence(&pods, &bundle_value);
-    let cert_tally = probes.as_ref().map(|p| cert_convergence(p, &active_issuer));
+    let cert_tally = probes.as_deref().map(cert_convergence);
     let status_ref = status.as_ref();
     Ok(Report {
         rotation: args.operator.rotation.clone(),
@@ -412,7 +420,7 @@ pub async fn inspect(
                 .map(|t| Counts::from(&t.to_status(None))),
         },
         active_issuer: active_issuer.fingerprint().to_string(),
-        pods: rows(&pods, probes.as_deref(), &bundle_value, &active_issuer),
+        pods: rows(&pods, probes.as_deref(), &bundle_value),
     })
 }
 

@@ -3,7 +3,7 @@
 use super::guard::{check_bundle_write, check_superset};
 use super::{anchor::write_previous_anchor, current_new_root, names, POLL};
 use crate::bundle::Bundle;
-use crate::convergence::{cert_convergence, CertState};
+use crate::convergence::{cert_convergence, cert_state, CertState};
 use crate::pki::{short_fingerprint, Certificate};
 use crate::probe::{probe_pods, ProbeOutcome};
 use crate::runner::FIELD_MANAGER;
@@ -213,8 +213,20 @@ impl Step for ReduceBundle {
                 .into_iter()
                 .filter(|p| !p.deleting && p.has_proxy)
                 .collect();
-            let results = probe_pods(&ctx.client, pods, &ctx.probe_config(), || {}).await;
-            let tally = cert_convergence(&results, &active_issuer);
+            let judge_by = active_issuer.clone();
+            let probed = probe_pods(
+                &ctx.client,
+                pods,
+                &ctx.probe_config(),
+                move |o| (cert_state(&o, &judge_by), o),
+                || {},
+            )
+            .await;
+            let (judged, results): (Vec<_>, Vec<_>) = probed
+                .into_iter()
+                .map(|(p, (state, outcome))| ((p.clone(), state), (p, outcome)))
+                .unzip();
+            let tally = cert_convergence(&judged);
             ctx.report(Progress {
                 workload_certificates: Some(tally.to_status(Some(
                     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ctx.now),

@@ -10,7 +10,7 @@ use super::bundle::describe;
 use super::{names, POLL};
 use crate::convergence::{cert_convergence, cert_state, CertState, Tally};
 use crate::observe::MeshedPod;
-use crate::probe::{probe_pods, ProbeOutcome};
+use crate::probe::probe_pods;
 use crate::runner::FIELD_MANAGER;
 use crate::snapshot::{meshed_pods, read_issuer};
 use crate::step::{Outcome, Progress, Step, StepContext, StepError};
@@ -254,8 +254,8 @@ pub struct AccelerateRefresh {
     converged: std::sync::Mutex<ConvergedCache>,
 }
 
-/// Pod (`namespace/name`) → the issuer fingerprint and the chain it was seen with.
-type ConvergedCache = std::collections::HashMap<String, (String, ProbeOutcome)>;
+/// Pod (`namespace/name`) → the issuer fingerprint and the state it was seen in.
+type ConvergedCache = std::collections::HashMap<String, (String, CertState)>;
 
 /// Splits `pods` into already-known results (converged on `issuer_fp`) and pods to probe,
 /// forgetting cached pods that are gone.
@@ -263,7 +263,7 @@ pub fn split_known(
     cache: &mut ConvergedCache,
     pods: Vec<MeshedPod>,
     issuer_fp: &str,
-) -> (Vec<(MeshedPod, ProbeOutcome)>, Vec<MeshedPod>) {
+) -> (Vec<(MeshedPod, CertState)>, Vec<MeshedPod>) {
     let present: std::collections::HashSet<String> =
         pods.iter().map(|p| p.pod.to_string()).collect();
     cache.retain(|k, (fp, _)| present.contains(k) && fp == issuer_fp);
@@ -271,7 +271,7 @@ pub fn split_known(
     let mut probe = Vec::new();
     for p in pods {
         match cache.get(&p.pod.to_string()) {
-            Some((_, outcome)) => known.push((p, outcome.clone())),
+            Some((_, state)) => known.push((p, state.clone())),
             None => probe.push(p),
         }
     }
@@ -322,19 +322,27 @@ impl Step for AccelerateRefresh {
             Ok(mut cache) => split_known(&mut cache, pods, issuer.fingerprint()),
             Err(_) => (Vec::new(), pods),
         };
-        let probed = probe_pods(&ctx.client, to_probe, &ctx.probe_config(), || {}).await;
+        let judge_by = issuer.clone();
+        let probed = probe_pods(
+            &ctx.client,
+            to_probe,
+            &ctx.probe_config(),
+            move |o| cert_state(&o, &judge_by),
+            || {},
+        )
+        .await;
         if let Ok(mut cache) = self.converged.lock() {
-            for (p, o) in &probed {
-                if cert_state(o, &issuer) == CertState::Active {
+            for (p, state) in &probed {
+                if *state == CertState::Active {
                     cache.insert(
                         p.pod.to_string(),
-                        (issuer.fingerprint().to_string(), o.clone()),
+                        (issuer.fingerprint().to_string(), state.clone()),
                     );
                 }
             }
         }
         results.extend(probed);
-        let tally = cert_convergence(&results, &issuer);
+        let tally = cert_convergence(&results);
         ctx.report(Progress {
             workload_certificates: Some(tally.to_status(Some(Time(ctx.now)))),
             ..Default::default()
@@ -406,11 +414,8 @@ mod tests {
         let mut cache = ConvergedCache::new();
         let a = pod("app", "a", None);
         let b = pod("app", "b", None);
-        cache.insert("app/a".into(), ("issuer1".into(), ProbeOutcome::TimedOut));
-        cache.insert(
-            "app/gone".into(),
-            ("issuer1".into(), ProbeOutcome::TimedOut),
-        );
+        cache.insert("app/a".into(), ("issuer1".into(), CertState::Active));
+        cache.insert("app/gone".into(), ("issuer1".into(), CertState::Active));
         let (known, probe) = split_known(&mut cache, vec![a.clone(), b.clone()], "issuer1");
         assert_eq!(known.len(), 1);
         assert_eq!(known[0].0, a);

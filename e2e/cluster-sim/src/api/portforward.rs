@@ -68,8 +68,12 @@ pub fn handle(
             format!("pod {name} has IP {ip}: the simulator forwards only to loopback addresses"),
         ));
     }
+    // Tungstenite zero-fills its whole read buffer (128 KiB by default) before every read;
+    // port-forwarded frames are at most 32 KiB, so a smaller buffer saves that work on each of
+    // thousands of short probes.
     Ok(upgrade
         .protocols(PROTOCOLS)
+        .read_buffer_size(32 * 1024)
         .on_upgrade(move |ws| forward(ws, ip, ports)))
 }
 

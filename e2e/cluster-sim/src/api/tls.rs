@@ -54,8 +54,19 @@ pub fn generate(addr: SocketAddr) -> anyhow::Result<(Arc<rustls::ServerConfig>, 
         .signed_by(&key, &issuer)
         .context("signing the serving certificate")?;
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    // kube-apiserver is Go: crypto/tls picks the TLS 1.3 cipher suite by its own preference,
+    // AES-128-GCM first, whatever order the client offers.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| {
+        use rustls::CipherSuite::*;
+        match s.suite() {
+            TLS13_AES_128_GCM_SHA256 => 0,
+            TLS13_CHACHA20_POLY1305_SHA256 => 1,
+            TLS13_AES_256_GCM_SHA384 => 2,
+            _ => 3,
+        }
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
@@ -68,6 +79,7 @@ pub fn generate(addr: SocketAddr) -> anyhow::Result<(Arc<rustls::ServerConfig>, 
         )
         .context("serving certificate")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
 
     let token = {
         let bytes: [u8; 24] = rand::random();

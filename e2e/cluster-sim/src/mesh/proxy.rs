@@ -357,13 +357,16 @@ fn tls_config(proxy: &Arc<Proxy>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(Resolver {
             identity: proxy.identity.clone(),
             proxy: Arc::downgrade(proxy),
         }));
+    // The configuration lives for one connection, so a session ticket could never be
+    // redeemed: do not issue any.
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 
