@@ -93,9 +93,12 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         eprintln!("starting the simulator with {pods} extra meshed pods...");
+        // Real-world durations: 24h certificates, as in a cluster being inspected. The demo's
+        // seconds-long certificates would have 10,000 proxies renewing all the time, and the
+        // simulated identity controller's signing would dwarf what is being measured.
         let sim = Sim::start(SimConfig {
             topology: Topology::Demo,
-            durations: Durations::fast(),
+            durations: Durations::real(),
             pods,
             ..SimConfig::default()
         })
