@@ -38,8 +38,13 @@ impl ClientArgs {
             .filter(|p| !p.as_os_str().is_empty());
         let mut config = match &path {
             Some(p) => {
-                let kc = Kubeconfig::read_from(p)
-                    .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", p.display()))?;
+                let kc = Kubeconfig::read_from(p).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read kubeconfig {}: {e}; pass a readable one with --kubeconfig \
+                         or KUBECONFIG",
+                        p.display()
+                    )
+                })?;
                 kube::Config::from_custom_kubeconfig(kc, &options)
                     .await
                     .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", p.display()))?
@@ -126,6 +131,23 @@ mod tests {
         let mut s = kube::core::Status::failure(message, reason);
         s.code = code;
         kube::Error::Api(s.boxed())
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_kubeconfig_says_which_file_and_what_to_do() {
+        let args = ClientArgs {
+            kubeconfig: Some(PathBuf::from("/nonexistent/kubeconfig")),
+            ..ClientArgs::default()
+        };
+        let Err(e) = args.client().await else {
+            panic!("a missing kubeconfig must fail");
+        };
+        let e = format!("{e:#}");
+        assert!(e.contains("/nonexistent/kubeconfig"), "{e}");
+        assert!(
+            e.contains("--kubeconfig") && e.contains("KUBECONFIG"),
+            "{e}"
+        );
     }
 
     #[test]
