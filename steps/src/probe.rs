@@ -105,36 +105,43 @@ where
 {
     let judge = Arc::new(judge);
     let cfg = Arc::new(cfg.clone());
-    let total = pods.len();
-    let mut pending = pods.into_iter().enumerate();
+    let mut slots: Vec<(MeshedPod, Option<T>)> = pods.into_iter().map(|p| (p, None)).collect();
+    let mut pending = slots
+        .iter()
+        .enumerate()
+        .map(|(i, (pod, _))| (i, pod.clone()))
+        .collect::<Vec<_>>()
+        .into_iter();
     let mut in_flight = tokio::task::JoinSet::new();
-    let mut slots: Vec<Option<(MeshedPod, T)>> = (0..total).map(|_| None).collect();
     let spawn = |set: &mut tokio::task::JoinSet<_>, (i, pod): (usize, MeshedPod)| {
         let (client, cfg, judge) = (client.clone(), cfg.clone(), judge.clone());
-        set.spawn(async move {
-            let verdict = judge(probe_pod(&client, &pod, &cfg).await);
-            (i, pod, verdict)
-        });
+        set.spawn(async move { (i, judge(probe_pod(&client, &pod, &cfg).await)) });
     };
     for next in pending.by_ref().take(cfg.concurrency.max(1)) {
         spawn(&mut in_flight, next);
     }
     while let Some(joined) = in_flight.join_next().await {
-        // A probe task only ends early by panicking; its pod is then lost to the tally, so
-        // the panic is re-raised rather than hidden.
-        let (i, pod, verdict) = match joined {
-            Ok(done) => done,
+        match joined {
+            Ok((i, verdict)) => slots[i].1 = Some(verdict),
+            // A probe that panicked is a bug: re-raise it rather than lose the pod.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Cancelled: only when the runtime itself is shutting down.
-            Err(_) => continue,
-        };
-        slots[i] = Some((pod, verdict));
+            // Cancelled (the runtime is shutting down): judged below as unreachable.
+            Err(_) => {}
+        }
         on_done();
         if let Some(next) = pending.next() {
             spawn(&mut in_flight, next);
         }
     }
-    slots.into_iter().flatten().collect()
+    slots
+        .into_iter()
+        .map(|(pod, verdict)| {
+            let verdict = verdict.unwrap_or_else(|| {
+                judge(ProbeOutcome::Unreachable("the probe was cancelled".into()))
+            });
+            (pod, verdict)
+        })
+        .collect()
 }
 
 /// Probes one pod within `cfg.timeout`.
