@@ -106,19 +106,14 @@ where
     let judge = Arc::new(judge);
     let cfg = Arc::new(cfg.clone());
     let mut slots: Vec<(MeshedPod, Option<T>)> = pods.into_iter().map(|p| (p, None)).collect();
-    let mut pending = slots
-        .iter()
-        .enumerate()
-        .map(|(i, (pod, _))| (i, pod.clone()))
-        .collect::<Vec<_>>()
-        .into_iter();
+    let mut pending = 0..slots.len();
     let mut in_flight = tokio::task::JoinSet::new();
-    let spawn = |set: &mut tokio::task::JoinSet<_>, (i, pod): (usize, MeshedPod)| {
+    let spawn = |set: &mut tokio::task::JoinSet<_>, i: usize, pod: MeshedPod| {
         let (client, cfg, judge) = (client.clone(), cfg.clone(), judge.clone());
         set.spawn(async move { (i, judge(probe_pod(&client, &pod, &cfg).await)) });
     };
-    for next in pending.by_ref().take(cfg.concurrency.max(1)) {
-        spawn(&mut in_flight, next);
+    for i in pending.by_ref().take(cfg.concurrency.max(1)) {
+        spawn(&mut in_flight, i, slots[i].0.clone());
     }
     while let Some(joined) = in_flight.join_next().await {
         match joined {
@@ -129,8 +124,8 @@ where
             Err(_) => {}
         }
         on_done();
-        if let Some(next) = pending.next() {
-            spawn(&mut in_flight, next);
+        if let Some(i) = pending.next() {
+            spawn(&mut in_flight, i, slots[i].0.clone());
         }
     }
     slots

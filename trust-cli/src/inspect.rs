@@ -385,7 +385,7 @@ pub async fn inspect(
         let judge_by = active_issuer.clone();
         let results = probe_pods(
             client,
-            workloads.clone(),
+            workloads,
             &cfg,
             move |o| cert_state(&o, &judge_by),
             || bar.inc(1),

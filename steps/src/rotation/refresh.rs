@@ -254,8 +254,8 @@ pub struct AccelerateRefresh {
     converged: std::sync::Mutex<ConvergedCache>,
 }
 
-/// Pod (`namespace/name`) → the issuer fingerprint and the state it was seen in.
-type ConvergedCache = std::collections::HashMap<String, (String, CertState)>;
+/// Pod (`namespace/name`) → the fingerprint of the issuer it was seen converged on.
+type ConvergedCache = std::collections::HashMap<String, String>;
 
 /// Splits `pods` into already-known results (converged on `issuer_fp`) and pods to probe,
 /// forgetting cached pods that are gone.
@@ -266,15 +266,11 @@ pub fn split_known(
 ) -> (Vec<(MeshedPod, CertState)>, Vec<MeshedPod>) {
     let present: std::collections::HashSet<String> =
         pods.iter().map(|p| p.pod.to_string()).collect();
-    cache.retain(|k, (fp, _)| present.contains(k) && fp == issuer_fp);
-    let mut known = Vec::new();
-    let mut probe = Vec::new();
-    for p in pods {
-        match cache.get(&p.pod.to_string()) {
-            Some((_, state)) => known.push((p, state.clone())),
-            None => probe.push(p),
-        }
-    }
+    cache.retain(|k, fp| present.contains(k) && fp == issuer_fp);
+    let (known, probe): (Vec<_>, Vec<_>) = pods
+        .into_iter()
+        .partition(|p| cache.contains_key(&p.pod.to_string()));
+    let known = known.into_iter().map(|p| (p, CertState::Active)).collect();
     (known, probe)
 }
 
@@ -334,10 +330,7 @@ impl Step for AccelerateRefresh {
         if let Ok(mut cache) = self.converged.lock() {
             for (p, state) in &probed {
                 if *state == CertState::Active {
-                    cache.insert(
-                        p.pod.to_string(),
-                        (issuer.fingerprint().to_string(), state.clone()),
-                    );
+                    cache.insert(p.pod.to_string(), issuer.fingerprint().to_string());
                 }
             }
         }
@@ -414,8 +407,8 @@ mod tests {
         let mut cache = ConvergedCache::new();
         let a = pod("app", "a", None);
         let b = pod("app", "b", None);
-        cache.insert("app/a".into(), ("issuer1".into(), CertState::Active));
-        cache.insert("app/gone".into(), ("issuer1".into(), CertState::Active));
+        cache.insert("app/a".into(), "issuer1".into());
+        cache.insert("app/gone".into(), "issuer1".into());
         let (known, probe) = split_known(&mut cache, vec![a.clone(), b.clone()], "issuer1");
         assert_eq!(known.len(), 1);
         assert_eq!(known[0].0, a);
