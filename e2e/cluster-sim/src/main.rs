@@ -30,6 +30,7 @@ enum Command {
 enum TopologyArg {
     Empty,
     Demo,
+    DemoAllKinds,
 }
 
 #[derive(clap::Args)]
@@ -118,6 +119,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let topology = match args.topology {
         TopologyArg::Empty => Topology::Empty,
         TopologyArg::Demo => Topology::Demo,
+        TopologyArg::DemoAllKinds => Topology::DemoAllKinds,
     };
     let durations = if args.real_durations {
         Durations::real()

@@ -16,6 +16,12 @@ use tokio::sync::broadcast;
 /// object, so this bounds memory under churn (10,000 pods restarting, each a few events).
 pub const DEFAULT_HISTORY: usize = 25_000;
 
+/// How many list snapshots (the consistent views that the continuation pages of paginated
+/// lists are served from) are kept at once. A continue token whose snapshot was dropped, to
+/// stay within this bound or because the history was compacted past it, answers
+/// `410 Expired`, as a real server does once etcd has compacted the list's revision.
+pub const MAX_LIST_SNAPSHOTS: usize = 16;
+
 /// A resource type: `(group, plural)` identifies it; `version`, `kind` and scope describe it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceKey {
@@ -141,6 +147,22 @@ pub struct ListPage {
     pub remaining: Option<usize>,
 }
 
+/// Where a chunk of a paginated list starts ([`Store::list_chunk`]).
+#[derive(Debug, Clone, Copy)]
+pub enum ListFrom<'a> {
+    /// A new list: the first page, read from the current state.
+    Start,
+    /// A continuation page: after `after`, in the snapshot taken at resourceVersion
+    /// `snapshot` when the first page was read.
+    Snapshot {
+        snapshot: u64,
+        after: &'a (Option<String>, String),
+    },
+    /// After `after`, in the current state: what a continue token whose snapshot has
+    /// expired offers (objects changed since the first page may show up, or not).
+    Latest { after: &'a (Option<String>, String) },
+}
+
 /// The CustomResourceDefinition type's key: creating one of these serves a new kind.
 pub fn crd_key() -> ResourceKey {
     ResourceKey::new("apiextensions.k8s.io", "customresourcedefinitions")
@@ -252,6 +274,93 @@ struct Inner {
     /// The newest resourceVersion whose event is no longer in the history.
     compacted: u64,
     uid_counter: u64,
+    /// Snapshots that continuation pages are served from, oldest first (at most
+    /// [`MAX_LIST_SNAPSHOTS`]).
+    snapshots: VecDeque<ListSnapshot>,
+}
+
+/// Every object of one type as it was at one resourceVersion, in (namespace, name) order.
+/// The objects are shared with the store (and with other snapshots): a snapshot costs one
+/// pointer per object, plus the old versions of objects changed since it was taken.
+struct ListSnapshot {
+    key: ResourceKey,
+    rv: u64,
+    items: Arc<Vec<Arc<Value>>>,
+}
+
+/// An object's place in list order, read from the object itself.
+fn order_key(v: &Value) -> (Option<&str>, &str) {
+    let m = &v["metadata"];
+    (m["namespace"].as_str(), m["name"].as_str().unwrap_or(""))
+}
+
+fn owned_key(v: &Value) -> ObjKey {
+    let (ns, name) = order_key(v);
+    (ns.map(str::to_string), name.to_string())
+}
+
+/// One page from `iter` (objects in list order, already restricted to the requested
+/// namespace): up to `limit` objects that pass `filter`, where the next page starts, and
+/// how many matching objects follow (when `count_remaining`).
+fn page_of<'a>(
+    mut iter: impl Iterator<Item = &'a Arc<Value>>,
+    limit: Option<usize>,
+    count_remaining: bool,
+    filter: &dyn Fn(&Value) -> bool,
+) -> (Vec<Arc<Value>>, Option<ObjKey>, Option<usize>) {
+    let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let mut items = Vec::new();
+    let mut next = None;
+    for v in iter.by_ref() {
+        if !filter(v) {
+            continue;
+        }
+        items.push(v.clone());
+        if items.len() >= limit {
+            next = Some(owned_key(v));
+            break;
+        }
+    }
+    let mut remaining = None;
+    if next.is_some() {
+        let rest = iter.filter(|v| filter(v)).count();
+        if rest == 0 {
+            next = None;
+        } else if count_remaining {
+            remaining = Some(rest);
+        }
+    }
+    (items, next, remaining)
+}
+
+impl Inner {
+    /// Drops the snapshots that compaction has overtaken.
+    fn expire_snapshots(&mut self) {
+        let compacted = self.compacted;
+        self.snapshots.retain(|s| s.rv >= compacted);
+    }
+
+    /// The snapshot of type `key` at the current resourceVersion, taken now unless one
+    /// already exists (lists that page at the same version share it).
+    fn snapshot_now(&mut self, key: &ResourceKey) {
+        let rv = self.rv;
+        if self.snapshots.iter().any(|s| s.rv == rv && s.key == *key) {
+            return;
+        }
+        let items: Vec<Arc<Value>> = self
+            .objects
+            .get(key)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        self.snapshots.push_back(ListSnapshot {
+            key: key.clone(),
+            rv,
+            items: Arc::new(items),
+        });
+        while self.snapshots.len() > MAX_LIST_SNAPSHOTS {
+            self.snapshots.pop_front();
+        }
+    }
 }
 
 impl Inner {
@@ -343,6 +452,7 @@ impl Store {
         let mut inner = self.lock();
         inner.types.remove(key);
         inner.objects.remove(key);
+        inner.snapshots.retain(|s| s.key != *key);
     }
 
     pub fn resource_type(&self, key: &ResourceKey) -> Option<ResourceType> {
@@ -454,6 +564,104 @@ impl Store {
         page
     }
 
+    /// One chunk of a paginated list, as a real API server serves it: the first page comes
+    /// from the current state, and when more follow, a snapshot of the type is kept so that
+    /// every continuation page is read at the first page's resourceVersion (an object deleted
+    /// or created in between is neither lost nor duplicated). Objects are in (namespace,
+    /// name) order, restricted to `ns` (all namespaces when None), filtered by `filter`, at
+    /// most `limit` of them (all when None or 0).
+    ///
+    /// A continuation whose snapshot has been compacted away (or dropped to keep at most
+    /// [`MAX_LIST_SNAPSHOTS`]) is [`StoreError::Gone`].
+    pub fn list_chunk(
+        &self,
+        key: &ResourceKey,
+        ns: Option<&str>,
+        from: ListFrom<'_>,
+        limit: Option<usize>,
+        count_remaining: bool,
+        filter: &dyn Fn(&Value) -> bool,
+    ) -> Result<ListPage, StoreError> {
+        use std::ops::Bound;
+        let mut inner = self.lock();
+        let in_ns = |v: &&Arc<Value>| ns.is_none() || order_key(v).0 == ns;
+        let (items, next, remaining, rv) = match from {
+            ListFrom::Snapshot { snapshot, after } => {
+                let oldest = inner
+                    .history
+                    .front()
+                    .map_or(inner.rv, |e| e.resource_version);
+                let gone = StoreError::Gone {
+                    requested: snapshot,
+                    oldest,
+                };
+                if snapshot < inner.compacted {
+                    return Err(gone);
+                }
+                let Some(snap) = inner
+                    .snapshots
+                    .iter()
+                    .find(|s| s.rv == snapshot && s.key == *key)
+                else {
+                    return Err(gone);
+                };
+                let items = snap.items.clone();
+                drop(inner);
+                let after = (after.0.as_deref(), after.1.as_str());
+                let start = items.partition_point(|v| order_key(v) <= after);
+                let (page, next, remaining) = page_of(
+                    items[start..].iter().take_while(in_ns),
+                    limit,
+                    count_remaining,
+                    filter,
+                );
+                return Ok(ListPage {
+                    items: page,
+                    resource_version: snapshot,
+                    next_after: next,
+                    remaining,
+                });
+            }
+            ListFrom::Start | ListFrom::Latest { .. } => {
+                let rv = inner.rv;
+                let Some(objs) = inner.objects.get(key) else {
+                    return Ok(ListPage {
+                        resource_version: rv,
+                        ..Default::default()
+                    });
+                };
+                let lower: Bound<ObjKey> = match (from, ns) {
+                    (ListFrom::Latest { after }, _) => Bound::Excluded(after.clone()),
+                    (_, Some(ns)) => Bound::Included((Some(ns.to_string()), String::new())),
+                    (_, None) => Bound::Unbounded,
+                };
+                let (page, next, remaining) = page_of(
+                    objs.range((lower, Bound::Unbounded))
+                        .map(|(_, v)| v)
+                        .take_while(in_ns),
+                    limit,
+                    count_remaining,
+                    filter,
+                );
+                (page, next, remaining, rv)
+            }
+        };
+        if next.is_some() {
+            inner.snapshot_now(key);
+        }
+        Ok(ListPage {
+            items,
+            resource_version: rv,
+            next_after: next,
+            remaining,
+        })
+    }
+
+    /// How many list snapshots are held (see [`MAX_LIST_SNAPSHOTS`]).
+    pub fn list_snapshots(&self) -> usize {
+        self.lock().snapshots.len()
+    }
+
     pub fn count(&self, key: &ResourceKey) -> usize {
         self.lock().objects.get(key).map_or(0, |m| m.len())
     }
@@ -531,7 +739,12 @@ impl Store {
         inner.uid_counter += 1;
         inner.rv += 1;
         let rv = inner.rv;
-        let uid = uuid_like(inner.uid_counter);
+        // A uid set by admission (e.g. a Job's defaulted selector names it) is kept; clients
+        // cannot set one (the API layer strips it before admission).
+        let uid = obj["metadata"]["uid"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map_or_else(|| uuid_like(inner.uid_counter), str::to_string);
         let m_has_spec = obj.get("spec").is_some();
         let m = &mut obj["metadata"];
         m["uid"] = json!(uid);
@@ -618,10 +831,15 @@ impl Store {
             let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
             next["metadata"]["generation"] = json!(g + 1);
         }
-        // A deleting object whose finalizers are gone disappears.
-        let finalizers_empty = next["metadata"]["finalizers"]
+        // A deleting object whose last finalizer was just removed disappears (a pod in its
+        // grace period, deleting with no finalizers, stays until the kubelet deletes it).
+        let had_finalizers = current["metadata"]["finalizers"]
             .as_array()
-            .is_none_or(|a| a.is_empty());
+            .is_some_and(|a| !a.is_empty());
+        let finalizers_empty = had_finalizers
+            && next["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|a| a.is_empty());
         inner.rv += 1;
         let rv = inner.rv;
         next["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -749,7 +967,8 @@ impl Store {
         Ok((backlog, rx))
     }
 
-    /// Drops history up to and including `rv` (tests use it to force `410 Gone`).
+    /// Drops history up to and including `rv`, and the list snapshots older than what is
+    /// left (tests use it to force `410 Gone` on watches and continue tokens).
     pub fn compact(&self, rv: u64) {
         let mut inner = self.lock();
         while inner
@@ -760,6 +979,7 @@ impl Store {
             inner.history.pop_front();
         }
         inner.compacted = inner.compacted.max(rv.min(inner.rv));
+        inner.expire_snapshots();
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -788,10 +1008,13 @@ impl Store {
             previous: None,
             ..ev.clone()
         });
-        while inner.history.len() > inner.history_limit {
-            if let Some(dropped) = inner.history.pop_front() {
-                inner.compacted = inner.compacted.max(dropped.resource_version);
+        if inner.history.len() > inner.history_limit {
+            while inner.history.len() > inner.history_limit {
+                if let Some(dropped) = inner.history.pop_front() {
+                    inner.compacted = inner.compacted.max(dropped.resource_version);
+                }
             }
+            inner.expire_snapshots();
         }
         let _ = self.events.send(ev);
     }
@@ -870,6 +1093,11 @@ fn spec_changed(a: &Value, b: &Value) -> bool {
         || a.iter()
             .filter(|(k, _)| k.as_str() != "metadata" && k.as_str() != "status")
             .any(|(k, v)| b.get(k) != Some(v))
+}
+
+/// A new object uid (random, in the UUID text form).
+pub fn new_uid() -> String {
+    uuid_like(rand::random::<u64>() & 0xff_ffff)
 }
 
 fn uuid_like(n: u64) -> String {

@@ -559,25 +559,37 @@ async fn creating_a_crd_serves_its_kind_with_scope_status_and_short_names() {
         "spec defaults: {}",
         created.data["spec"]
     );
-    let st = api
-        .patch_status(
+    // The status schema is enforced on /status writes.
+    let s = api_error(
+        api.patch_status(
             "cluster",
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"phase": "Pending"}})),
         )
         .await
+        .err()
+        .unwrap_or_else(|| panic!("a phase outside the enum was accepted")),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    let st = api
+        .patch_status(
+            "cluster",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Synced"}})),
+        )
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(st.data["status"]["phase"], "Pending");
+    assert_eq!(st.data["status"]["phase"], "Synced");
     let main = api
         .patch(
             "cluster",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Failed"}})),
+            &Patch::Merge(json!({"status": {"phase": "RefreshingControlPlane"}})),
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        main.data["status"]["phase"], "Pending",
+        main.data["status"]["phase"], "Synced",
         "status is only written through /status"
     );
 

@@ -47,7 +47,14 @@ grep -qx 'certificates.cert-manager.io' <<<"$resources" \
     || { echo "FAIL: cert-manager's kinds are not discovered: $resources" >&2; exit 1; }
 
 # --- the project's CRD and a TrustAnchorRotation ---
-k apply -f "$CRD"
+crd_out="$(k apply -f "$CRD" 2>&1)"
+if grep -q '^Warning:' <<<"$crd_out"; then
+    echo "FAIL: applying the CRD printed warnings:" >&2
+    echo "$crd_out" >&2
+    exit 1
+fi
+pass=$((pass + 1))
+echo "ok: the CRD applies without warnings"
 k wait --for condition=established --timeout=10s crd/trustanchorrotations.trust.linkerd.io
 cat <<'YAML' | k apply -f -
 apiVersion: trust.linkerd.io/v1alpha1
@@ -58,11 +65,11 @@ spec: {}
 YAML
 expect "read a TrustAnchorRotation by its short name" "$(k get tar cluster -o jsonpath='{.metadata.name}')" "cluster"
 expect "schema defaults applied" "$(k get tar cluster -o jsonpath='{.spec.trustDomain}')" "cluster.local"
-k patch tar cluster --subresource=status --type=merge -p '{"status":{"phase":"Pending"}}'
-k wait --for=jsonpath='{.status.phase}'=Pending --timeout=10s tar/cluster
-expect "printer column shows the phase" "$(k get tar cluster --no-headers | awk '{print $2}')" "Pending"
-k patch tar cluster --type=merge -p '{"status":{"phase":"Failed"}}' >/dev/null
-expect "status is only written through /status" "$(k get tar cluster -o jsonpath='{.status.phase}')" "Pending"
+k patch tar cluster --subresource=status --type=merge -p '{"status":{"phase":"Synced"}}'
+k wait --for=jsonpath='{.status.phase}'=Synced --timeout=10s tar/cluster
+expect "printer column shows the phase" "$(k get tar cluster --no-headers | awk '{print $2}')" "Synced"
+k patch tar cluster --type=merge -p '{"status":{"phase":"RemovingOldTrustRoots"}}' >/dev/null
+expect "status is only written through /status" "$(k get tar cluster -o jsonpath='{.status.phase}')" "Synced"
 expect_fail "kubectl wait times out on a condition that never holds" "timed out" \
     k wait --for=jsonpath='{.status.phase}'=Completed --timeout=1s tar/cluster
 paused() {
@@ -81,6 +88,26 @@ expect_fail "server-side apply conflicts with another manager" 'conflict with "k
     bash -c "$(declare -f paused); paused | kubectl --request-timeout=30s apply --server-side --field-manager=script -f -"
 paused | k apply --server-side --field-manager=script --force-conflicts -f -
 expect "server-side apply with --force-conflicts" "$(k get tar cluster -o jsonpath='{.spec.paused}')" "true"
+
+# --- custom resources are validated as a real server validates them ---
+tar() { # tar SPEC-YAML-LINE
+    printf 'apiVersion: trust.linkerd.io/v1alpha1\nkind: TrustAnchorRotation\nmetadata:\n  name: cluster\nspec:\n  %s\n' "$1"
+}
+expect_fail "kubectl apply refuses an unknown field (strict field validation)" \
+    'strict decoding error: unknown field "spec.bogus"' \
+    bash -c "$(declare -f tar); tar 'bogus: 1' | kubectl --request-timeout=30s apply -f -"
+expect_fail "kubectl create refuses an unknown field too" \
+    'TrustAnchorRotation in version "v1alpha1" cannot be handled as a TrustAnchorRotation: strict decoding error: unknown field "spec.bogus"' \
+    bash -c "$(declare -f tar); printf 'apiVersion: trust.linkerd.io/v1alpha1\nkind: TrustAnchorRotation\nmetadata:\n  name: other\nspec:\n  bogus: 1\n' | kubectl --request-timeout=30s create -f -"
+warn_out="$(tar 'bogus: 1' | k apply --validate=warn -f - 2>&1)"
+expect "--validate=warn prints the server's warning and prunes" \
+    "$(grep -c '^Warning: unknown field "spec.bogus"' <<<"$warn_out")/$(k get tar cluster -o jsonpath='{.spec.bogus}')" "1/"
+expect_fail "a value outside the schema is 422 Invalid" \
+    'The TrustAnchorRotation "cluster" is invalid: spec.workloadCertificateRefreshInterval: Invalid value: "1h30m"' \
+    bash -c "$(declare -f tar); tar 'workloadCertificateRefreshInterval: 1h30m' | kubectl --request-timeout=30s apply -f -"
+expect_fail "a status outside the status schema is 422 Invalid" \
+    'status.phase: Unsupported value: "Done"' \
+    k patch tar cluster --subresource=status --type=merge -p '{"status":{"phase":"Done"}}'
 
 # --- ConfigMaps and Secrets: create (protobuf), label, patch, delete ---
 k create namespace "$NS"
@@ -109,6 +136,9 @@ expect_fail "duplicate" 'configmaps "settings" already exists' k create configma
 k delete configmap settings -n "$NS"
 k delete secret creds -n "$NS"
 expect "deleted" "$(k get cm settings -n "$NS" --ignore-not-found -o name)" ""
+for i in 1 2 3 4 5; do k create configmap "page$i" -n "$NS" >/dev/null; done
+expect "kubectl get pages through continue tokens" \
+    "$(k get cm -n "$NS" --chunk-size=2 -o name | grep -c '^configmap/page')" "5"
 
 # --- kubectl get -w sees a change ---
 watch_out="$(mktemp)"

@@ -77,6 +77,7 @@ fn aggregated_resource(t: &ResourceType) -> Value {
     }
     if t.key.group.is_empty() && t.key.plural == "pods" {
         subresources.push(json!({"subresource": "portforward", "responseKind": {"group": "", "version": "v1", "kind": "PodPortForwardOptions"}, "verbs": ["create", "get"]}));
+        subresources.push(json!({"subresource": "eviction", "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "verbs": ["create"]}));
     }
     let mut r = json!({
         "resource": t.key.plural,
@@ -193,6 +194,7 @@ pub fn resource_list(st: &ApiState, group: &str, version: &str) -> ApiResult<Res
         }
         if group.is_empty() && t.key.plural == "pods" {
             resources.push(json!({"name": "pods/portforward", "singularName": "", "namespaced": true, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}));
+            resources.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
         }
     }
     let gv = if group.is_empty() {

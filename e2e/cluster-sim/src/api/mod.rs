@@ -4,6 +4,7 @@
 //! injection and its own `/metrics`. kube-rs and kubectl use it unchanged.
 
 pub mod builtin;
+pub mod crd;
 pub mod discovery;
 pub mod faults;
 pub mod gc;
@@ -17,6 +18,7 @@ pub mod status;
 pub mod table;
 pub mod tls;
 pub mod watch;
+pub mod workloads;
 
 use crate::store::Store;
 use anyhow::Context;
@@ -44,6 +46,8 @@ pub struct ApiState {
     pub faults: Faults,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    /// Compiled schemas of the custom resource types.
+    pub schemas: crd::SchemaCache,
 }
 
 /// A running API server.
@@ -74,6 +78,7 @@ impl ApiServer {
             faults: Faults::new(faults, seed),
             metrics: Arc::new(Metrics::default()),
             shutdown: CancellationToken::new(),
+            schemas: crd::SchemaCache::default(),
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         let acceptor = TlsAcceptor::from(tls_config);

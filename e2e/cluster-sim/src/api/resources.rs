@@ -2,11 +2,12 @@
 //! with the `status` subresource rules, admission checks (names, namespaces) and field
 //! management.
 
+use super::crd::{self, CrdSchema, FieldValidation, Write};
 use super::patch;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{json_response, ApiError, ApiResult};
 use super::{metrics, protobuf, table, watch, ApiState, Query, Target};
-use crate::store::{ResourceKey, ResourceType, StoreError};
+use crate::store::{ListFrom, ResourceKey, ResourceType, StoreError};
 use axum::body::Body;
 use axum::response::Response;
 use base64::Engine;
@@ -32,6 +33,7 @@ pub fn resolve(st: &ApiState, target: &Target) -> ApiResult<ResourceType> {
     match target.subresource.as_deref() {
         None => {}
         Some("status") if t.status_subresource => {}
+        Some("eviction") if t.key.plural == "pods" && t.key.group.is_empty() => {}
         Some("finalize") if t.key.plural == "namespaces" && t.key.group.is_empty() => {}
         Some(_) => return Err(ApiError::unknown_resource()),
     }
@@ -163,6 +165,22 @@ fn is_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_label)
 }
 
+/// A 422 with one cause, naming the kind as a real server does (`ConfigMap`,
+/// `Deployment.apps`, `TrustAnchorRotation.trust.linkerd.io`).
+fn invalid_field(t: &ResourceType, name: &str, field: &str, detail: &str) -> ApiError {
+    let qualified = if t.key.group.is_empty() {
+        t.kind.clone()
+    } else {
+        format!("{}.{}", t.kind, t.key.group)
+    };
+    let mut e = ApiError::invalid(&qualified, name, field, detail);
+    e.details["kind"] = json!(t.kind);
+    if !t.key.group.is_empty() {
+        e.details["group"] = json!(t.key.group);
+    }
+    e
+}
+
 /// Validates an object name as the API server does for its kind.
 pub fn validate_name(t: &ResourceType, name: &str) -> ApiResult<()> {
     let label_kind =
@@ -191,7 +209,7 @@ pub fn validate_name(t: &ResourceType, name: &str) -> ApiResult<()> {
     } else {
         format!("Invalid value: {name:?}: {SUBDOMAIN_MSG}")
     };
-    Err(ApiError::invalid(&t.kind, name, "metadata.name", &detail))
+    Err(invalid_field(t, name, "metadata.name", &detail))
 }
 
 fn ensure_namespace(st: &ApiState, ns: &str) -> ApiResult<()> {
@@ -328,14 +346,25 @@ pub async fn handle(
             )
         })?;
     let sub = target.subresource.as_deref();
-    match (method, target.name.as_deref()) {
+    let mut warnings = Vec::new();
+    let w = &mut warnings;
+    let result = match (method, target.name.as_deref()) {
         (Method::GET, _) if watch => watch::serve(st, &t, &target, &query, accept),
         (Method::GET, Some(name)) => get(st, &t, &target, name, accept),
         (Method::GET, None) => list(st, &t, &target, &query, accept),
-        (Method::POST, None) => create(st, &t, &target, &query, &media, &body, &ua),
-        (Method::PUT, Some(name)) => update(st, &t, &target, name, &query, &media, &body, &ua, sub),
+        (Method::POST, None) => create(st, &t, &target, &query, &media, &body, &ua, w),
+        (Method::POST, Some(name)) if sub == Some("eviction") => {
+            let eviction = decode_body(&media, &body)?;
+            let ns = target.namespace.as_deref().unwrap_or("");
+            let status =
+                super::workloads::evict(&st.store, ns, name, &eviction, is_dry_run(&query))?;
+            Ok(json_response(StatusCode::CREATED, &status))
+        }
+        (Method::PUT, Some(name)) => {
+            update(st, &t, &target, name, &query, &media, &body, &ua, sub, w)
+        }
         (Method::PATCH, Some(name)) => {
-            patch(st, &t, &target, name, &query, &media, &body, &ua, sub)
+            patch(st, &t, &target, name, &query, &media, &body, &ua, sub, w)
         }
         (Method::DELETE, Some(name)) if sub.is_none() => {
             delete(st, &t, &target, name, &query, &body)
@@ -344,7 +373,82 @@ pub async fn handle(
         (m, _) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({m})"
         ))),
+    };
+    let mut resp = result.unwrap_or_else(axum::response::IntoResponse::into_response);
+    add_warnings(&mut resp, &warnings);
+    Ok(resp)
+}
+
+/// Adds `Warning: 299 - "<text>"` headers, once per distinct text, as a real server's
+/// warning recorder does (kubectl prints each as `Warning: <text>`).
+fn add_warnings(resp: &mut Response, warnings: &[String]) {
+    let mut seen: Vec<&str> = Vec::new();
+    for w in warnings {
+        if w.is_empty() || seen.contains(&w.as_str()) {
+            continue;
+        }
+        seen.push(w);
+        let text: String = w
+            .chars()
+            .filter(|c| !c.is_control())
+            .flat_map(|c| match c {
+                '"' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{text}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
     }
+}
+
+/// The field validation directive of a write (`fieldValidation`), or the 422 for a bad one.
+fn field_validation(query: &Query, options_kind: &str) -> ApiResult<FieldValidation> {
+    FieldValidation::parse(query.get("fieldValidation").map(String::as_str))
+        .map_err(|e| crd::errors::invalid_status(options_kind, "meta.k8s.io", "", &[e]))
+}
+
+/// `unknown field "spec.x"`, as strict decoding reports each unknown field.
+fn unknown_field_texts(unknown: &[String]) -> Vec<String> {
+    unknown
+        .iter()
+        .map(|p| format!("unknown field {}", crd::errors::go_quote(p)))
+        .collect()
+}
+
+/// Prunes a custom resource as a real server's decoder does and applies the directive to
+/// what was unknown: warnings for `Warn`, nothing for `Ignore`; for `Strict`, the unknown
+/// fields' texts are returned for the caller to refuse the request with.
+fn coerce_custom(
+    schema: &CrdSchema,
+    obj: &mut Value,
+    directive: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> Result<(), Vec<String>> {
+    let unknown = schema.coerce(obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    match directive {
+        FieldValidation::Ignore => Ok(()),
+        FieldValidation::Warn => {
+            warnings.extend(unknown_field_texts(&unknown));
+            Ok(())
+        }
+        FieldValidation::Strict => Err(unknown_field_texts(&unknown)),
+    }
+}
+
+/// The 400 a real server answers when a created or replaced object has unknown fields and
+/// the client asked for strict field validation.
+fn strict_decoding_error(t: &ResourceType, unknown: &[String]) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version {} cannot be handled as a {}: strict decoding error: {}",
+        t.kind,
+        crd::errors::go_quote(&t.version),
+        t.kind,
+        unknown.join(", ")
+    ))
 }
 
 fn get(
@@ -374,11 +478,94 @@ fn get(
     Ok(json_response(StatusCode::OK, &obj))
 }
 
+/// A continue token as a real API server encodes it: base64 (URL-safe, unpadded) of
+/// `{"v":"meta.k8s.io/v1","rv":<snapshot>,"start":"<key after the last item>\u0000"}`, the
+/// key relative to the list's scope (`ns/name` across namespaces, `name` within one). An
+/// `rv` of -1 continues at the latest state (what an expired token's 410 offers).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
-    rv: u64,
-    ns: Option<String>,
-    name: String,
+    v: String,
+    rv: i64,
+    start: String,
+}
+
+fn encode_continue(
+    target: &Target,
+    t: &ResourceType,
+    rv: i64,
+    after: &(Option<String>, String),
+) -> String {
+    let start = match (&after.0, t.namespaced && target.namespace.is_none()) {
+        (Some(ns), true) => format!("{ns}/{}\u{0}", after.1),
+        _ => format!("{}\u{0}", after.1),
+    };
+    let tok = serde_json::to_vec(&ContinueToken {
+        v: "meta.k8s.io/v1".to_string(),
+        rv,
+        start,
+    })
+    .unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok)
+}
+
+/// The token's snapshot version (-1 for "latest") and the key it continues after.
+fn decode_continue(
+    target: &Target,
+    t: &ResourceType,
+    token: &str,
+) -> ApiResult<(i64, (Option<String>, String))> {
+    let invalid = |why: String| ApiError::bad_request(format!("invalid continue token: {why}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|e| invalid(format!("continue key is not valid: {e}")))?;
+    let tok: ContinueToken = serde_json::from_slice(&raw)
+        .map_err(|e| invalid(format!("continue key is not valid: {e}")))?;
+    if tok.v != "meta.k8s.io/v1" {
+        return Err(invalid(format!(
+            "continue key is not valid: server does not recognize this encoded version {}",
+            tok.v
+        )));
+    }
+    if tok.rv == 0 {
+        return Err(invalid(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".to_string(),
+        ));
+    }
+    let start = tok.start.trim_end_matches('\u{0}');
+    if start.is_empty() {
+        return Err(invalid(
+            "continue key is not valid: encoded start key empty (version meta.k8s.io/v1)"
+                .to_string(),
+        ));
+    }
+    let key = match (t.namespaced, &target.namespace) {
+        (false, _) => (None, start.to_string()),
+        (true, Some(ns)) => (Some(ns.clone()), start.to_string()),
+        (true, None) => match start.split_once('/') {
+            Some((ns, name)) => (Some(ns.to_string()), name.to_string()),
+            None => return Err(invalid(format!("continue key is not valid: {start}"))),
+        },
+    };
+    if key.1.contains('/') {
+        return Err(invalid(format!("continue key is not valid: {start}")));
+    }
+    Ok((tok.rv, key))
+}
+
+/// The 410 a real server answers for a continue token whose snapshot is gone, with a token
+/// that continues, inconsistently, at the latest state.
+fn continue_expired(
+    target: &Target,
+    t: &ResourceType,
+    after: &(Option<String>, String),
+) -> ApiError {
+    let mut e = ApiError::new(
+        410,
+        "Expired",
+        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+    );
+    e.list_continue = Some(encode_continue(target, t, -1, after).into());
+    e
 }
 
 pub fn selectors(query: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {
@@ -405,40 +592,52 @@ fn list(
         })?),
         None => None,
     };
-    let after = match query.get("continue").filter(|c| !c.is_empty()) {
+    let cont_in = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(c) => {
-            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c.trim_end_matches('='))
-                .map_err(|_| ApiError::bad_request("continue key is not valid: not base64"))?;
-            let tok: ContinueToken = serde_json::from_slice(&raw).map_err(|_| {
-                ApiError::bad_request(
-                    "continue key is not valid: not a continue token of this server",
-                )
-            })?;
-            Some((tok.ns, tok.name))
+            let decoded = decode_continue(target, t, c)?;
+            if query
+                .get("resourceVersion")
+                .is_some_and(|rv| !rv.is_empty() && rv != "0")
+            {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            Some(decoded)
         }
         None => None,
     };
+    let from = match &cont_in {
+        None => ListFrom::Start,
+        Some((-1, after)) => ListFrom::Latest { after },
+        Some((rv, after)) => ListFrom::Snapshot {
+            snapshot: u64::try_from(*rv).unwrap_or(0),
+            after,
+        },
+    };
     let no_selector = labels.is_empty() && fields.is_empty();
     let filter = |o: &Value| labels.matches(&o["metadata"]["labels"]) && fields.matches(o);
-    let page = st.store.list_page(
+    let page = match st.store.list_chunk(
         &t.key,
         target.namespace.as_deref(),
-        after.as_ref(),
+        from,
         limit,
         no_selector,
         &filter,
-    );
+    ) {
+        Ok(p) => p,
+        Err(StoreError::Gone { .. }) => {
+            let after = cont_in.map(|(_, a)| a).unwrap_or_default();
+            return Err(continue_expired(target, t, &after));
+        }
+        Err(e) => return Err(map_store(t, e)),
+    };
     let rv = page.resource_version.to_string();
-    let cont = page.next_after.map(|(ns, name)| {
-        let tok = serde_json::to_vec(&ContinueToken {
-            rv: page.resource_version,
-            ns,
-            name,
-        })
-        .unwrap_or_default();
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok)
-    });
+    let snapshot_rv = i64::try_from(page.resource_version).unwrap_or(i64::MAX);
+    let cont = page
+        .next_after
+        .as_ref()
+        .map(|after| encode_continue(target, t, snapshot_rv, after));
     if wants_metadata(accept) {
         let mut meta = json!({"resourceVersion": rv});
         if let Some(c) = &cont {
@@ -493,14 +692,22 @@ fn list(
 
 /// Prepares a new object for storage: identity checks, name and namespace admission, the
 /// status subresource rule (status is not set on create), field management.
+#[allow(clippy::too_many_arguments)]
 fn admit_new(
     st: &ApiState,
     t: &ResourceType,
     target: &Target,
     mut obj: Value,
     manager: &str,
+    directive: FieldValidation,
+    warnings: &mut Vec<String>,
 ) -> ApiResult<Value> {
     check_identity(t, target, &mut obj)?;
+    let schema = st.schemas.get(&st.store, t);
+    if let Some(schema) = &schema {
+        coerce_custom(schema, &mut obj, directive, warnings)
+            .map_err(|unknown| strict_decoding_error(t, &unknown))?;
+    }
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let generate = obj["metadata"]["generateName"]
         .as_str()
@@ -508,8 +715,8 @@ fn admit_new(
         .to_string();
     if name.is_empty() {
         if generate.is_empty() {
-            return Err(ApiError::invalid(
-                &t.kind,
+            return Err(invalid_field(
+                t,
                 "",
                 "metadata.name",
                 "Required value: name or generateName is required",
@@ -547,7 +754,18 @@ fn admit_new(
     }
     obj["apiVersion"] = json!(t.api_version());
     obj["kind"] = json!(t.kind);
-    apply_schema_defaults(st, t, &mut obj);
+    if let Some(schema) = &schema {
+        schema.default(&mut obj);
+        let (errs, warns) = schema.validate(&obj, Write::Create);
+        warnings.extend(warns);
+        if !errs.is_empty() {
+            return Err(schema.invalid(&name, &errs));
+        }
+    }
+    if t.key == crate::store::crd_key() {
+        check_crd(&obj, None, warnings)?;
+    }
+    super::workloads::admit(t, &mut obj, true)?;
     if obj["metadata"]["managedFields"]
         .as_array()
         .is_none_or(|a| a.is_empty())
@@ -555,6 +773,31 @@ fn admit_new(
         patch::track_update(None, &mut obj, manager, None);
     }
     Ok(obj)
+}
+
+/// What a real server checks and warns about when a CustomResourceDefinition is written:
+/// its CEL rules must compile; schema formats it does not know (newly introduced ones, on
+/// an update) are warned about.
+fn check_crd(crd: &Value, old: Option<&Value>, warnings: &mut Vec<String>) -> ApiResult<()> {
+    let errs = crd::crd_rule_errors(crd);
+    if !errs.is_empty() {
+        let name = crd["metadata"]["name"].as_str().unwrap_or("");
+        return Err(crd::errors::invalid_status(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            name,
+            &errs,
+        ));
+    }
+    let before = old
+        .map(crd::formats::crd_format_warnings)
+        .unwrap_or_default();
+    warnings.extend(
+        crd::formats::crd_format_warnings(crd)
+            .into_iter()
+            .filter(|w| !before.contains(w)),
+    );
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -566,9 +809,11 @@ fn create(
     media: &str,
     body: &[u8],
     ua: &str,
+    warnings: &mut Vec<String>,
 ) -> ApiResult<Response> {
+    let directive = field_validation(query, "CreateOptions")?;
     let obj = decode_body(media, body)?;
-    let obj = admit_new(st, t, target, obj, &manager(ua, query))?;
+    let obj = admit_new(st, t, target, obj, &manager(ua, query), directive, warnings)?;
     if is_dry_run(query) {
         return Ok(json_response(StatusCode::CREATED, &obj));
     }
@@ -624,10 +869,18 @@ fn update(
     body: &[u8],
     ua: &str,
     sub: Option<&str>,
+    warnings: &mut Vec<String>,
 ) -> ApiResult<Response> {
+    let directive = field_validation(query, "UpdateOptions")?;
     let mut obj = decode_body(media, body)?;
     check_identity(t, target, &mut obj)?;
-    apply_schema_defaults(st, t, &mut obj);
+    let schema = st.schemas.get(&st.store, t);
+    if let Some(schema) = &schema {
+        coerce_custom(schema, &mut obj, directive, warnings)
+            .map_err(|unknown| strict_decoding_error(t, &unknown))?;
+        schema.default(&mut obj);
+    }
+    super::workloads::admit(t, &mut obj, false)?;
     let manager = manager(ua, query);
     let inject_conflict = st.faults.conflict();
     let dry = is_dry_run(query);
@@ -650,6 +903,10 @@ fn update(
             if next["metadata"]["managedFields"].is_null() {
                 next["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
             }
+            if let Err(e) = validate_write(t, schema.as_deref(), cur, &next, sub, warnings) {
+                failure = Some(e);
+                return Err(StoreError::Invalid(String::new()));
+            }
             patch::track_update(Some(cur), &mut next, &manager, sub);
             if dry {
                 preview = Some(next);
@@ -665,6 +922,36 @@ fn update(
         (Err(_), Some(f), _) => Err(f),
         (Err(e), None, _) => Err(map_store(t, e)),
     }
+}
+
+/// Validates the object an update or patch would store over `cur`: a custom resource
+/// against its schema and rules (the status schema for a `/status` write), a
+/// CustomResourceDefinition's rules and formats.
+fn validate_write(
+    t: &ResourceType,
+    schema: Option<&CrdSchema>,
+    cur: &Value,
+    next: &Value,
+    sub: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
+    if let Some(schema) = schema {
+        let write = if sub == Some("status") {
+            Write::Status { old: cur }
+        } else {
+            Write::Update { old: cur }
+        };
+        let (errs, warns) = schema.validate(next, write);
+        if !errs.is_empty() {
+            let name = cur["metadata"]["name"].as_str().unwrap_or("");
+            return Err(schema.invalid(name, &errs));
+        }
+        warnings.extend(warns);
+    }
+    if t.key == crate::store::crd_key() && sub.is_none() {
+        check_crd(next, Some(cur), warnings)?;
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -686,7 +973,9 @@ fn patch(
     body: &[u8],
     ua: &str,
     sub: Option<&str>,
+    warnings: &mut Vec<String>,
 ) -> ApiResult<Response> {
+    let directive = field_validation(query, "PatchOptions")?;
     let kind = match media {
         "application/merge-patch+json" => PatchType::Merge,
         "application/json-patch+json" => PatchType::Json,
@@ -750,14 +1039,48 @@ fn patch(
         }
     }
     let inject_conflict = kind != PatchType::Apply && st.faults.conflict();
-    let schema = crd_schema(st, t);
+    let schema = st.schemas.get(&st.store, t);
     let dry = is_dry_run(query);
     let ns = target.namespace.as_deref();
+    if let (PatchType::Apply, Some(schema)) = (kind, &schema) {
+        // Server-side apply types the configuration against the schema first, whatever
+        // the field validation directive: an undeclared field fails the request.
+        let undeclared = schema.undeclared(&applied);
+        if !undeclared.is_empty() {
+            let errs: Vec<String> = undeclared
+                .iter()
+                .map(|p| format!("{p}: field not declared in schema"))
+                .collect();
+            let detail = if errs.len() == 1 {
+                errs[0].clone()
+            } else {
+                format!("errors:\n  {}", errs.join("\n  "))
+            };
+            return Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to create typed patch object ({}/{name}; {}, Kind={}): {detail}",
+                    ns.unwrap_or(""),
+                    t.api_version(),
+                    t.kind
+                ),
+            ));
+        }
+    }
     // Server-side apply creates what does not exist yet.
     if kind == PatchType::Apply && sub.is_none() && st.store.get(&t.key, ns, name).is_none() {
         let created =
             patch::apply(None, &applied, &manager, force, sub).map_err(|c| ssa_conflict(&c))?;
-        let obj = admit_new(st, t, target, created, &manager)?;
+        let obj = admit_new(
+            st,
+            t,
+            target,
+            created,
+            &manager,
+            FieldValidation::Ignore,
+            warnings,
+        )?;
         if dry {
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
@@ -817,7 +1140,7 @@ fn patch(
         }
         if patched["metadata"]["name"].as_str() != Some(name) {
             return fail(
-                ApiError::invalid(&t.kind, name, "metadata.name", "Invalid value: the name of an object cannot be changed"),
+                invalid_field(t, name, "metadata.name", "Invalid value: the name of an object cannot be changed"),
                 &mut failure,
             );
         }
@@ -829,13 +1152,35 @@ fn patch(
         if let Some(e) = uid_precondition(t, name, cur, &patched) {
             return fail(e, &mut failure);
         }
-        let mut check = patched.clone();
+        let mut check = patched;
         if let Err(e) = check_identity(t, &Target { name: Some(name.to_string()), ..target.clone() }, &mut check) {
             return fail(e, &mut failure);
         }
+        if let Some(schema) = &schema {
+            // The patched object is decoded as a new one would be: unknown fields pruned,
+            // and refused with a 422 under strict field validation.
+            let original = (directive == FieldValidation::Strict).then(|| check.clone());
+            if let Err(unknown) = coerce_custom(schema, &mut check, directive, warnings) {
+                let js = serde_json::to_string(original.as_ref().unwrap_or(&check)).unwrap_or_default();
+                let e = crd::errors::FieldError::invalid(
+                    "patch",
+                    json!(js),
+                    format!("strict decoding error: {}", unknown.join(", ")),
+                );
+                return fail(crd::errors::invalid_status("", "", "", &[e]), &mut failure);
+            }
+        }
         let mut next = apply_subresource_rule(t, cur, check, sub);
         if let Some(schema) = &schema {
-            default_into(&mut next, schema, 0);
+            schema.default(&mut next);
+            if let Err(e) = validate_write(t, Some(schema), cur, &next, sub, warnings) {
+                return fail(e, &mut failure);
+            }
+        } else if let Err(e) = validate_write(t, None, cur, &next, sub, warnings) {
+            return fail(e, &mut failure);
+        }
+        if let Err(e) = super::workloads::admit(t, &mut next, false) {
+            return fail(e, &mut failure);
         }
         if kind != PatchType::Apply {
             patch::track_update(Some(cur), &mut next, &manager, sub);
@@ -924,10 +1269,16 @@ fn delete(
     {
         super::gc::orphan_dependents(&st.store, current["metadata"]["uid"].as_str().unwrap_or(""));
     }
-    let deleted = st
-        .store
-        .delete(&t.key, ns, name)
-        .map_err(|e| map_store(t, e))?;
+    let is_pod = t.key.group.is_empty() && t.key.plural == "pods";
+    let deleted = if is_pod {
+        let grace = opts["gracePeriodSeconds"]
+            .as_i64()
+            .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+        super::workloads::delete_pod(&st.store, ns.unwrap_or(""), name, grace)
+    } else {
+        st.store.delete(&t.key, ns, name)
+    }
+    .map_err(|e| map_store(t, e))?;
     let pending = deleted["metadata"]["deletionTimestamp"].is_string()
         && deleted["metadata"]["finalizers"]
             .as_array()
@@ -971,7 +1322,12 @@ fn delete_collection(
             deleted.push((**item).clone());
             continue;
         }
-        match st.store.delete(&t.key, ns, name) {
+        let result = if t.key.group.is_empty() && t.key.plural == "pods" {
+            super::workloads::delete_pod(&st.store, ns.unwrap_or(""), name, None)
+        } else {
+            st.store.delete(&t.key, ns, name)
+        };
+        match result {
             Ok(o) => deleted.push((*o).clone()),
             Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(map_store(t, e)),
@@ -981,64 +1337,6 @@ fn delete_collection(
         StatusCode::OK,
         &json!({"kind": t.list_kind, "apiVersion": t.api_version(), "metadata": {"resourceVersion": st.store.resource_version().to_string()}, "items": deleted}),
     ))
-}
-
-/// Applies the `default`s of a custom resource's OpenAPI schema, as a real API server does
-/// for structural schemas: missing properties with a default get it, recursively through
-/// present objects and array items.
-pub fn apply_schema_defaults(st: &ApiState, t: &ResourceType, obj: &mut Value) {
-    if let Some(schema) = crd_schema(st, t) {
-        default_into(obj, &schema, 0);
-    }
-}
-
-/// The OpenAPI schema of a custom resource's served version (None for built-in kinds).
-/// Reads the store: never call it while inside `Store::mutate`.
-pub fn crd_schema(st: &ApiState, t: &ResourceType) -> Option<Value> {
-    if super::builtin::is_builtin(&t.key) {
-        return None;
-    }
-    let crd_name = format!("{}.{}", t.key.plural, t.key.group);
-    let crd = st.store.get(&crate::store::crd_key(), None, &crd_name)?;
-    crd["spec"]["versions"]
-        .as_array()?
-        .iter()
-        .find(|v| v["name"].as_str() == Some(t.version.as_str()))
-        .map(|v| v["schema"]["openAPIV3Schema"].clone())
-}
-
-fn default_into(v: &mut Value, schema: &Value, depth: usize) {
-    if depth > 64 {
-        return;
-    }
-    match v {
-        Value::Object(m) => {
-            if let Some(props) = schema["properties"].as_object() {
-                for (k, ps) in props {
-                    if !m.contains_key(k) {
-                        if let Some(d) = ps.get("default") {
-                            m.insert(k.clone(), d.clone());
-                        }
-                    }
-                    if let Some(child) = m.get_mut(k) {
-                        default_into(child, ps, depth + 1);
-                    }
-                }
-            } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
-                for child in m.values_mut() {
-                    default_into(child, ap, depth + 1);
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(is) = schema.get("items") {
-                for item in items {
-                    default_into(item, is, depth + 1);
-                }
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Whether the client asked for metadata only (`as=PartialObjectMetadata[List]`, what

@@ -15,6 +15,9 @@ pub struct ApiError {
     pub details: Value,
     /// Seconds for `Retry-After` (429/503).
     pub retry_after: Option<u64>,
+    /// The Status's `metadata.continue` (on an expired list continuation: a token that
+    /// continues at the latest state).
+    pub list_continue: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -25,6 +28,7 @@ impl ApiError {
             message: message.into(),
             details: json!({}),
             retry_after: None,
+            list_continue: None,
         }
     }
 
@@ -85,16 +89,25 @@ impl ApiError {
     }
 
     pub fn to_status(&self) -> Value {
-        json!({
+        let mut status = json!({
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": match &self.list_continue {
+                Some(c) => json!({"continue": c}),
+                None => json!({}),
+            },
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
             "details": self.details,
             "code": self.code,
-        })
+        });
+        if self.reason.is_empty() {
+            if let Some(m) = status.as_object_mut() {
+                m.remove("reason");
+            }
+        }
+        status
     }
 }
 

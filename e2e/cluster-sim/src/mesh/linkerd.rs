@@ -134,28 +134,63 @@ fn env_list(v: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The owner label the injector puts on a pod: `linkerd.io/proxy-<kind>=<name>`.
+/// The owner label the injector puts on a pod: `linkerd.io/proxy-<kind>=<name>`, as
+/// Linkerd's `GetOwnerKindAndName` finds it: the single owner, or its own single owner for
+/// a ReplicaSet (a Deployment) or a Job (a CronJob). Bare pods get none.
 fn owner_label(store: &Store, pod: &Value, ns: &str) -> Option<(String, String)> {
-    let r = pod["metadata"]["ownerReferences"]
-        .as_array()?
-        .iter()
-        .find(|r| r["controller"].as_bool() == Some(true))?;
-    let kind = r["kind"].as_str()?.to_lowercase();
+    let refs = pod["metadata"]["ownerReferences"].as_array()?;
+    let [r] = refs.as_slice() else {
+        return None;
+    };
+    let kind = r["kind"].as_str()?.to_string();
     let name = r["name"].as_str()?.to_string();
-    if kind == "replicaset" {
-        if let Some(rs) = store.get(&replicasets(), Some(ns), &name) {
-            if let Some(d) = rs["metadata"]["ownerReferences"]
-                .as_array()
-                .and_then(|a| a.iter().find(|r| r["kind"] == "Deployment"))
-            {
-                return Some((
-                    "deployment".into(),
-                    d["name"].as_str().unwrap_or("").to_string(),
-                ));
-            }
-        }
-    }
-    Some((kind, name))
+    let parent = match kind.as_str() {
+        "ReplicaSet" => store.get(&replicasets(), Some(ns), &name),
+        "Job" => store.get(&super::jobs(), Some(ns), &name),
+        _ => None,
+    };
+    let (kind, name) = match parent
+        .as_ref()
+        .and_then(|p| p["metadata"]["ownerReferences"].as_array())
+        .and_then(|a| match a.as_slice() {
+            [g] => Some((
+                g["kind"].as_str()?.to_string(),
+                g["name"].as_str()?.to_string(),
+            )),
+            _ => None,
+        }) {
+        Some(grand) => grand,
+        None => (kind, name),
+    };
+    let kind = kind.to_lowercase();
+    matches!(
+        kind.as_str(),
+        "deployment"
+            | "replicaset"
+            | "replicationcontroller"
+            | "statefulset"
+            | "daemonset"
+            | "job"
+            | "cronjob"
+    )
+    .then_some((kind, name))
+}
+
+/// A Linkerd config annotation: the pod's, else its namespace's.
+fn config_override<'a>(pod_ann: &'a Value, ns_ann: &'a Value, key: &str) -> Option<&'a str> {
+    pod_ann[key].as_str().or(ns_ann[key].as_str())
+}
+
+/// Whether the proxy goes in as a native sidecar (`initContainers`, `restartPolicy: Always`).
+fn native_sidecar(pod_ann: &Value, ns_ann: &Value) -> bool {
+    [
+        super::ANNOTATION_NATIVE_SIDECAR,
+        "config.beta.linkerd.io/proxy-enable-native-sidecar",
+        "config.alpha.linkerd.io/proxy-enable-native-sidecar",
+    ]
+    .iter()
+    .find_map(|k| config_override(pod_ann, ns_ann, k))
+    .is_some_and(|v| v == "true")
 }
 
 impl AdmissionHook for Injector {
@@ -202,9 +237,18 @@ impl AdmissionHook for Injector {
             .as_str()
             .unwrap_or("default")
             .to_string();
+        // config.linkerd.io/admin-port: an integer, else the default (as the injector).
+        let admin_port: u16 = match config_override(&pod_ann, &ns_ann, super::ANNOTATION_ADMIN_PORT) {
+            Some(v) => v.trim().parse().unwrap_or_else(|_| {
+                tracing::warn!(namespace = %ns, value = v, "invalid {} annotation: using {}", super::ANNOTATION_ADMIN_PORT, super::PROXY_ADMIN_PORT);
+                super::PROXY_ADMIN_PORT
+            }),
+            None => super::PROXY_ADMIN_PORT,
+        };
+        let native = native_sidecar(&pod_ann, &ns_ann);
         let mut env = vec![
             json!({"name": "LINKERD2_PROXY_LOG", "value": "warn,linkerd=info"}),
-            json!({"name": "LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "value": format!("0.0.0.0:{}", super::PROXY_ADMIN_PORT)}),
+            json!({"name": "LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "value": format!("0.0.0.0:{admin_port}")}),
             json!({"name": "LINKERD2_PROXY_IDENTITY_DIR", "value": "/var/run/linkerd/identity/end-entity"}),
             json!({"name": super::ENV_TRUST_ANCHORS, "value": format!("{}\n", bundle.trim())}),
             json!({"name": super::ENV_LOCAL_NAME, "value": super::proxy::identity_name(&sa, &ns)}),
@@ -221,21 +265,27 @@ impl AdmissionHook for Injector {
             env.retain(|e| e["name"].as_str() != Some(name.as_str()));
             env.push(extra);
         }
-        let proxy = json!({
+        let mut proxy = json!({
             "name": super::PROXY_CONTAINER,
             "image": "cr.l5d.io/linkerd/proxy:edge-sim",
             "env": env,
             "ports": [
                 {"name": "linkerd-proxy", "containerPort": 4143, "protocol": "TCP"},
-                {"name": "linkerd-admin", "containerPort": super::PROXY_ADMIN_PORT, "protocol": "TCP"},
+                {"name": "linkerd-admin", "containerPort": admin_port, "protocol": "TCP"},
             ],
-            "livenessProbe": {"httpGet": {"path": "/live", "port": super::PROXY_ADMIN_PORT}},
-            "readinessProbe": {"httpGet": {"path": "/ready", "port": super::PROXY_ADMIN_PORT}},
+            "livenessProbe": {"httpGet": {"path": "/live", "port": admin_port}},
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": admin_port}},
         });
-        if !pod["spec"]["containers"].is_array() {
-            pod["spec"]["containers"] = json!([]);
+        let list = if native {
+            proxy["restartPolicy"] = json!("Always");
+            "initContainers"
+        } else {
+            "containers"
+        };
+        if !pod["spec"][list].is_array() {
+            pod["spec"][list] = json!([]);
         }
-        if let Some(cs) = pod["spec"]["containers"].as_array_mut() {
+        if let Some(cs) = pod["spec"][list].as_array_mut() {
             cs.insert(0, proxy);
         }
         if !pod["metadata"]["annotations"].is_object() {

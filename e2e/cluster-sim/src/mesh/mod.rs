@@ -1,17 +1,22 @@
-//! The simulated cluster behind the API server: cert-manager, a Deployment/ReplicaSet
-//! controller with a kubelet, the Linkerd control plane (proxy injector, identity
+//! The simulated cluster behind the API server: cert-manager, the Deployment, ReplicaSet,
+//! StatefulSet, DaemonSet, Job, CronJob and disruption controllers with a scheduler and a
+//! kubelet, the Linkerd control plane (proxy injector, identity
 //! controller), one proxy per meshed pod serving its admin port on the pod's loopback IP,
 //! and an mTLS oracle that says at every instant whether meshed pods can still talk.
 //!
 //! Everything here talks to the [`Store`] only (never HTTP); the proxies' admin servers are
 //! the only sockets. See `MESH.md` beside the crate for what is simplified.
 
+pub mod batch;
 pub mod certmanager;
+pub mod cron;
+pub mod disruption;
 pub mod kubelet;
 pub mod linkerd;
 pub mod oracle;
 pub mod pki;
 pub mod proxy;
+pub mod sets;
 pub mod topology;
 pub mod types;
 pub mod workloads;
@@ -51,6 +56,15 @@ pub const LABEL_IS_CONTROL_PLANE: &str = "linkerd.io/is-control-plane";
 pub const ANNOTATION_INJECT: &str = "linkerd.io/inject";
 pub const ANNOTATION_TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
 pub const ANNOTATION_ADDITIONAL_ENV: &str = "config.linkerd.io/proxy-additional-env";
+/// Linkerd's per-pod (or namespace) admin port override.
+pub const ANNOTATION_ADMIN_PORT: &str = "config.linkerd.io/admin-port";
+/// Linkerd's native-sidecar switch (the `beta` and `alpha` spellings are accepted too).
+pub const ANNOTATION_NATIVE_SIDECAR: &str = "config.linkerd.io/proxy-enable-native-sidecar";
+/// The simulator's own pod annotations (reserved `.test` domain: no real cluster uses them).
+/// The app containers ignore SIGTERM and run until the grace period ends.
+pub const ANNOTATION_SIM_IGNORE_SIGTERM: &str = "cluster-sim.test/ignore-sigterm";
+/// The node evicts the pod (node-pressure eviction); the value is the message.
+pub const ANNOTATION_SIM_EVICT: &str = "cluster-sim.test/evict";
 
 /// How long things take in the simulated cluster.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +85,9 @@ pub struct Durations {
     pub crash_backoff: Duration,
     /// How often the mTLS oracle samples.
     pub oracle_interval: Duration,
+    /// How long one minute of CronJob schedule time lasts on the wall clock (schedules
+    /// are evaluated on a clock that runs `60s / cron_minute` times faster).
+    pub cron_minute: Duration,
 }
 
 impl Durations {
@@ -86,6 +103,7 @@ impl Durations {
             proxy_max_refresh: Duration::from_secs(24 * 3600),
             crash_backoff: Duration::from_secs(10),
             oracle_interval: Duration::from_millis(500),
+            cron_minute: Duration::from_secs(60),
         }
     }
 
@@ -100,6 +118,7 @@ impl Durations {
             proxy_max_refresh: Duration::from_secs(24 * 3600),
             crash_backoff: Duration::from_millis(500),
             oracle_interval: Duration::from_millis(100),
+            cron_minute: Duration::from_secs(5),
         }
     }
 
@@ -114,6 +133,7 @@ impl Durations {
             proxy_max_refresh: Duration::from_secs(24 * 3600),
             crash_backoff: Duration::from_millis(200),
             oracle_interval: Duration::from_millis(50),
+            cron_minute: Duration::from_secs(1),
         }
     }
 }
@@ -155,6 +175,10 @@ pub(crate) struct Shared {
     pub bundle_view: linkerd::BundleView,
     pub cancel: CancellationToken,
     pub topology: Arc<topology::Progress>,
+    /// CronJob schedule time.
+    pub clock: cron::SimClock,
+    /// The scheduler's round-robin position over fitting Nodes.
+    pub next_node: std::sync::atomic::AtomicUsize,
 }
 
 /// The running mesh. Dropping it does not stop it; call [`MeshHandle::shutdown`].
@@ -180,10 +204,15 @@ pub fn install(store: &Store, cfg: &MeshConfig) -> anyhow::Result<MeshHandle> {
         bundle_view: linkerd::BundleView::default(),
         cancel: cancel.clone(),
         topology: topology::progress(),
+        clock: cron::SimClock::new(cfg.durations.cron_minute),
+        next_node: Default::default(),
     });
     store.add_admission_hook(Arc::new(linkerd::Injector::new(shared.clone())));
     tokio::spawn(certmanager::run(shared.clone()));
     tokio::spawn(workloads::run(shared.clone()));
+    tokio::spawn(sets::run(shared.clone()));
+    tokio::spawn(batch::run(shared.clone()));
+    tokio::spawn(disruption::run(shared.clone()));
     tokio::spawn(kubelet::run(shared.clone()));
     tokio::spawn(linkerd::run_bundle_view(shared.clone()));
     tokio::spawn(linkerd::run_issuer_watch(shared.clone()));
@@ -214,8 +243,9 @@ impl MeshHandle {
             }
             if tokio::time::Instant::now() >= deadline {
                 anyhow::bail!(
-                    "the simulated cluster did not converge within {timeout:?}; still pending: {}",
-                    pending.join("; ")
+                    "the simulated cluster did not converge within {timeout:?}; still pending: {}\n{}",
+                    pending.join("; "),
+                    topology::stuck_details(&self.shared)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -261,6 +291,27 @@ pub(crate) fn deployments() -> ResourceKey {
 pub(crate) fn replicasets() -> ResourceKey {
     key("apps", "replicasets")
 }
+pub(crate) fn statefulsets() -> ResourceKey {
+    key("apps", "statefulsets")
+}
+pub(crate) fn daemonsets() -> ResourceKey {
+    key("apps", "daemonsets")
+}
+pub(crate) fn controller_revisions() -> ResourceKey {
+    key("apps", "controllerrevisions")
+}
+pub(crate) fn jobs() -> ResourceKey {
+    key("batch", "jobs")
+}
+pub(crate) fn cronjobs() -> ResourceKey {
+    key("batch", "cronjobs")
+}
+pub(crate) fn pdbs() -> ResourceKey {
+    key("policy", "poddisruptionbudgets")
+}
+pub(crate) fn nodes() -> ResourceKey {
+    key("", "nodes")
+}
 pub(crate) fn certificates() -> ResourceKey {
     key("cert-manager.io", "certificates")
 }
@@ -285,6 +336,11 @@ pub(crate) fn name_of(obj: &Value) -> &str {
 
 pub(crate) fn ns_of(obj: &Value) -> &str {
     obj["metadata"]["namespace"].as_str().unwrap_or("")
+}
+
+/// Parses an RFC 3339 timestamp as the API writes them.
+pub(crate) fn parse_ts(v: &Value) -> Option<jiff::Timestamp> {
+    v.as_str()?.parse().ok()
 }
 
 /// Reads a key of a Secret's `data` (base64) or, failing that, `stringData`.

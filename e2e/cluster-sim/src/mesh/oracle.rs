@@ -375,6 +375,8 @@ mod tests {
             bundle_view: Default::default(),
             cancel: Default::default(),
             topology: crate::mesh::topology::progress(),
+            clock: crate::mesh::cron::SimClock::new(Durations::fast().cron_minute),
+            next_node: Default::default(),
         }
     }
 

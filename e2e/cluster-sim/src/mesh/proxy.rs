@@ -262,6 +262,14 @@ impl Registry {
     pub fn remove(&self, ns: &str, name: &str) {
         self.lock().remove(&(ns.to_string(), name.to_string()));
     }
+    /// Removes this very proxy (a newer pod of the same name keeps its own).
+    pub fn remove_exact(&self, p: &Arc<Proxy>) {
+        let mut m = self.lock();
+        let k = (p.namespace.clone(), p.pod.clone());
+        if m.get(&k).is_some_and(|cur| Arc::ptr_eq(cur, p)) {
+            m.remove(&k);
+        }
+    }
     pub fn get(&self, ns: &str, name: &str) -> Option<Arc<Proxy>> {
         self.lock()
             .get(&(ns.to_string(), name.to_string()))

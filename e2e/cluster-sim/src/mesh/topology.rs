@@ -1,6 +1,9 @@
 //! Topologies: `empty`, and `demo` = cert-manager with the user guide's PKI, the trust-roots
 //! ConfigMap seeded from the anchor, the Linkerd control plane, and an emojivoto-like meshed
-//! application; `pods` adds N meshed pods across many namespaces and Deployments.
+//! application; `demo-all-kinds` = `demo` on three Nodes plus a StatefulSet (with a
+//! PodDisruptionBudget), a DaemonSet and a CronJob in the meshed namespace; `pods` adds N
+//! meshed pods across many namespaces (Deployments; with `demo-all-kinds` spread over
+//! Deployments, StatefulSets, DaemonSets, plus one CronJob per namespace).
 
 use super::{
     certificates, cluster_issuers, condition_true, configmaps, deployments, issuers, key,
@@ -20,6 +23,8 @@ pub enum Topology {
     Empty,
     /// cert-manager PKI, Linkerd control plane and the emojivoto application.
     Demo,
+    /// `Demo` on three Nodes, plus a StatefulSet, a DaemonSet and a CronJob in emojivoto.
+    DemoAllKinds,
 }
 
 impl std::str::FromStr for Topology {
@@ -28,8 +33,9 @@ impl std::str::FromStr for Topology {
         match s {
             "empty" => Ok(Self::Empty),
             "demo" => Ok(Self::Demo),
+            "demo-all-kinds" => Ok(Self::DemoAllKinds),
             other => Err(format!(
-                "unknown topology {other:?}: expected \"empty\" or \"demo\""
+                "unknown topology {other:?}: expected \"empty\", \"demo\" or \"demo-all-kinds\""
             )),
         }
     }
@@ -40,6 +46,7 @@ impl std::fmt::Display for Topology {
         f.write_str(match self {
             Self::Empty => "empty",
             Self::Demo => "demo",
+            Self::DemoAllKinds => "demo-all-kinds",
         })
     }
 }
@@ -116,6 +123,17 @@ async fn build(shared: &Shared, cfg: &MeshConfig) -> anyhow::Result<()> {
     let cm_ns = super::CERT_MANAGER_NS;
     let l5d = super::LINKERD_NS;
     let sas = key("", "serviceaccounts");
+    let all_kinds = cfg.topology == Topology::DemoAllKinds;
+    if all_kinds {
+        // The Nodes register first, so every pod is scheduled to one.
+        for i in 1..=NODES {
+            create_or_keep(
+                store,
+                &super::nodes(),
+                node(&format!("node-{i}"), shared.ips.allocate()),
+            )?;
+        }
+    }
     // cert-manager and the guide's PKI.
     create_or_keep(
         store,
@@ -265,7 +283,12 @@ async fn build(shared: &Shared, cfg: &MeshConfig) -> anyhow::Result<()> {
         )?;
     }
 
-    // Scale pods: 100 per namespace, Deployments of up to 10 replicas.
+    if all_kinds {
+        all_kinds_workloads(store, "emojivoto", &shared.durations)?;
+    }
+
+    // Scale pods: 100 per namespace, Deployments of up to 10 replicas (with
+    // demo-all-kinds: 40% Deployments, 40% StatefulSets, 20% DaemonSets, and a CronJob).
     let mut left = cfg.pods;
     let mut ns_i = 0;
     while left > 0 {
@@ -283,6 +306,48 @@ async fn build(shared: &Shared, cfg: &MeshConfig) -> anyhow::Result<()> {
         let mut in_ns = left.min(100);
         left -= in_ns;
         let mut d_i = 0;
+        if all_kinds {
+            let mut sts = in_ns * 2 / 5;
+            let mut ds = (in_ns / 5) / NODES;
+            in_ns -= sts + ds * NODES;
+            let mut i = 0;
+            while sts > 0 {
+                let r = sts.min(10);
+                sts -= r;
+                create_or_keep(
+                    store,
+                    &super::statefulsets(),
+                    statefulset(
+                        &ns,
+                        &format!("db-{i:02}"),
+                        "default",
+                        r as i64,
+                        "registry.sim/scale-db:v1",
+                    ),
+                )?;
+                i += 1;
+            }
+            let mut i = 0;
+            while ds > 0 {
+                ds -= 1;
+                create_or_keep(
+                    store,
+                    &super::daemonsets(),
+                    daemonset(
+                        &ns,
+                        &format!("agent-{i:02}"),
+                        "default",
+                        "registry.sim/scale-agent:v1",
+                    ),
+                )?;
+                i += 1;
+            }
+            create_or_keep(
+                store,
+                &super::cronjobs(),
+                cronjob(&ns, "report", "default", &shared.durations),
+            )?;
+        }
         while in_ns > 0 {
             let r = in_ns.min(10);
             in_ns -= r;
@@ -302,6 +367,140 @@ async fn build(shared: &Shared, cfg: &MeshConfig) -> anyhow::Result<()> {
         ns_i += 1;
     }
     Ok(())
+}
+
+/// How many Nodes `demo-all-kinds` has.
+pub const NODES: usize = 3;
+
+fn node(name: &str, ip: std::net::Ipv4Addr) -> Value {
+    let now = super::now_rfc3339();
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
+        }},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now},
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available", "lastHeartbeatTime": now, "lastTransitionTime": now},
+                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure", "lastHeartbeatTime": now, "lastTransitionTime": now},
+                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available", "lastHeartbeatTime": now, "lastTransitionTime": now},
+            ],
+            "addresses": [{"type": "InternalIP", "address": ip.to_string()}, {"type": "Hostname", "address": name}],
+            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "5000"},
+            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "5000"},
+            "nodeInfo": {"kubeletVersion": super::super::api::discovery::GIT_VERSION, "containerRuntimeVersion": "cluster-sim://1", "operatingSystem": "linux", "architecture": "amd64", "osImage": "cluster-sim", "kernelVersion": "6.0.0", "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
+        },
+    })
+}
+
+/// The StatefulSet, its PodDisruptionBudget, the DaemonSet and the CronJob of
+/// `demo-all-kinds`.
+fn all_kinds_workloads(store: &Store, ns: &str, d: &super::Durations) -> anyhow::Result<()> {
+    let sas = key("", "serviceaccounts");
+    for sa in ["vote-store", "node-agent", "nightly-report"] {
+        create_or_keep(store, &sas, service_account(ns, sa))?;
+    }
+    create_or_keep(
+        store,
+        &super::statefulsets(),
+        statefulset(
+            ns,
+            "vote-store",
+            "vote-store",
+            2,
+            "docker.l5d.io/buoyantio/emojivoto-store:v11",
+        ),
+    )?;
+    create_or_keep(
+        store,
+        &super::pdbs(),
+        json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "vote-store", "namespace": ns},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "vote-store"}}},
+        }),
+    )?;
+    create_or_keep(
+        store,
+        &super::daemonsets(),
+        daemonset(
+            ns,
+            "node-agent",
+            "node-agent",
+            "docker.l5d.io/buoyantio/node-agent:v1",
+        ),
+    )?;
+    create_or_keep(
+        store,
+        &super::cronjobs(),
+        cronjob(ns, "nightly-report", "nightly-report", d),
+    )?;
+    Ok(())
+}
+
+fn statefulset(ns: &str, app: &str, sa: &str, replicas: i64, image: &str) -> Value {
+    let mut s = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": app, "namespace": ns, "labels": {"app.kubernetes.io/name": app}},
+        "spec": {
+            "replicas": replicas, "serviceName": app,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"serviceAccountName": sa, "containers": [{"name": app, "image": image}]},
+            },
+        },
+    });
+    crate::api::workloads::default_workload(&mut s);
+    s
+}
+
+fn daemonset(ns: &str, app: &str, sa: &str, image: &str) -> Value {
+    let mut s = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": app, "namespace": ns, "labels": {"app.kubernetes.io/name": app}},
+        "spec": {
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"serviceAccountName": sa, "containers": [{"name": app, "image": image}]},
+            },
+        },
+    });
+    crate::api::workloads::default_workload(&mut s);
+    s
+}
+
+/// A CronJob every two schedule minutes whose meshed pods (native-sidecar proxy, as Linkerd
+/// recommends for Jobs) run for 60% of a schedule minute and succeed.
+fn cronjob(ns: &str, name: &str, sa: &str, d: &super::Durations) -> Value {
+    let run = d.cron_minute.as_secs_f64() * 0.6;
+    let mut s = json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app.kubernetes.io/name": name}},
+        "spec": {
+            "schedule": "*/2 * * * *",
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {"spec": {
+                "backoffLimit": 2,
+                "template": {
+                    "metadata": {
+                        "labels": {"app": name},
+                        "annotations": {super::ANNOTATION_NATIVE_SIDECAR: "true"},
+                    },
+                    "spec": {
+                        "serviceAccountName": sa, "restartPolicy": "Never",
+                        "containers": [{"name": "report", "image": "registry.sim/report:v1", "command": ["sh", "-c", format!("echo building the report; sleep {run:.1}")]}],
+                    },
+                },
+            }},
+        },
+    });
+    crate::api::workloads::default_workload(&mut s);
+    s
 }
 
 fn control_plane_deployment(
@@ -454,5 +653,123 @@ pub(crate) fn pending(shared: &Shared) -> Vec<String> {
     if n > 5 {
         out.push(format!("{} more deployments", n - 5));
     }
+    let mut n = 0;
+    for s in shared.store.list(&super::statefulsets(), None).0 {
+        if !statefulset_rolled_out(&s) {
+            n += 1;
+            if n <= 5 {
+                out.push(format!(
+                    "statefulset {}/{} not rolled out",
+                    super::ns_of(&s),
+                    super::name_of(&s)
+                ));
+            }
+        }
+    }
+    for d in shared.store.list(&super::daemonsets(), None).0 {
+        if !daemonset_rolled_out(&d) {
+            n += 1;
+            if n <= 5 {
+                out.push(format!(
+                    "daemonset {}/{} not rolled out",
+                    super::ns_of(&d),
+                    super::name_of(&d)
+                ));
+            }
+        }
+    }
+    if n > 5 {
+        out.push(format!("{} more statefulsets and daemonsets", n - 5));
+    }
     out
+}
+
+/// For a convergence timeout: each Deployment that has not rolled out with its status,
+/// ReplicaSets and their pods (phase, readiness, deletion, container states), so a hang
+/// says where it is stuck.
+pub(crate) fn stuck_details(shared: &Shared) -> String {
+    use std::fmt::Write;
+    let store = &shared.store;
+    let (all_rs, _) = store.list(&super::replicasets(), None);
+    let (all_pods, _) = store.list(&super::pods(), None);
+    let mut out = String::new();
+    for d in store.list(&deployments(), None).0.iter().take(20) {
+        if rollout_complete(d) {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "deployment {}/{} generation={} replicas={} status={}",
+            super::ns_of(d),
+            super::name_of(d),
+            d["metadata"]["generation"],
+            d["spec"]["replicas"],
+            d["status"]
+        );
+        let d_uid = super::workloads::uid(d);
+        for rs in all_rs
+            .iter()
+            .filter(|r| super::workloads::controller_uid(r) == Some(d_uid))
+        {
+            let _ = writeln!(
+                out,
+                "  replicaset {} replicas={} status={}",
+                super::name_of(rs),
+                rs["spec"]["replicas"],
+                rs["status"]
+            );
+            let rs_uid = super::workloads::uid(rs);
+            for p in all_pods
+                .iter()
+                .filter(|p| super::workloads::controller_uid(p) == Some(rs_uid))
+            {
+                let states: Vec<String> = ["initContainerStatuses", "containerStatuses"]
+                    .iter()
+                    .filter_map(|k| p["status"][*k].as_array())
+                    .flatten()
+                    .map(|c| format!("{}: ready={} {}", c["name"], c["ready"], c["state"]))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "    pod {} rv={} phase={} ready={} deletionTimestamp={} finalizers={} containers=[{}]",
+                    super::name_of(p),
+                    p["metadata"]["resourceVersion"],
+                    p["status"]["phase"],
+                    condition_true(p, "Ready"),
+                    p["metadata"]["deletionTimestamp"],
+                    p["metadata"]["finalizers"],
+                    states.join("; ")
+                );
+            }
+        }
+    }
+    out
+}
+
+/// What `kubectl rollout status sts` waits for (RollingUpdate; see its StatusViewer).
+pub fn statefulset_rolled_out(s: &Value) -> bool {
+    let st = &s["status"];
+    let want = s["spec"]["replicas"].as_i64().unwrap_or(1);
+    let observed = st["observedGeneration"].as_i64().unwrap_or(0);
+    if observed == 0 || s["metadata"]["generation"].as_i64().unwrap_or(1) > observed {
+        return false;
+    }
+    if st["readyReplicas"].as_i64().unwrap_or(0) < want {
+        return false;
+    }
+    let ru = &s["spec"]["updateStrategy"]["rollingUpdate"];
+    if let Some(p) = ru["partition"].as_i64() {
+        return st["updatedReplicas"].as_i64().unwrap_or(0) >= want - p;
+    }
+    st["updateRevision"] == st["currentRevision"]
+}
+
+/// What `kubectl rollout status ds` waits for.
+pub fn daemonset_rolled_out(d: &Value) -> bool {
+    let st = &d["status"];
+    let desired = st["desiredNumberScheduled"].as_i64().unwrap_or(0);
+    d["metadata"]["generation"].as_i64().unwrap_or(1)
+        <= st["observedGeneration"].as_i64().unwrap_or(0)
+        && st["updatedNumberScheduled"].as_i64().unwrap_or(0) >= desired
+        && st["numberAvailable"].as_i64().unwrap_or(0) >= desired
 }

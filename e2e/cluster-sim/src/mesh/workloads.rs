@@ -35,11 +35,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-fn uid(o: &Value) -> &str {
+pub(crate) fn uid(o: &Value) -> &str {
     o["metadata"]["uid"].as_str().unwrap_or("")
 }
 
-fn controller_uid(o: &Value) -> Option<&str> {
+pub(crate) fn controller_uid(o: &Value) -> Option<&str> {
     o["metadata"]["ownerReferences"]
         .as_array()?
         .iter()
@@ -47,7 +47,7 @@ fn controller_uid(o: &Value) -> Option<&str> {
         .and_then(|r| r["uid"].as_str())
 }
 
-fn owner_ref(o: &Value) -> Value {
+pub(crate) fn owner_ref(o: &Value) -> Value {
     json!([{
         "apiVersion": o["apiVersion"], "kind": o["kind"], "name": name_of(o), "uid": uid(o),
         "controller": true, "blockOwnerDeletion": true,
@@ -58,8 +58,27 @@ pub(crate) fn pod_ready(p: &Value) -> bool {
     condition_true(p, "Ready")
 }
 
-fn deleting(o: &Value) -> bool {
+pub(crate) fn deleting(o: &Value) -> bool {
     o["metadata"]["deletionTimestamp"].is_string()
+}
+
+/// Finished: phase `Succeeded` or `Failed` (e.g. evicted).
+pub(crate) fn finished(p: &Value) -> bool {
+    matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+}
+
+/// What controllers count as a replica: not terminating, not finished (`FilterActivePods`).
+pub(crate) fn active(p: &Value) -> bool {
+    !deleting(p) && !finished(p)
+}
+
+/// Deletes a pod the way a controller does, through the API's pod deletion (graceful when
+/// the pod runs on a Node).
+pub(crate) fn delete_pod(store: &Store, p: &Value) -> Result<(), StoreError> {
+    match crate::api::workloads::delete_pod(store, ns_of(p), name_of(p), None) {
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Kubernetes' pod-template-hash: a stable hash of the template, in its safe alphabet.
@@ -80,7 +99,7 @@ pub fn template_hash(template: &Value) -> String {
 
 /// Resolves an int-or-percent against `total` (percentages round up for surge, down for
 /// unavailable, as Kubernetes does).
-fn int_or_percent(v: &Value, total: i64, round_up: bool, default_pct: i64) -> i64 {
+pub(crate) fn int_or_percent(v: &Value, total: i64, round_up: bool, default_pct: i64) -> i64 {
     let pct = |p: i64| {
         if round_up {
             (p * total + 99) / 100
@@ -174,7 +193,7 @@ fn rs_counts(rs: &Value, idx: &Index) -> RsCounts {
         .get(uid(rs))
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    let live: Vec<_> = ps.iter().filter(|p| !deleting(p)).collect();
+    let live: Vec<_> = ps.iter().filter(|p| active(p)).collect();
     RsCounts {
         pods: live.len() as i64,
         ready: live.iter().filter(|p| pod_ready(p)).count() as i64,
@@ -433,7 +452,7 @@ fn reconcile_replicaset(store: &Store, rs: &Value, idx: &Index) -> Result<(), St
     let ns = ns_of(rs).to_string();
     let replicas = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
     let ps: Vec<Arc<Value>> = idx.pods_by_owner.get(uid(rs)).cloned().unwrap_or_default();
-    let live: Vec<&Arc<Value>> = ps.iter().filter(|p| !deleting(p)).collect();
+    let live: Vec<&Arc<Value>> = ps.iter().filter(|p| active(p)).collect();
     let have = live.len() as i64;
     if have < replicas {
         let template = &rs["spec"]["template"];
@@ -465,10 +484,7 @@ fn reconcile_replicaset(store: &Store, rs: &Value, idx: &Index) -> Result<(), St
             })
         });
         for p in victims.iter().take((have - replicas) as usize) {
-            match store.delete(&pods(), Some(&ns), name_of(p)) {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            delete_pod(store, p)?;
         }
     }
     let ready = live.iter().filter(|p| pod_ready(p)).count() as i64;

@@ -14,9 +14,18 @@ pub fn k(group: &str, plural: &str) -> ResourceKey {
 }
 
 pub async fn demo(durations: Durations) -> (Store, MeshHandle) {
+    topology(Topology::Demo, durations).await
+}
+
+/// `demo-all-kinds`: the demo on three Nodes, with a StatefulSet, a DaemonSet and a CronJob.
+pub async fn all_kinds(durations: Durations) -> (Store, MeshHandle) {
+    topology(Topology::DemoAllKinds, durations).await
+}
+
+pub async fn topology(topology: Topology, durations: Durations) -> (Store, MeshHandle) {
     let store = Store::new();
     let cfg = MeshConfig {
-        topology: Topology::Demo,
+        topology,
         pods: 0,
         durations,
         seed: 0,
@@ -187,7 +196,12 @@ pub fn env_value(pod: &Value, name: &str) -> Option<String> {
 
 /// Reads the chain a proxy presents: TLS 1.3, SNI = identity, no server verification.
 pub async fn probe_chain(ip: &str, identity: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    let tcp = tokio::net::TcpStream::connect((ip, 4191)).await?;
+    probe_chain_port(ip, 4191, identity).await
+}
+
+/// The same probe on another admin port.
+pub async fn probe_chain_port(ip: &str, port: u16, identity: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let tcp = tokio::net::TcpStream::connect((ip, port)).await?;
     probe_chain_over(tcp, identity).await
 }
 
