@@ -25,6 +25,12 @@ pub const DEFAULT_DESTINATION_DEPLOYMENT: &str = "linkerd-destination";
 pub const DEFAULT_INJECTOR_DEPLOYMENT: &str = "linkerd-proxy-injector";
 /// Default accelerated workload-certificate refresh interval.
 pub const DEFAULT_REFRESH_INTERVAL: &str = "5m";
+/// How long a waiting step may see nothing move before it is reported as stalled.
+pub const DEFAULT_STALL_TIMEOUT: &str = "5m";
+/// The shortest `spec.stallTimeout` accepted.
+pub const MIN_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The shortest `spec.workloadCertificateRefreshInterval` accepted.
+pub const MIN_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Linkerd's default trust domain.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 /// Name of the TrustAnchorRotation the chart creates.

@@ -1,8 +1,8 @@
 //! The `TrustAnchorRotation` custom resource (`trust.linkerd.io/v1alpha1`).
 //!
-//! One cluster-scoped object (by convention named `cluster`) describes every resource a
-//! Linkerd trust-anchor rotation touches and records, in its `.status`, how far the
-//! rotation has got. The doc comments on the fields below become the CRD's descriptions,
+//! One cluster-scoped object, named `cluster` (the CRD admits no other name: one rotation
+//! per mesh), describes every resource a Linkerd trust-anchor rotation touches and records,
+//! in its `.status`, how far the rotation has got. The doc comments on the fields below become the CRD's descriptions,
 //! which is what `kubectl explain trustanchorrotations.spec` shows.
 
 #![forbid(unsafe_code)]
@@ -26,6 +26,18 @@ pub const VERSION: &str = "v1alpha1";
 pub const CRD_NAME: &str = "trustanchorrotations.trust.linkerd.io";
 /// How many finished rotations `.status.history` keeps.
 pub const HISTORY_LIMIT: usize = 5;
+
+/// A DNS-1123 label (namespaces): what the API server accepts as a namespace name.
+pub const DNS1123_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A DNS-1123 subdomain (Secrets, ConfigMaps, Certificates, Deployments, trust domains).
+pub const DNS1123_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A ConfigMap key.
+pub const CONFIGMAP_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// The CEL rule on the CRD that admits one TrustAnchorRotation per cluster.
+pub const NAME_RULE: &str = "self.metadata.name == 'cluster'";
+/// The message the API server gives when [`NAME_RULE`] refuses an object.
+pub const NAME_RULE_MESSAGE: &str = "a cluster has one TrustAnchorRotation, named 'cluster': two rotations of the same mesh would fight over its control plane; edit the existing one (kubectl edit trustanchorrotation cluster)";
 
 /// The duration grammar of the Linkerd proxy (`^\s*(\d+)(ms|s|m|h|d)?\s*$`), without the
 /// surrounding whitespace the proxy tolerates. A value outside it makes the proxy exit at
@@ -70,14 +82,16 @@ pub const PROXY_DURATION_PATTERN: &str = r"^\d+(ms|s|m|h|d)?$";
         name = "Blocked",
         type_ = "string",
         json_path = ".status.blockingMessage",
-        priority = "1",
         description = "Why the rotation cannot proceed, if it cannot"
     ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    // One rotation per mesh (as a cluster-scoped singleton): the only name admitted is
+    // `cluster`. Rules on `metadata.name` are allowed at the root of a CRD's schema.
+    validation = kube::core::Rule::new("self.metadata.name == 'cluster'").message(NAME_RULE_MESSAGE)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TrustAnchorRotationSpec {
@@ -111,10 +125,12 @@ pub struct TrustAnchorRotationSpec {
     /// for them to move onto the new issuer (`LINKERD2_PROXY_IDENTITY_MAX_REFRESH`). Uses
     /// the proxy's own duration grammar: digits and one unit of ms, s, m, h or d
     /// (`5m`, `300s`); compound values such as `1h30m` are refused because the proxy would
-    /// exit at start-up.
+    /// exit at start-up. At least 1s: a shorter interval makes every proxy ask identity for a
+    /// certificate many times a second.
     #[serde(default = "default_refresh_interval")]
     #[schemars(
         default = "default_refresh_interval",
+        length(max = 16),
         regex(pattern = r"^\d+(ms|s|m|h|d)?$")
     )]
     pub workload_certificate_refresh_interval: String,
@@ -130,12 +146,35 @@ pub struct TrustAnchorRotationSpec {
     /// Linkerd's trust domain, used to derive each pod's identity when probing its proxy.
     #[serde(default = "default_trust_domain")]
     #[schemars(default = "default_trust_domain")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub trust_domain: String,
 
     /// When true, the operator makes no further writes for this rotation; it resumes from
     /// the same point when set back to false.
     #[serde(default)]
     pub paused: bool,
+
+    /// How long a waiting step may see nothing move (no pod converging, no observed state
+    /// changing) before the operator reports it as stalled in `blockingMessage`, naming what
+    /// is stuck and the command that fixes it. It keeps trying either way. Digits and one
+    /// unit of s, m, h or d; at least 30s.
+    #[serde(default = "default_stall_timeout")]
+    #[schemars(
+        default = "default_stall_timeout",
+        length(max = 16),
+        regex(pattern = r"^\d+(s|m|h|d)$")
+    )]
+    pub stall_timeout: String,
+
+    /// When true, reducing the bundle at the end of a rotation leaves the new anchor only,
+    /// removing roots the operator did not put there (a multicluster peer's root, a root
+    /// phased in by hand). By default those foreign roots survive every rotation: only the
+    /// anchors this rotation replaced are removed.
+    #[serde(default)]
+    pub remove_unknown_roots: bool,
 }
 
 impl Default for TrustAnchorRotationSpec {
@@ -150,12 +189,27 @@ impl Default for TrustAnchorRotationSpec {
             manage_proxy_refresh_env: false,
             trust_domain: default_trust_domain(),
             paused: false,
+            stall_timeout: default_stall_timeout(),
+            remove_unknown_roots: false,
         }
     }
 }
 
+/// The schema of a count: an integer the API server knows (`format: int32`; schemars would
+/// say `uint32`, a format the server does not know and warns about on every apply of the
+/// CRD), never negative, with an integer minimum.
+fn non_negative_int32(schema: &mut schemars::Schema) {
+    schema.insert("type".to_string(), "integer".into());
+    schema.insert("format".to_string(), "int32".into());
+    schema.insert("minimum".to_string(), 0.into());
+}
+
 fn default_refresh_interval() -> String {
     DEFAULT_REFRESH_INTERVAL.to_string()
+}
+
+fn default_stall_timeout() -> String {
+    DEFAULT_STALL_TIMEOUT.to_string()
 }
 
 fn default_trust_domain() -> String {
@@ -167,10 +221,22 @@ fn default_trust_domain() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct CertificateRef {
     /// Namespace of the Certificate and its Secret.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub namespace: String,
     /// Name of the cert-manager Certificate.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub certificate: String,
     /// Name of the Secret the Certificate writes (`spec.secretName`).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub secret: String,
 }
 
@@ -197,8 +263,16 @@ impl CertificateRef {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     /// Namespace of the Secret.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub namespace: String,
     /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
@@ -217,12 +291,21 @@ impl SecretRef {
 pub struct ConfigMapRef {
     /// Namespace of the ConfigMap.
     #[serde(default = "default_linkerd_namespace")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub namespace: String,
     /// Name of the ConfigMap.
     #[serde(default = "default_trust_roots_name")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Key that holds the concatenated PEM certificates.
     #[serde(default = "default_trust_roots_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 
@@ -252,17 +335,36 @@ fn default_trust_roots_key() -> String {
 pub struct ControlPlaneRef {
     /// Namespace of the Linkerd control plane.
     #[serde(default = "default_linkerd_namespace")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub namespace: String,
     /// The identity controller's Deployment. It loads the trust bundle at start and
     /// validates every new issuer against it.
     #[serde(default = "default_identity_deployment")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub identity_deployment: String,
     /// The proxy injector's Deployment. It must be Available before any meshed workload
     /// restarts, or restarted pods come up without a proxy.
     #[serde(default = "default_injector_deployment")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub proxy_injector_deployment: String,
     /// Every other control-plane Deployment whose proxies read the trust bundle at start.
     #[serde(default = "default_other_deployments")]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        )
+    )]
     pub other_deployments: Vec<String>,
 }
 
@@ -405,6 +507,11 @@ pub struct TrustAnchorRotationStatus {
     /// data plane; absent when no override is in effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_certificate_refresh_interval: Option<String>,
+    /// Roots in the trust bundle that are neither the trust anchor nor an anchor a rotation
+    /// replaced: someone else's (a multicluster peer's root, a root phased in by hand).
+    /// Rotations keep them unless `spec.removeUnknownRoots` is true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_roots: Vec<CertificateSummary>,
     /// The rotation in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationRecord>,
@@ -425,6 +532,7 @@ pub struct StepRecord {
     pub state: StepState,
     /// How many times the step has been executed.
     #[serde(default)]
+    #[schemars(transform = non_negative_int32)]
     pub attempts: u32,
     /// When the step first started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -432,6 +540,10 @@ pub struct StepRecord {
     /// When the step finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// When the step last saw something move (a pod converging, the observed state or its
+    /// message changing). A wait with nothing moving for `spec.stallTimeout` is a stall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
     /// The latest thing the step had to say (what it waits for, or why it is blocked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -455,8 +567,10 @@ pub enum StepState {
 #[serde(rename_all = "camelCase")]
 pub struct Convergence {
     /// Pods that have converged.
+    #[schemars(transform = non_negative_int32)]
     pub converged: u32,
     /// Pods that must converge.
+    #[schemars(transform = non_negative_int32)]
     pub target: u32,
     /// `converged/target`, for `kubectl get`.
     pub summary: String,
@@ -519,6 +633,11 @@ pub struct RotationRecord {
     /// Fingerprint of the new anchor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_anchor: Option<String>,
+    /// Fingerprints of anchors this rotation moved to before the anchor was renewed again
+    /// mid-rotation (it was retargeted to the newest one). They stay in the bundle next to
+    /// `fromAnchor` until every pod carries the newest anchor, and are removed with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded_anchors: Vec<String>,
     /// When the rotation started.
     pub started_at: Time,
     /// When it finished (history entries only).
@@ -565,10 +684,134 @@ pub fn parse_proxy_duration(value: &str) -> Result<Duration, String> {
 
 impl TrustAnchorRotationSpec {
     /// Checks what the schema cannot fully express. Returns a message for the user.
+    /// (An older CRD without this version's patterns may have admitted what is checked here.)
     pub fn validate(&self) -> Result<(), String> {
-        parse_proxy_duration(&self.workload_certificate_refresh_interval)
-            .map(|_| ())
-            .map_err(|e| format!("spec.workloadCertificateRefreshInterval: {e}"))
+        let refresh = parse_proxy_duration(&self.workload_certificate_refresh_interval)
+            .map_err(|e| format!("spec.workloadCertificateRefreshInterval: {e}"))?;
+        if refresh < MIN_REFRESH_INTERVAL {
+            return Err(format!(
+                "spec.workloadCertificateRefreshInterval: {:?} is shorter than the minimum of {}s: \
+                 every proxy would ask identity for a certificate that often",
+                self.workload_certificate_refresh_interval,
+                MIN_REFRESH_INTERVAL.as_secs()
+            ));
+        }
+        self.stall_timeout()?;
+        let label = |field: &str, v: &str| check_name(field, v, NameKind::Label);
+        let subdomain = |field: &str, v: &str| check_name(field, v, NameKind::Subdomain);
+        label("spec.trustAnchor.namespace", &self.trust_anchor.namespace)?;
+        subdomain(
+            "spec.trustAnchor.certificate",
+            &self.trust_anchor.certificate,
+        )?;
+        subdomain("spec.trustAnchor.secret", &self.trust_anchor.secret)?;
+        label(
+            "spec.previousAnchor.namespace",
+            &self.previous_anchor.namespace,
+        )?;
+        subdomain("spec.previousAnchor.name", &self.previous_anchor.name)?;
+        label(
+            "spec.identityIssuer.namespace",
+            &self.identity_issuer.namespace,
+        )?;
+        subdomain(
+            "spec.identityIssuer.certificate",
+            &self.identity_issuer.certificate,
+        )?;
+        subdomain("spec.identityIssuer.secret", &self.identity_issuer.secret)?;
+        label("spec.trustRoots.namespace", &self.trust_roots.namespace)?;
+        subdomain("spec.trustRoots.name", &self.trust_roots.name)?;
+        check_name(
+            "spec.trustRoots.key",
+            &self.trust_roots.key,
+            NameKind::ConfigMapKey,
+        )?;
+        label("spec.controlPlane.namespace", &self.control_plane.namespace)?;
+        for (i, d) in self.control_plane.deployments().iter().enumerate() {
+            subdomain(&format!("spec.controlPlane deployment #{}", i + 1), d)?;
+        }
+        subdomain("spec.trustDomain", &self.trust_domain)?;
+        Ok(())
+    }
+
+    /// `spec.stallTimeout` as a duration (at least [`MIN_STALL_TIMEOUT`]).
+    pub fn stall_timeout(&self) -> Result<Duration, String> {
+        let d = parse_proxy_duration(&self.stall_timeout)
+            .map_err(|e| format!("spec.stallTimeout: {e}"))?;
+        if d < MIN_STALL_TIMEOUT {
+            return Err(format!(
+                "spec.stallTimeout: {:?} is shorter than the minimum of {}s: a shorter timeout \
+                 would report ordinary restarts as stalls",
+                self.stall_timeout,
+                MIN_STALL_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(d)
+    }
+}
+
+/// Writes the `minimum`/`maximum` of integer schemas as integers (`0`, not `0.0`):
+/// k8s-openapi holds every bound as a float, which reads oddly on an integer field.
+fn integer_bounds_as_integers(v: &mut serde_yaml::Value) {
+    match v {
+        serde_yaml::Value::Mapping(m) => {
+            let integer = m.get("type").and_then(serde_yaml::Value::as_str) == Some("integer");
+            for (k, child) in m.iter_mut() {
+                let bound = matches!(k.as_str(), Some("minimum" | "maximum"));
+                match child.as_f64() {
+                    Some(f) if integer && bound && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                        *child = serde_yaml::Value::Number((f as i64).into());
+                    }
+                    _ => integer_bounds_as_integers(child),
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(integer_bounds_as_integers),
+        _ => {}
+    }
+}
+
+/// The kinds of name a spec holds, with the API server's rule for each.
+#[derive(Clone, Copy)]
+enum NameKind {
+    Label,
+    Subdomain,
+    ConfigMapKey,
+}
+
+impl NameKind {
+    fn rule(self) -> (&'static str, usize, &'static str) {
+        match self {
+            NameKind::Label => (
+                DNS1123_LABEL_PATTERN,
+                63,
+                "a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit)",
+            ),
+            NameKind::Subdomain => (
+                DNS1123_SUBDOMAIN_PATTERN,
+                253,
+                "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', each part starting and ending with a letter or digit)",
+            ),
+            NameKind::ConfigMapKey => (
+                CONFIGMAP_KEY_PATTERN,
+                253,
+                "a ConfigMap key (letters, digits, '-', '_' and '.')",
+            ),
+        }
+    }
+}
+
+fn check_name(field: &str, value: &str, kind: NameKind) -> Result<(), String> {
+    let (pattern, max, what) = kind.rule();
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && regex::Regex::new(pattern).is_ok_and(|re| re.is_match(value));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: {value:?} is not a valid name: it must be {what} of at most {max} characters"
+        ))
     }
 }
 
@@ -576,7 +819,9 @@ impl TrustAnchorRotationSpec {
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     let crd = TrustAnchorRotation::crd();
-    let body = serde_yaml::to_string(&crd).expect("a CRD always serializes");
+    let mut doc = serde_yaml::to_value(&crd).expect("a CRD always serializes");
+    integer_bounds_as_integers(&mut doc);
+    let body = serde_yaml::to_string(&doc).expect("a CRD always serializes");
     format!(
         "# Generated by `cargo run -p trust-rotation-crds --bin crdgen`. Do not edit.\n---\n{body}"
     )
@@ -648,6 +893,240 @@ mod tests {
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
             assert_eq!(p.as_str().parse::<Phase>(), Ok(p));
         }
+    }
+
+    /// String formats a Kubernetes API server knows (apiextensions-apiserver's
+    /// `supportedVersionedFormats`); integers know int32/int64, numbers float/double.
+    const KNOWN_STRING_FORMATS: &[&str] = &[
+        "bsonobjectid",
+        "uri",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "cidr",
+        "mac",
+        "uuid",
+        "uuid3",
+        "uuid4",
+        "uuid5",
+        "isbn",
+        "isbn10",
+        "isbn13",
+        "creditcard",
+        "ssn",
+        "hexcolor",
+        "rgbcolor",
+        "byte",
+        "password",
+        "date",
+        "duration",
+        "date-time",
+        "datetime",
+        "k8s-short-name",
+        "k8s-long-name",
+    ];
+
+    /// Every schema node of a JSONSchemaProps tree, with its path.
+    fn walk<'a>(
+        s: &'a serde_json::Value,
+        path: String,
+        out: &mut Vec<(String, &'a serde_json::Value)>,
+    ) {
+        if !s.is_object() {
+            return;
+        }
+        out.push((path.clone(), s));
+        for (k, v) in s["properties"].as_object().into_iter().flatten() {
+            walk(v, format!("{path}.{k}"), out);
+        }
+        walk(&s["items"], format!("{path}[]"), out);
+        walk(&s["additionalProperties"], format!("{path}{{}}"), out);
+        for k in ["allOf", "anyOf", "oneOf"] {
+            for (i, v) in s[k].as_array().into_iter().flatten().enumerate() {
+                walk(v, format!("{path}.{k}[{i}]"), out);
+            }
+        }
+        walk(&s["not"], format!("{path}.not"), out);
+    }
+
+    /// Why the API server would warn about or misread this node, if it would.
+    fn schema_problem(node: &serde_json::Value) -> Option<String> {
+        let ty = node["type"].as_str().unwrap_or("");
+        if let Some(format) = node["format"].as_str() {
+            let known = match ty {
+                "" | "string" => KNOWN_STRING_FORMATS.contains(&format),
+                "integer" => matches!(format, "int32" | "int64"),
+                "number" => matches!(format, "float" | "double"),
+                _ => false,
+            };
+            if !known {
+                return Some(format!("format {format:?} is unknown for type {ty:?}"));
+            }
+        }
+        if ty == "integer" {
+            for bound in ["minimum", "maximum"] {
+                if node.get(bound).is_some_and(|b| !b.is_i64() && !b.is_u64()) {
+                    return Some(format!(
+                        "{bound} {} of an integer is not an integer",
+                        node[bound]
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn generated_schema_uses_only_formats_the_api_server_knows() {
+        // The CRD as shipped (crdgen's YAML, which the chart and `kubectl apply` use).
+        let crd: serde_json::Value = serde_yaml::from_str(&crd_yaml()).unwrap();
+        let mut nodes = Vec::new();
+        for v in crd["spec"]["versions"].as_array().unwrap() {
+            walk(
+                &v["schema"]["openAPIV3Schema"],
+                v["name"].as_str().unwrap().to_string(),
+                &mut nodes,
+            );
+        }
+        assert!(
+            nodes.len() > 50,
+            "the walk sees the whole schema ({} nodes)",
+            nodes.len()
+        );
+        let problems: Vec<String> = nodes
+            .iter()
+            .filter_map(|(path, n)| schema_problem(n).map(|p| format!("{path}: {p}")))
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "the API server would warn or misread: {problems:#?}"
+        );
+        // The CRD object the tests create with kube-rs has the same formats.
+        use kube::CustomResourceExt;
+        let typed = serde_json::to_value(TrustAnchorRotation::crd()).unwrap();
+        let mut typed_nodes = Vec::new();
+        for v in typed["spec"]["versions"].as_array().unwrap() {
+            walk(
+                &v["schema"]["openAPIV3Schema"],
+                String::new(),
+                &mut typed_nodes,
+            );
+        }
+        assert!(typed_nodes
+            .iter()
+            .all(|(_, n)| schema_problem(n).is_none_or(|p| p.contains("minimum"))));
+        let counts = nodes
+            .iter()
+            .filter(|(p, _)| {
+                p.ends_with(".converged") || p.ends_with(".target") || p.ends_with(".attempts")
+            })
+            .count();
+        assert_eq!(counts, 5, "every count keeps its schema");
+        assert!(nodes
+            .iter()
+            .filter(|(p, _)| p.ends_with(".converged"))
+            .all(|(_, n)| n["minimum"] == 0 && n["format"] == "int32"));
+    }
+
+    #[test]
+    fn the_schema_check_catches_what_the_server_warns_about() {
+        let bad = serde_json::json!({"type": "integer", "format": "uint32", "minimum": 0.0});
+        assert!(schema_problem(&bad).unwrap().contains("uint32"));
+        let float_min = serde_json::json!({"type": "integer", "format": "int32", "minimum": 0.0});
+        assert!(schema_problem(&float_min).unwrap().contains("minimum"));
+        let fine = serde_json::json!({"type": "string", "format": "date-time"});
+        assert_eq!(schema_problem(&fine), None);
+    }
+
+    #[test]
+    fn the_crd_admits_only_the_name_cluster() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(TrustAnchorRotation::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let rules = schema["x-kubernetes-validations"]
+            .as_array()
+            .expect("root rules");
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(rules[0]["rule"], NAME_RULE);
+        assert_eq!(rules[0]["message"], NAME_RULE_MESSAGE);
+        assert_eq!(
+            DEFAULT_ROTATION_NAME, "cluster",
+            "the chart's name is the one admitted"
+        );
+    }
+
+    #[test]
+    fn the_crd_bounds_every_name_it_holds() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(TrustAnchorRotation::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"];
+        for (obj, field, pattern, max) in [
+            ("trustAnchor", "namespace", DNS1123_LABEL_PATTERN, 63),
+            ("trustAnchor", "secret", DNS1123_SUBDOMAIN_PATTERN, 253),
+            ("trustAnchor", "certificate", DNS1123_SUBDOMAIN_PATTERN, 253),
+            ("previousAnchor", "name", DNS1123_SUBDOMAIN_PATTERN, 253),
+            ("identityIssuer", "secret", DNS1123_SUBDOMAIN_PATTERN, 253),
+            ("trustRoots", "key", CONFIGMAP_KEY_PATTERN, 253),
+            ("controlPlane", "namespace", DNS1123_LABEL_PATTERN, 63),
+            (
+                "controlPlane",
+                "identityDeployment",
+                DNS1123_SUBDOMAIN_PATTERN,
+                253,
+            ),
+        ] {
+            let f = &spec[obj]["properties"][field];
+            assert_eq!(f["pattern"], pattern, "{obj}.{field}: {f}");
+            assert_eq!(f["maxLength"], max, "{obj}.{field}: {f}");
+        }
+        let others = &spec["controlPlane"]["properties"]["otherDeployments"];
+        assert_eq!(
+            others["items"]["pattern"], DNS1123_SUBDOMAIN_PATTERN,
+            "{others}"
+        );
+        assert_eq!(spec["trustDomain"]["pattern"], DNS1123_SUBDOMAIN_PATTERN);
+    }
+
+    #[test]
+    fn validate_names_the_field_and_the_rule() {
+        let mut spec = TrustAnchorRotationSpec::default();
+        assert_eq!(spec.validate(), Ok(()));
+        spec.trust_anchor.namespace = "Cert_Manager".into();
+        let e = spec.validate().unwrap_err();
+        assert!(
+            e.contains("spec.trustAnchor.namespace") && e.contains("DNS-1123 label"),
+            "{e}"
+        );
+        let mut spec = TrustAnchorRotationSpec::default();
+        spec.control_plane.other_deployments = vec!["ok".into(), "-bad".into()];
+        let e = spec.validate().unwrap_err();
+        assert!(
+            e.contains("spec.controlPlane") && e.contains("\"-bad\""),
+            "{e}"
+        );
+        let mut spec = TrustAnchorRotationSpec::default();
+        spec.trust_roots.name = "x".repeat(254);
+        assert!(spec.validate().unwrap_err().contains("at most 253"));
+        let mut spec = TrustAnchorRotationSpec::default();
+        spec.trust_roots.key = "ca bundle".into();
+        assert!(spec.validate().unwrap_err().contains("ConfigMap key"));
+    }
+
+    #[test]
+    fn refresh_interval_has_a_minimum() {
+        let mut spec = TrustAnchorRotationSpec {
+            workload_certificate_refresh_interval: "500ms".into(),
+            ..Default::default()
+        };
+        let e = spec.validate().unwrap_err();
+        assert!(
+            e.contains("workloadCertificateRefreshInterval") && e.contains("minimum of 1s"),
+            "{e}"
+        );
+        spec.workload_certificate_refresh_interval = "1s".into();
+        assert_eq!(spec.validate(), Ok(()));
     }
 
     #[test]
