@@ -6,10 +6,12 @@
 
 pub mod bundle;
 pub mod convergence;
+pub mod error;
 pub mod metrics;
 pub mod observe;
 pub mod pki;
 pub mod probe;
+pub mod read;
 pub mod rotation;
 pub mod runner;
 pub mod snapshot;

@@ -24,6 +24,7 @@ pub struct Metrics {
     active_issuer: Family<Labels, Gauge>,
     previous_anchor: Family<Labels, Gauge>,
     refresh_interval: Gauge<f64, AtomicU64>,
+    blocked: Gauge,
     anchor_expiry: Gauge<f64, AtomicU64>,
     issuer_expiry: Gauge<f64, AtomicU64>,
     step_duration: Family<Labels, Histogram>,
@@ -31,6 +32,7 @@ pub struct Metrics {
     step_errors: Family<Labels, Counter>,
     rotations_started: Counter,
     rotations_finished: Counter,
+    rotations_retargeted: Counter,
 }
 
 fn step_histogram() -> Histogram {
@@ -49,6 +51,7 @@ impl Metrics {
             active_issuer: Family::default(),
             previous_anchor: Family::default(),
             refresh_interval: Gauge::default(),
+            blocked: Gauge::default(),
             anchor_expiry: Gauge::default(),
             issuer_expiry: Gauge::default(),
             step_duration: Family::new_with_constructor(step_histogram),
@@ -56,6 +59,7 @@ impl Metrics {
             step_errors: Family::default(),
             rotations_started: Counter::default(),
             rotations_finished: Counter::default(),
+            rotations_retargeted: Counter::default(),
         };
         registry.register(
             "trust_rotation_phase",
@@ -98,6 +102,11 @@ impl Metrics {
             m.refresh_interval.clone(),
         );
         registry.register(
+            "trust_rotation_blocked",
+            "1 while .status.blockingMessage says the rotation cannot proceed (blocked, stalled or failing), else 0",
+            m.blocked.clone(),
+        );
+        registry.register(
             "trust_rotation_trust_anchor_expiry_timestamp_seconds",
             "When the current trust anchor expires (Unix seconds)",
             m.anchor_expiry.clone(),
@@ -131,6 +140,11 @@ impl Metrics {
             "trust_rotation_rotations_finished",
             "Rotations finished by this operator process",
             m.rotations_finished.clone(),
+        );
+        registry.register(
+            "trust_rotation_rotations_retargeted",
+            "Rotations in progress moved to a newer target (the trust anchor renewed again mid-rotation) by this operator process",
+            m.rotations_retargeted.clone(),
         );
         for p in Phase::ALL {
             m.phase
@@ -183,6 +197,8 @@ impl Metrics {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         self.refresh_interval.set(interval);
+        self.blocked
+            .set(i64::from(status.blocking_message.is_some()));
         let expiry = |c: &Option<trust_rotation_crds::CertificateSummary>| {
             c.as_ref()
                 .and_then(|c| c.not_after.as_ref())
@@ -218,6 +234,10 @@ impl Metrics {
 
     pub fn rotation_finished(&self) {
         self.rotations_finished.inc();
+    }
+
+    pub fn rotation_retargeted(&self) {
+        self.rotations_retargeted.inc();
     }
 
     /// Applies a step's report without waiting for the next status write.

@@ -6,6 +6,7 @@
 //! injector sets. Its proxy is the `linkerd-proxy` container, found among `containers` or, for
 //! native sidecars, `initContainers`.
 
+use crate::error::ErrorCategory;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
 use kube::api::{Api, ListParams};
@@ -77,18 +78,24 @@ impl MeshedPod {
         !self.control_plane && !self.deleting
     }
 
-    /// The command that restarts the pod's owner (or deletes a bare pod), so that the injector
-    /// gives it the current bundle.
+    /// What a person does so that the injector gives this pod the current bundle: restart
+    /// its workload, wait for its Job, or delete it when nothing owns it.
     pub fn restart_command(&self) -> String {
+        let ns = &self.pod.namespace;
+        let pod = &self.pod.name;
         match self.owner.as_deref().and_then(|o| o.split_once('/')) {
-            Some((kind, name)) if RESTARTABLE_KINDS.contains(&kind) => format!(
-                "kubectl -n {} rollout restart {kind}/{name}",
-                self.pod.namespace
+            Some((kind, name)) if RESTARTABLE_KINDS.contains(&kind) => {
+                format!("kubectl -n {ns} rollout restart {kind}/{name}")
+            }
+            Some(("job", name)) => {
+                format!("wait for Job {name} to finish (or kubectl -n {ns} delete job {name})")
+            }
+            Some(("cronjob", name)) => format!(
+                "wait for pod {pod} of CronJob {name} to finish (or kubectl -n {ns} delete pod {pod}); \
+                 its next runs get the current bundle"
             ),
-            _ => format!(
-                "kubectl -n {} delete pod {}",
-                self.pod.namespace, self.pod.name
-            ),
+            Some(_) => format!("kubectl -n {ns} delete pod {pod}"),
+            None => format!("kubectl -n {ns} delete pod {pod} (a bare pod: nothing recreates it)"),
         }
     }
 }
@@ -119,61 +126,23 @@ pub enum ObserveError {
 }
 
 impl ObserveError {
-    fn kube(&self) -> &kube::Error {
+    /// The Kubernetes client error underneath.
+    pub fn kube(&self) -> &kube::Error {
         match self {
             ObserveError::ListPods { source, .. } => source,
         }
     }
 
-    /// A short, stable label for metrics and logs (see [`kube_error_category`]).
-    pub fn category(&self) -> &'static str {
-        kube_error_category(self.kube())
+    /// Its category, by the one classifier ([`ErrorCategory::of_kube`]).
+    pub fn category(&self) -> ErrorCategory {
+        ErrorCategory::of_kube(self.kube())
     }
 
-    /// Whether retrying later may succeed without anyone changing anything.
+    /// Whether retrying later may succeed without anyone changing anything (an expired list
+    /// continuation, 410, included: the retry lists again from the start).
     pub fn is_transient(&self) -> bool {
-        kube_error_is_transient(self.kube())
+        self.category().is_transient()
     }
-}
-
-/// A stable category for a Kubernetes client error: `forbidden`, `unauthorized`, `not_found`,
-/// `conflict`, `expired`, `throttled`, `server`, `invalid`, `connection`, `tls`, `config`,
-/// `decode` or `other`.
-pub fn kube_error_category(e: &kube::Error) -> &'static str {
-    match e {
-        kube::Error::Api(s) => match s.code {
-            401 => "unauthorized",
-            403 => "forbidden",
-            404 => "not_found",
-            409 => "conflict",
-            410 => "expired",
-            429 => "throttled",
-            400 | 422 => "invalid",
-            c if c >= 500 => "server",
-            _ => "other",
-        },
-        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
-            "connection"
-        }
-        kube::Error::UpgradeConnection(_) => "connection",
-        kube::Error::RustlsTls(_) | kube::Error::TlsRequired => "tls",
-        kube::Error::InferConfig(_) | kube::Error::InferKubeconfig(_) | kube::Error::Auth(_) => {
-            "config"
-        }
-        kube::Error::SerdeError(_)
-        | kube::Error::FromUtf8(_)
-        | kube::Error::LinesCodecMaxLineLengthExceeded => "decode",
-        _ => "other",
-    }
-}
-
-/// Whether a Kubernetes client error may go away by itself (network trouble, throttling,
-/// server errors, an expired list continuation).
-pub fn kube_error_is_transient(e: &kube::Error) -> bool {
-    matches!(
-        kube_error_category(e),
-        "connection" | "throttled" | "server" | "expired" | "conflict"
-    )
 }
 
 /// The label selector of every pod meshed by the control plane in `linkerd_ns`.
@@ -227,6 +196,16 @@ pub fn meshed_pod_from(pod: &Pod, linkerd_ns: &str) -> Option<MeshedPod> {
         .and_then(|l| l.get(CONTROL_PLANE_NS_LABEL))
         .map(String::as_str)
         != Some(linkerd_ns)
+    {
+        return None;
+    }
+    // A finished pod (a Job's, an evicted one) runs no proxy: nothing to converge, nothing
+    // that could hold a rotation, and it never serves mTLS again.
+    if pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed")
     {
         return None;
     }
@@ -311,6 +290,49 @@ mod tests {
 
     fn pod(v: serde_json::Value) -> Pod {
         serde_json::from_value(v).expect("test pod is valid")
+    }
+
+    #[test]
+    fn finished_pods_are_not_targets_and_each_kind_gets_its_own_fix() {
+        for phase in ["Succeeded", "Failed"] {
+            let mut v = web_pod();
+            v["status"]["phase"] = json!(phase);
+            assert!(
+                meshed_pod_from(&pod(v), "linkerd").is_none(),
+                "a {phase} pod has no proxy to converge"
+            );
+        }
+        let mut v = web_pod();
+        v["status"]["phase"] = json!("Running");
+        assert!(meshed_pod_from(&pod(v), "linkerd").is_some());
+        let with_owner = |kind: &str, name: &str| {
+            let mut v = web_pod();
+            v["metadata"]["labels"] = json!({
+                "linkerd.io/control-plane-ns": "linkerd",
+                format!("linkerd.io/proxy-{kind}"): name,
+            });
+            meshed_pod_from(&pod(v), "linkerd")
+                .unwrap()
+                .restart_command()
+        };
+        assert_eq!(
+            with_owner("statefulset", "db"),
+            "kubectl -n emojivoto rollout restart statefulset/db"
+        );
+        assert_eq!(
+            with_owner("daemonset", "agent"),
+            "kubectl -n emojivoto rollout restart daemonset/agent"
+        );
+        assert!(with_owner("job", "backfill").starts_with("wait for Job backfill to finish"));
+        assert!(with_owner("cronjob", "nightly").contains("of CronJob nightly to finish"));
+        let mut bare = web_pod();
+        bare["metadata"]["labels"] = json!({"linkerd.io/control-plane-ns": "linkerd"});
+        assert_eq!(
+            meshed_pod_from(&pod(bare), "linkerd")
+                .unwrap()
+                .restart_command(),
+            "kubectl -n emojivoto delete pod web-5f8c-abcde (a bare pod: nothing recreates it)"
+        );
     }
 
     fn web_pod() -> serde_json::Value {
@@ -447,7 +469,7 @@ mod tests {
         assert_eq!(m.ip, None);
         assert_eq!(
             m.restart_command(),
-            "kubectl -n emojivoto delete pod web-5f8c-abcde"
+            "kubectl -n emojivoto delete pod web-5f8c-abcde (a bare pod: nothing recreates it)"
         );
     }
 

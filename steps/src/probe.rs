@@ -93,6 +93,17 @@ pub fn pod_identity(sa: &str, ns: &str, linkerd_ns: &str, trust_domain: &str) ->
 /// spread over the runtime's worker threads and overlap the network waits of the probes still
 /// in flight, instead of queueing on the caller's thread. Dropping the future aborts the
 /// probes in flight.
+#[tracing::instrument(
+    name = "probe sweep",
+    skip_all,
+    fields(
+        pods = pods.len(),
+        mode = %cfg.mode,
+        concurrency = cfg.concurrency.max(1),
+        answered = tracing::field::Empty,
+        unanswered = tracing::field::Empty,
+    )
+)]
 pub async fn probe_pods<T>(
     client: &kube::Client,
     pods: Vec<MeshedPod>,
@@ -108,9 +119,18 @@ where
     let mut slots: Vec<(MeshedPod, Option<T>)> = pods.into_iter().map(|p| (p, None)).collect();
     let mut pending = 0..slots.len();
     let mut in_flight = tokio::task::JoinSet::new();
+    // How many proxies presented a chain, for the sweep's span.
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let spawn = |set: &mut tokio::task::JoinSet<_>, i: usize, pod: MeshedPod| {
         let (client, cfg, judge) = (client.clone(), cfg.clone(), judge.clone());
-        set.spawn(async move { (i, judge(probe_pod(&client, &pod, &cfg).await)) });
+        let answered = answered.clone();
+        set.spawn(async move {
+            let outcome = probe_pod(&client, &pod, &cfg).await;
+            if matches!(outcome, ProbeOutcome::Chain(_)) {
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (i, judge(outcome))
+        });
     };
     for i in pending.by_ref().take(cfg.concurrency.max(1)) {
         spawn(&mut in_flight, i, slots[i].0.clone());
@@ -128,6 +148,10 @@ where
             spawn(&mut in_flight, i, slots[i].0.clone());
         }
     }
+    let answered = answered.load(std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::Span::current();
+    span.record("answered", answered);
+    span.record("unanswered", slots.len() - answered);
     slots
         .into_iter()
         .map(|(pod, verdict)| {

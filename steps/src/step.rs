@@ -2,14 +2,15 @@
 //!
 //! A step re-checks the world every time it runs (so running it twice is harmless), makes at
 //! most a few idempotent writes, and answers with an [`Outcome`]. It never writes the
-//! TrustAnchorRotation status, never records metrics or Events, never opens spans: the
-//! [`runner`](crate::runner) does all of that. What a step wants the status to show (counts,
-//! certificate summaries, the refresh interval) it hands over through
-//! [`StepContext::report`].
+//! TrustAnchorRotation status, never records metrics or Events: the
+//! [`runner`](crate::runner) does all of that, and opens the span of each execution, under
+//! which the step's API writes and probe sweeps are spans. What a step wants the status to
+//! show (counts, certificate summaries, the refresh interval) it returns with its outcome, as
+//! a [`StepReport`].
 
+pub use crate::error::ErrorCategory;
 use async_trait::async_trait;
 use jiff::Timestamp;
-use std::sync::Mutex;
 use std::time::Duration;
 use trust_rotation_crds::{
     CertificateSummary, Convergence, Phase, RotationRecord, StepRecord, TrustAnchorRotationSpec,
@@ -21,9 +22,15 @@ pub enum Outcome {
     /// The step has finished; the runner moves on and never runs it again in this rotation.
     Done,
     /// The cluster has not converged yet: look again after `retry_after`.
+    ///
+    /// `reason` is written for a person: what the step waits for, who is left (grouped by
+    /// workload) and the command that moves it on. If nothing moves for the stall timeout it
+    /// becomes the rotation's `blockingMessage`, unless `patience` says the wait is expected
+    /// to last until then (proxies that answer and will renew on their own by that time).
     Wait {
         reason: String,
         retry_after: Duration,
+        patience: Option<Timestamp>,
     },
     /// A human must act; `message` says what happened and how to fix it. The runner looks
     /// again periodically and continues on its own once the cause is gone.
@@ -35,6 +42,32 @@ impl Outcome {
         Outcome::Wait {
             reason: reason.into(),
             retry_after,
+            patience: None,
+        }
+    }
+
+    /// A wait that is not a stall before `until` (it may still end sooner).
+    pub fn expected_until(self, until: Timestamp) -> Self {
+        match self {
+            Outcome::Wait {
+                reason,
+                retry_after,
+                patience,
+            } => Outcome::Wait {
+                reason,
+                retry_after,
+                patience: Some(patience.map_or(until, |p| p.max(until))),
+            },
+            other => other,
+        }
+    }
+
+    /// This outcome together with what the status should show.
+    pub fn with(self, progress: Progress) -> StepReport {
+        StepReport {
+            outcome: self,
+            progress,
+            warnings: Vec::new(),
         }
     }
 
@@ -54,6 +87,42 @@ impl Outcome {
     }
 }
 
+/// What one execution of a step returns when it did not fail: where it stands, and what the
+/// rotation's status (and metrics) should show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    pub outcome: Outcome,
+    pub progress: Progress,
+    /// Something the step did that a person should hear about even though the rotation goes
+    /// on (for example a trust bundle restored after someone else rewrote it): the runner
+    /// publishes each as a Warning Event on the TrustAnchorRotation.
+    pub warnings: Vec<StepWarning>,
+}
+
+impl StepReport {
+    /// This report with a Warning Event to publish.
+    pub fn warn(mut self, reason: &'static str, note: impl Into<String>) -> Self {
+        self.warnings.push(StepWarning {
+            reason,
+            note: note.into(),
+        });
+        self
+    }
+}
+
+/// A Warning Event a step asks the runner to publish (`reason` is CamelCase, stable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepWarning {
+    pub reason: &'static str,
+    pub note: String,
+}
+
+impl From<Outcome> for StepReport {
+    fn from(outcome: Outcome) -> Self {
+        outcome.with(Progress::default())
+    }
+}
+
 /// Whether retrying can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -67,13 +136,13 @@ pub enum ErrorClass {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("{message}")]
 pub struct StepError {
-    category: &'static str,
+    category: ErrorCategory,
     class: ErrorClass,
     message: String,
 }
 
 impl StepError {
-    pub fn transient(category: &'static str, message: impl Into<String>) -> Self {
+    pub fn transient(category: ErrorCategory, message: impl Into<String>) -> Self {
         Self {
             category,
             class: ErrorClass::Transient,
@@ -81,7 +150,7 @@ impl StepError {
         }
     }
 
-    pub fn permanent(category: &'static str, message: impl Into<String>) -> Self {
+    pub fn permanent(category: ErrorCategory, message: impl Into<String>) -> Self {
         Self {
             category,
             class: ErrorClass::Permanent,
@@ -89,24 +158,25 @@ impl StepError {
         }
     }
 
-    /// Classifies a Kubernetes API error: server-side and connection problems are transient;
-    /// 4xx answers (other than conflicts, throttling and timeouts) are permanent.
+    /// A Kubernetes API error while doing `what`, classified by [`ErrorCategory::of_kube`]
+    /// (the one classifier): transient when retrying may succeed by itself.
     pub fn from_kube(what: impl std::fmt::Display, err: kube::Error) -> Self {
+        let category = ErrorCategory::of_kube(&err);
         let message = format!("{what}: {err}");
-        match &err {
-            kube::Error::Api(status) => match status.code {
-                409 | 429 | 408 | 500..=599 => Self::transient("kube_api", message),
-                401 | 403 => Self::permanent("kube_forbidden", message),
-                404 => Self::permanent("kube_not_found", message),
-                422 | 400 => Self::permanent("kube_invalid", message),
-                _ => Self::permanent("kube_api", message),
-            },
-            _ => Self::transient("kube_connection", message),
+        if category.is_transient() {
+            Self::transient(category, message)
+        } else {
+            Self::permanent(category, message)
         }
     }
 
-    /// A static label for metrics (`category="..."`).
+    /// A static label for metrics (`category="..."`): [`ErrorCategory::label`].
     pub fn category(&self) -> &'static str {
+        self.category.label()
+    }
+
+    /// The category itself.
+    pub fn error_category(&self) -> ErrorCategory {
         self.category
     }
 
@@ -123,6 +193,32 @@ impl StepError {
     }
 }
 
+impl From<crate::read::ReadError> for StepError {
+    /// A missing or invalid object needs a person (permanent); an API failure is classified
+    /// like any other Kubernetes error.
+    fn from(e: crate::read::ReadError) -> Self {
+        let category = e.category();
+        let message = e.to_string();
+        if e.is_transient() {
+            Self::transient(category, message)
+        } else {
+            Self::permanent(category, message)
+        }
+    }
+}
+
+impl From<crate::observe::ObserveError> for StepError {
+    fn from(e: crate::observe::ObserveError) -> Self {
+        let category = e.category();
+        let message = e.to_string();
+        if category.is_transient() {
+            Self::transient(category, message)
+        } else {
+            Self::permanent(category, message)
+        }
+    }
+}
+
 /// What a step wants the rotation's status (and metrics) to show. `None` leaves a field as it
 /// is.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -134,6 +230,8 @@ pub struct Progress {
     pub previous_anchor: Option<CertificateSummary>,
     /// `Some(Some(v))` publishes an interval, `Some(None)` clears it.
     pub refresh_interval: Option<Option<String>>,
+    /// Roots in the bundle that are neither the anchor nor one a rotation replaces.
+    pub foreign_roots: Option<Vec<CertificateSummary>>,
 }
 
 impl Progress {
@@ -148,7 +246,8 @@ impl Progress {
             active_anchor,
             active_issuer,
             previous_anchor,
-            refresh_interval
+            refresh_interval,
+            foreign_roots
         );
     }
 }
@@ -188,7 +287,6 @@ pub struct StepContext {
     pub probe: ProbeSettings,
     /// The operator's pod cache, when it has one.
     pub pods: Option<std::sync::Arc<dyn crate::snapshot::PodSource>>,
-    progress: Mutex<Progress>,
 }
 
 impl StepContext {
@@ -213,7 +311,6 @@ impl StepContext {
             now,
             probe,
             pods: None,
-            progress: Mutex::new(Progress::default()),
         }
     }
 
@@ -224,21 +321,6 @@ impl StepContext {
     ) -> Self {
         self.pods = pods;
         self
-    }
-
-    /// Hands what the status should show to the runner.
-    pub fn report(&self, progress: Progress) {
-        if let Ok(mut p) = self.progress.lock() {
-            p.merge(progress);
-        }
-    }
-
-    /// Everything reported during this execution.
-    pub fn take_progress(&self) -> Progress {
-        self.progress
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default()
     }
 
     /// When the step named `name` finished in this rotation, if it has.
@@ -277,12 +359,14 @@ pub trait Step: Send + Sync {
         Duration::from_secs(60)
     }
 
-    /// How long the step may stay unfinished before the runner reports it as stalled
-    /// (it keeps trying). `None` when waiting on people is expected to take long.
-    fn deadline(&self) -> Option<Duration> {
-        Some(Duration::from_secs(15 * 60))
+    /// How long the step may wait with nothing moving (no count, no observed state, no
+    /// message changed) before the runner turns its wait into the rotation's
+    /// `blockingMessage` (it keeps trying). `spec_timeout` is `spec.stallTimeout`; a step that
+    /// is expected to take longer says so here, or per wait with [`Outcome::expected_until`].
+    fn stall_timeout(&self, spec_timeout: Duration) -> Duration {
+        spec_timeout
     }
 
     /// Re-checks the world, makes the step's idempotent writes, and says where it stands.
-    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError>;
+    async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError>;
 }

@@ -3,7 +3,7 @@
 use crate::step::{Progress, Step, StepError};
 use async_trait::async_trait;
 use std::collections::HashSet;
-use trust_rotation_crds::TrustAnchorRotationSpec;
+use trust_rotation_crds::{RotationRecord, StepRecord, TrustAnchorRotationSpec};
 
 /// Why a rotation starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +37,45 @@ pub trait Trigger: Send + Sync {
     ) -> Result<SyncedView, StepError>;
 }
 
+/// A rotation in progress whose target moved (for the trust-anchor rotation: the anchor was
+/// renewed again): what the rotation becomes. The workflow decides it; the runner records
+/// it, resets the steps to redo and says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retarget {
+    /// The reason of the Warning Event, e.g. `AnchorRenewedMidRotation`.
+    pub reason: &'static str,
+    /// For people: what changed and what happens now (the Warning Event's note).
+    pub message: String,
+    /// A few words appended to the rotation's trigger, e.g. `retargeted to 9f3e…`.
+    pub summary: String,
+    /// The rotation's record after the retarget.
+    pub from_anchor: Option<String>,
+    pub to_anchor: Option<String>,
+    pub superseded_anchors: Vec<String>,
+    /// The first step to run again: it and every step after it start over (Pending).
+    pub redo_from: String,
+}
+
+/// Watches the target of a rotation in progress, before each step runs.
+#[async_trait]
+pub trait TargetWatch: Send + Sync {
+    /// `Some` when the rotation must change target now. `records` are the steps' records as
+    /// persisted. An error is not fatal: the runner goes on with the step, which reads the
+    /// same objects and reports the problem its own way.
+    async fn check(
+        &self,
+        client: &kube::Client,
+        spec: &TrustAnchorRotationSpec,
+        rotation: &RotationRecord,
+        records: &[StepRecord],
+    ) -> Result<Option<Retarget>, StepError>;
+}
+
 /// An ordered list of steps with unique names and the trigger that starts them.
 pub struct Workflow {
     trigger: Box<dyn Trigger>,
     steps: Vec<Box<dyn Step>>,
+    target_watch: Option<Box<dyn TargetWatch>>,
 }
 
 /// A workflow that cannot run.
@@ -68,7 +103,21 @@ impl Workflow {
                 return Err(WorkflowError::DuplicateName(s.name().to_string()));
             }
         }
-        Ok(Self { trigger, steps })
+        Ok(Self {
+            trigger,
+            steps,
+            target_watch: None,
+        })
+    }
+
+    /// Checks the rotation's target with `watch` before every step execution.
+    pub fn with_target_watch(mut self, watch: Box<dyn TargetWatch>) -> Self {
+        self.target_watch = Some(watch);
+        self
+    }
+
+    pub fn target_watch(&self) -> Option<&dyn TargetWatch> {
+        self.target_watch.as_deref()
     }
 
     pub fn steps(&self) -> &[Box<dyn Step>] {

@@ -4,9 +4,10 @@
 use super::names;
 use crate::bundle::Bundle;
 use crate::pki::{short_fingerprint, Certificate};
+use crate::read;
+use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
-use crate::snapshot::{missing_bundle_message, read_bundle, read_previous_anchor};
-use crate::step::{Outcome, Progress, Step, StepContext, StepError};
+use crate::step::{Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -75,9 +76,25 @@ pub async fn write_previous_anchor(
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
+    .traced_write("apply", "Secret", &r.namespace, &r.name)
     .await
     .map(|_| ())
-    .map_err(|e| StepError::from_kube(format!("writing Secret {}/{}", r.namespace, r.name), e))
+    .map_err(|e| match &e {
+        // The operator may update this Secret, never create one (its RBAC grants no Secret
+        // creation): a missing Secret is for the person to create.
+        kube::Error::Api(s) if s.code == 403 || s.code == 404 => StepError::permanent(
+            crate::error::ErrorCategory::MissingResource,
+            format!(
+                "cannot write the previous-anchor Secret {ns}/{name} ({}): the operator updates this Secret but may not \
+                 create it; the trust-rotation-operator chart creates it empty, or create it yourself with \
+                 `kubectl -n {ns} create secret generic {name}`",
+                s.message,
+                ns = r.namespace,
+                name = r.name
+            ),
+        ),
+        _ => StepError::from_kube(format!("writing Secret {}/{}", r.namespace, r.name), e),
+    })
 }
 
 pub struct CopyPreviousAnchor;
@@ -92,13 +109,26 @@ impl Step for CopyPreviousAnchor {
         Phase::RefreshingControlPlane
     }
 
-    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
-        let Some(observed) = read_bundle(&ctx.client, &ctx.spec.trust_roots).await? else {
-            return Ok(Outcome::blocked(missing_bundle_message(
-                &ctx.spec.trust_roots,
-            )));
+    async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
+        let mut progress = Progress::default();
+        let outcome = self.execute(ctx, &mut progress).await?;
+        Ok(outcome.with(progress))
+    }
+}
+
+impl CopyPreviousAnchor {
+    async fn execute(
+        &self,
+        ctx: &StepContext,
+        progress: &mut Progress,
+    ) -> Result<Outcome, StepError> {
+        let observed = match read::split_missing(
+            read::trust_bundle(&ctx.client, &ctx.spec.trust_roots).await,
+        )? {
+            Ok(b) => b,
+            Err(m) => return Ok(Outcome::blocked(m)),
         };
-        let previous = read_previous_anchor(&ctx.client, &ctx.spec.previous_anchor).await?;
+        let previous = read::previous_anchor(&ctx.client, &ctx.spec.previous_anchor).await?;
         match decide_copy(
             &observed.bundle,
             previous.as_ref(),
@@ -106,7 +136,7 @@ impl Step for CopyPreviousAnchor {
             ctx.rotation.to_anchor.as_deref(),
         ) {
             CopyDecision::AlreadyCopied => {
-                ctx.report(Progress {
+                progress.merge(Progress {
                     previous_anchor: previous.as_ref().map(Certificate::summary),
                     ..Default::default()
                 });
@@ -114,7 +144,7 @@ impl Step for CopyPreviousAnchor {
             }
             CopyDecision::Write(cert) => {
                 write_previous_anchor(&ctx.client, &ctx.spec.previous_anchor, &cert).await?;
-                ctx.report(Progress {
+                progress.merge(Progress {
                     previous_anchor: Some(cert.summary()),
                     ..Default::default()
                 });

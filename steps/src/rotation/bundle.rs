@@ -1,17 +1,19 @@
 //! ReconcileBundle (old + new roots) and ReduceBundle (the new root only).
 
 use super::guard::{check_bundle_write, check_superset};
-use super::{anchor::write_previous_anchor, current_new_root, names, POLL};
+use super::invariant::{
+    foreign_roots, guard, judge, read_expectation, Expectation, Guard, Stage, Verdict, BUNDLE_DRIFT,
+};
+use super::{anchor::write_previous_anchor, names, POLL};
 use crate::bundle::Bundle;
 use crate::convergence::{cert_convergence, cert_state, CertState};
 use crate::pki::{short_fingerprint, Certificate};
 use crate::probe::{probe_pods, ProbeOutcome};
+use crate::read::{self, TrustBundle};
+use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
-use crate::snapshot::{
-    meshed_pods, missing_bundle_message, read_bundle, read_issuer, read_previous_anchor,
-    BundleObservation,
-};
-use crate::step::{Outcome, Progress, Step, StepContext, StepError};
+use crate::snapshot::meshed_pods;
+use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
@@ -27,17 +29,20 @@ pub enum BundleDecision {
     Blocked(String),
 }
 
-/// The expanded bundle: everything the current bundle holds plus the new root, normalised.
+/// The expanded bundle: everything the current bundle holds, then the rotation's old roots it
+/// lacks (restored: `fromAnchor` and any anchor it was retargeted away from), then the new
+/// root, normalised. Roots are never identified by position: foreign roots keep their place.
 /// Guard: it keeps every current root and still anchors the current issuer.
 pub fn decide_expand(
     current: &Bundle,
     current_value: &str,
+    old: &[Certificate],
     new_root: &Certificate,
     issuer_chain: &[Certificate],
 ) -> BundleDecision {
-    let desired = Bundle::from_certs(current.certs().iter().cloned().chain([new_root.clone()]));
+    let desired = Bundle::from_certs(current.certs().iter().chain(old).chain([new_root]).cloned());
     let text = desired.to_pem();
-    if current.contains(new_root.fingerprint()) && current_value == text {
+    if current_value == text {
         return BundleDecision::Unchanged;
     }
     if let Err(e) = check_superset(current, &desired)
@@ -48,20 +53,36 @@ pub fn decide_expand(
     BundleDecision::Write(text)
 }
 
-/// The reduced bundle (the new root only), if the guard rails allow it: the issuer and every
-/// live workload certificate chain to the new root, and every workload pod was probed.
+/// The reduced bundle: the current one without the rotation's old roots (and with the new
+/// root), so that foreign roots survive; only the new root when `remove_unknown_roots`.
+pub fn reduced_bundle(current: &Bundle, e: &Expectation, remove_unknown_roots: bool) -> Bundle {
+    if remove_unknown_roots {
+        return Bundle::from_certs([e.to.clone()]);
+    }
+    let old: Vec<&str> = e.old.iter().map(|o| o.fingerprint.as_str()).collect();
+    Bundle::from_certs(
+        current
+            .certs()
+            .iter()
+            .filter(|c| !old.contains(&c.fingerprint()))
+            .chain([&e.to])
+            .cloned(),
+    )
+}
+
+/// Whether the reduced bundle may be written: the issuer and every live workload certificate
+/// chain to it (every workload pod was probed).
 pub fn decide_reduce(
     current_value: &str,
-    new_root: &Certificate,
+    desired: &Bundle,
     issuer_chain: &[Certificate],
     live: &[(String, Vec<Certificate>)],
 ) -> BundleDecision {
-    let desired = Bundle::from_certs([new_root.clone()]);
     let text = desired.to_pem();
     if current_value == text {
         return BundleDecision::Unchanged;
     }
-    match check_bundle_write(&desired, issuer_chain, live) {
+    match check_bundle_write(desired, issuer_chain, live) {
         Ok(()) => BundleDecision::Write(text),
         Err(e) => BundleDecision::Blocked(e),
     }
@@ -86,45 +107,35 @@ pub async fn write_bundle(
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
+    .traced_write("apply", "ConfigMap", &r.namespace, &r.name)
     .await
     .map(|_| ())
     .map_err(|e| StepError::from_kube(format!("writing ConfigMap {}/{}", r.namespace, r.name), e))
 }
 
-fn trust_manager_message(r: &ConfigMapRef) -> String {
+fn trust_manager_message(r: &ConfigMapRef, writer: &str) -> String {
     format!(
-        "ConfigMap {}/{} is owned by a trust-manager Bundle, which would overwrite the operator's writes: \
+        "ConfigMap {}/{} is written by {writer}, which would overwrite the operator's writes: \
          remove the Bundle targeting it (the operator manages the trust roots) and the rotation continues",
         r.namespace, r.name
     )
 }
 
-/// What both bundle steps read before deciding.
-struct BundleInputs {
-    new_root: Certificate,
-    observed: BundleObservation,
-    issuer: Vec<Certificate>,
-}
-
-/// Reads the new root, the bundle (which must exist and not be managed by trust-manager) and
-/// the issuer chain; `Err` is the message the step blocks with.
-async fn read_inputs(ctx: &StepContext) -> Result<Result<BundleInputs, String>, StepError> {
-    let new_root = match current_new_root(ctx).await? {
-        Ok(c) => c,
+/// What both bundle steps read before deciding: the invariant's expectation and the bundle,
+/// which must exist and not be written by trust-manager. `Err` is the message the step blocks
+/// with.
+async fn read_inputs(
+    ctx: &StepContext,
+    stage: Stage,
+) -> Result<Result<(Expectation, TrustBundle), String>, StepError> {
+    let (e, observed) = match read_expectation(ctx, stage).await? {
+        Ok(v) => v,
         Err(m) => return Ok(Err(m)),
     };
-    let Some(observed) = read_bundle(&ctx.client, &ctx.spec.trust_roots).await? else {
-        return Ok(Err(missing_bundle_message(&ctx.spec.trust_roots)));
-    };
-    if observed.trust_manager {
-        return Ok(Err(trust_manager_message(&ctx.spec.trust_roots)));
+    if let Some(writer) = &observed.trust_manager {
+        return Ok(Err(trust_manager_message(&ctx.spec.trust_roots, writer)));
     }
-    let issuer = read_issuer(&ctx.client, &ctx.spec.identity_issuer).await?;
-    Ok(Ok(BundleInputs {
-        new_root,
-        observed,
-        issuer,
-    }))
+    Ok(Ok((e, observed)))
 }
 
 pub struct ReconcileBundle;
@@ -139,32 +150,57 @@ impl Step for ReconcileBundle {
         Phase::RefreshingControlPlane
     }
 
-    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
-        let BundleInputs {
-            new_root,
-            observed,
-            issuer,
-        } = match read_inputs(ctx).await? {
+    async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
+        let mut progress = Progress::default();
+        let mut drift = None;
+        let outcome = self.execute(ctx, &mut progress, &mut drift).await?;
+        let report = outcome.with(progress);
+        // The old root restored by the expansion itself: say who had removed it.
+        Ok(match drift {
+            Some(note) => report.warn(BUNDLE_DRIFT, note),
+            None => report,
+        })
+    }
+}
+
+impl ReconcileBundle {
+    async fn execute(
+        &self,
+        ctx: &StepContext,
+        progress: &mut Progress,
+        drift_note: &mut Option<String>,
+    ) -> Result<Outcome, StepError> {
+        let (e, observed) = match read_inputs(ctx, Stage::Expanding).await? {
             Ok(inputs) => inputs,
             Err(m) => return Ok(Outcome::blocked(m)),
         };
-        ctx.report(Progress {
-            active_anchor: Some(new_root.summary()),
-            active_issuer: issuer.first().map(Certificate::summary),
+        progress.merge(Progress {
+            active_anchor: Some(e.to.summary()),
+            active_issuer: e.issuer.first().map(Certificate::summary),
+            foreign_roots: Some(foreign_roots(&observed.bundle, &e)),
             ..Default::default()
         });
-        match decide_expand(&observed.bundle, &observed.value, &new_root, &issuer) {
+        let pods = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref()).await?;
+        // The guard runs even when the ConfigMap already looks expanded: pods that started
+        // while someone else's bundle lacked the old root must be restarted first.
+        let drift = match judge(&observed, &e, &pods, &ctx.spec.trust_roots) {
+            Verdict::Block(m) => return Ok(Outcome::blocked(m)),
+            Verdict::Restore { note, .. } => Some(note),
+            Verdict::Holds => None,
+        };
+        let old: Vec<Certificate> = e.old.iter().filter_map(|o| o.cert.clone()).collect();
+        match decide_expand(&observed.bundle, &observed.value, &old, &e.to, &e.issuer) {
             BundleDecision::Blocked(m) => Ok(Outcome::blocked(m)),
             decision => {
                 // The accelerated refresh must be on the namespaces before any pod can be
                 // admitted with the expanded bundle, and so before the status says
                 // PropagatingTrustRoots (the user's cue to restart): pods admitted without
                 // it would renew their certificates only on the normal schedule.
-                let pods = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref()).await?;
                 super::refresh::publish_env_to_meshed_namespaces(ctx, &pods).await?;
                 if let BundleDecision::Write(text) = decision {
                     write_bundle(&ctx.client, &ctx.spec.trust_roots, &text).await?;
                 }
+                *drift_note = drift;
                 Ok(Outcome::Done)
             }
         }
@@ -188,26 +224,50 @@ impl Step for ReduceBundle {
         std::time::Duration::from_secs(300)
     }
 
-    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
-        let BundleInputs {
-            new_root,
-            observed,
-            issuer,
-        } = match read_inputs(ctx).await? {
+    async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
+        let mut progress = Progress::default();
+        match self.execute(ctx, &mut progress).await? {
+            Reduce::Outcome(outcome) => Ok(outcome.with(progress)),
+            Reduce::Stopped(report) => Ok(*report),
+        }
+    }
+}
+
+/// How one execution of ReduceBundle ended: an outcome, or the invariant's guard stopped it.
+enum Reduce {
+    Outcome(Outcome),
+    Stopped(Box<StepReport>),
+}
+
+impl ReduceBundle {
+    async fn execute(
+        &self,
+        ctx: &StepContext,
+        progress: &mut Progress,
+    ) -> Result<Reduce, StepError> {
+        let (e, observed) = match read_inputs(ctx, Stage::Expanded).await? {
             Ok(inputs) => inputs,
-            Err(m) => return Ok(Outcome::blocked(m)),
+            Err(m) => return Ok(Reduce::Outcome(Outcome::blocked(m))),
         };
-        let Some(active_issuer) = issuer.first().cloned() else {
+        let Some(active_issuer) = e.issuer.first().cloned() else {
             return Err(StepError::permanent(
-                "invalid_certificate",
+                ErrorCategory::InvalidCertificate,
                 "the identity issuer Secret holds no certificate",
             ));
         };
-        // Guard rail: probe every workload pod afresh; none may be unreachable or unconverged.
-        let reduced = Bundle::from_certs([new_root.clone()]).to_pem();
-        if observed.value != reduced {
-            // Every live proxy, the control plane's included: a certificate that does not
-            // chain to the new root breaks mTLS the moment a peer trusts only the new root.
+        let desired = reduced_bundle(&observed.bundle, &e, ctx.spec.remove_unknown_roots);
+        progress.merge(Progress {
+            foreign_roots: Some(foreign_roots(&desired, &e)),
+            ..Default::default()
+        });
+        if observed.value != desired.to_pem() {
+            // Not reduced yet: the expanded bundle must still be whole before it is judged.
+            if let Guard::Stop(report) = guard(ctx).await? {
+                return Ok(Reduce::Stopped(report));
+            }
+            // Guard rail: probe every live proxy afresh, the control plane's included: a
+            // certificate that does not chain to the new root breaks mTLS the moment a peer
+            // trusts only the new root. None may be unreachable or unconverged.
             let pods: Vec<_> = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref())
                 .await?
                 .into_iter()
@@ -227,7 +287,7 @@ impl Step for ReduceBundle {
                 .map(|(p, (state, outcome))| ((p.clone(), state), (p, outcome)))
                 .unzip();
             let tally = cert_convergence(&judged);
-            ctx.report(Progress {
+            progress.merge(Progress {
                 workload_certificates: Some(tally.to_status(Some(
                     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ctx.now),
                 ))),
@@ -256,7 +316,7 @@ impl Step for ReduceBundle {
                     .chain(control_plane_unprobed)
                     .take(10)
                     .collect();
-                return Ok(Outcome::wait(
+                return Ok(Reduce::Outcome(Outcome::wait(
                     format!(
                         "not reducing the trust bundle while pods are unconverged or unreachable ({}/{} workload pods converged): {}",
                         tally.converged,
@@ -264,7 +324,7 @@ impl Step for ReduceBundle {
                         list.join(", ")
                     ),
                     POLL,
-                ));
+                )));
             }
             let live: Vec<(String, Vec<Certificate>)> = results
                 .into_iter()
@@ -273,32 +333,35 @@ impl Step for ReduceBundle {
                     _ => None,
                 })
                 .collect();
-            match decide_reduce(&observed.value, &new_root, &issuer, &live) {
-                BundleDecision::Blocked(m) => return Ok(Outcome::blocked(m)),
+            match decide_reduce(&observed.value, &desired, &e.issuer, &live) {
+                BundleDecision::Blocked(m) => return Ok(Reduce::Outcome(Outcome::blocked(m))),
                 BundleDecision::Unchanged => {}
                 BundleDecision::Write(text) => {
-                    // Realign the anchors first, then drop the old root.
-                    copy_current_anchor(ctx, &new_root).await?;
+                    // Realign the anchors first, then drop the old roots.
+                    progress.merge(copy_current_anchor(ctx, &e.to).await?);
                     write_bundle(&ctx.client, &ctx.spec.trust_roots, &text).await?;
-                    return Ok(Outcome::Done);
+                    return Ok(Reduce::Outcome(Outcome::Done));
                 }
             }
         }
-        copy_current_anchor(ctx, &new_root).await?;
-        Ok(Outcome::Done)
+        progress.merge(copy_current_anchor(ctx, &e.to).await?);
+        Ok(Reduce::Outcome(Outcome::Done))
     }
 }
 
-async fn copy_current_anchor(ctx: &StepContext, new_root: &Certificate) -> Result<(), StepError> {
-    let previous = read_previous_anchor(&ctx.client, &ctx.spec.previous_anchor).await?;
+/// Realigns the previous-anchor Secret on the current anchor; returns what the status shows.
+async fn copy_current_anchor(
+    ctx: &StepContext,
+    new_root: &Certificate,
+) -> Result<Progress, StepError> {
+    let previous = read::previous_anchor(&ctx.client, &ctx.spec.previous_anchor).await?;
     if previous.as_ref() != Some(new_root) {
         write_previous_anchor(&ctx.client, &ctx.spec.previous_anchor, new_root).await?;
     }
-    ctx.report(Progress {
+    Ok(Progress {
         previous_anchor: Some(new_root.summary()),
         ..Default::default()
-    });
-    Ok(())
+    })
 }
 
 /// A pod's certificate state for a status message.
@@ -322,6 +385,7 @@ pub fn describe(state: &CertState) -> String {
 mod tests {
     use super::*;
     use crate::pki::testing::{issued, root};
+    use crate::rotation::invariant::OldRoot;
 
     #[test]
     fn expansion_adds_the_new_root_after_the_old_one_once() {
@@ -332,6 +396,7 @@ mod tests {
         let BundleDecision::Write(text) = decide_expand(
             &current,
             &current.to_pem(),
+            &[old.parsed()],
             &new.parsed(),
             &[issuer.parsed()],
         ) else {
@@ -344,14 +409,70 @@ mod tests {
         );
         // Re-running on the result writes nothing.
         assert_eq!(
-            decide_expand(&written, &text, &new.parsed(), &[issuer.parsed()]),
+            decide_expand(
+                &written,
+                &text,
+                &[old.parsed()],
+                &new.parsed(),
+                &[issuer.parsed()]
+            ),
             BundleDecision::Unchanged
         );
         // Same roots but not normalised text: rewritten in canonical form.
         let messy = format!("\n{text}\n");
         assert_eq!(
-            decide_expand(&written, &messy, &new.parsed(), &[issuer.parsed()]),
+            decide_expand(
+                &written,
+                &messy,
+                &[old.parsed()],
+                &new.parsed(),
+                &[issuer.parsed()]
+            ),
             BundleDecision::Write(text)
+        );
+    }
+
+    #[test]
+    fn expansion_is_the_union_with_the_old_root_whatever_the_bundle_holds() {
+        let old = root("root");
+        let new = root("root");
+        let peer = root("peer");
+        let issuer = issued("identity", &old, true);
+        // A foreign root first: it keeps its place, the old root is not taken from position.
+        let current = Bundle::from_certs([peer.parsed(), old.parsed()]);
+        let BundleDecision::Write(text) = decide_expand(
+            &current,
+            &current.to_pem(),
+            &[old.parsed()],
+            &new.parsed(),
+            &[issuer.parsed()],
+        ) else {
+            panic!("expected a write");
+        };
+        assert_eq!(
+            Bundle::parse(&text).unwrap().fingerprints(),
+            vec![
+                peer.parsed().fingerprint(),
+                old.parsed().fingerprint(),
+                new.parsed().fingerprint()
+            ]
+        );
+        // The bundle already rewritten to the new root only (a bootstrap re-run): the old
+        // root comes back from the previous-anchor Secret.
+        let only_new = Bundle::from_certs([new.parsed()]);
+        let BundleDecision::Write(text) = decide_expand(
+            &only_new,
+            &only_new.to_pem(),
+            &[old.parsed()],
+            &new.parsed(),
+            &[issuer.parsed()],
+        ) else {
+            panic!("expected a write");
+        };
+        let written = Bundle::parse(&text).unwrap();
+        assert!(
+            written.contains(old.parsed().fingerprint())
+                && written.contains(new.parsed().fingerprint())
         );
     }
 
@@ -363,9 +484,39 @@ mod tests {
         let issuer = issued("identity", &stranger, true);
         let current = Bundle::from_certs([old.parsed()]);
         assert!(matches!(
-            decide_expand(&current, &current.to_pem(), &new.parsed(), &[issuer.parsed()]),
+            decide_expand(&current, &current.to_pem(), &[old.parsed()], &new.parsed(), &[issuer.parsed()]),
             BundleDecision::Blocked(m) if m.contains("identity issuer")
         ));
+    }
+
+    fn expectation(old: &crate::pki::testing::Ca, new: &crate::pki::testing::Ca) -> Expectation {
+        Expectation {
+            old: vec![OldRoot {
+                fingerprint: old.parsed().fingerprint().to_string(),
+                cert: Some(old.parsed()),
+            }],
+            to: new.parsed(),
+            issuer: vec![],
+            stage: Stage::Expanded,
+            propagated: true,
+        }
+    }
+
+    #[test]
+    fn the_reduction_removes_exactly_the_old_roots_unless_told_otherwise() {
+        let old = root("root");
+        let new = root("root");
+        let peer = root("peer");
+        let e = expectation(&old, &new);
+        let expanded = Bundle::from_certs([peer.parsed(), old.parsed(), new.parsed()]);
+        assert_eq!(
+            reduced_bundle(&expanded, &e, false).fingerprints(),
+            vec![peer.parsed().fingerprint(), new.parsed().fingerprint()]
+        );
+        assert_eq!(
+            reduced_bundle(&expanded, &e, true).fingerprints(),
+            vec![new.parsed().fingerprint()]
+        );
     }
 
     #[test]
@@ -389,31 +540,36 @@ mod tests {
                 old_issuer.parsed(),
             ],
         );
+        let only_new = Bundle::from_certs([new.parsed()]);
         assert!(matches!(
             decide_reduce(
                 &both,
-                &new.parsed(),
+                &only_new,
                 &[old_issuer.parsed()],
                 std::slice::from_ref(&fresh)
             ),
             BundleDecision::Blocked(_)
         ));
         assert!(matches!(
-            decide_reduce(&both, &new.parsed(), &[new_issuer.parsed()], &[fresh.clone(), stale]),
+            decide_reduce(&both, &only_new, &[new_issuer.parsed()], &[fresh.clone(), stale]),
             BundleDecision::Blocked(m) if m.contains("app/b")
         ));
-        let only_new = Bundle::from_certs([new.parsed()]).to_pem();
         assert_eq!(
             decide_reduce(
                 &both,
-                &new.parsed(),
+                &only_new,
                 &[new_issuer.parsed()],
                 std::slice::from_ref(&fresh)
             ),
-            BundleDecision::Write(only_new.clone())
+            BundleDecision::Write(only_new.to_pem())
         );
         assert_eq!(
-            decide_reduce(&only_new, &new.parsed(), &[new_issuer.parsed()], &[fresh]),
+            decide_reduce(
+                &only_new.to_pem(),
+                &only_new,
+                &[new_issuer.parsed()],
+                &[fresh]
+            ),
             BundleDecision::Unchanged
         );
     }

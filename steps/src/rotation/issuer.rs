@@ -4,10 +4,10 @@
 
 use super::{current_new_root, names, POLL};
 use crate::pki::{short_fingerprint, Certificate};
-use crate::snapshot::{read_deployment, read_deployment_events, read_issuer, IdentityEvent};
-use crate::step::{Outcome, Progress, Step, StepContext, StepError};
+use crate::read::{self, IdentityEvent};
+use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
-use std::time::Duration;
+
 use trust_rotation_crds::{CertificateRef, ControlPlaneRef, Phase};
 
 /// Event reasons of the identity controller (on `Deployment/linkerd-identity`).
@@ -100,39 +100,49 @@ impl Step for AwaitIssuer {
         Phase::WaitingForIdentityRotation
     }
 
-    fn deadline(&self) -> Option<Duration> {
-        // A person renews the issuer when they choose to.
-        None
+    async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
+        // The bundle invariant first: nothing advances on a broken bundle.
+        let mut progress = crate::guarded!(ctx).progress();
+        let outcome = self.execute(ctx, &mut progress).await?;
+        Ok(outcome.with(progress))
     }
+}
 
-    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
+impl AwaitIssuer {
+    async fn execute(
+        &self,
+        ctx: &StepContext,
+        progress: &mut Progress,
+    ) -> Result<Outcome, StepError> {
         let new_root = match current_new_root(ctx).await? {
             Ok(c) => c,
             Err(m) => return Ok(Outcome::blocked(m)),
         };
-        let chain = read_issuer(&ctx.client, &ctx.spec.identity_issuer).await?;
+        let chain = read::issuer_chain(&ctx.client, &ctx.spec.identity_issuer).await?;
         let Some(issuer) = chain.first() else {
             return Err(StepError::permanent(
-                "invalid_certificate",
+                ErrorCategory::InvalidCertificate,
                 "the identity issuer Secret holds no certificate",
             ));
         };
-        ctx.report(Progress {
+        progress.merge(Progress {
             active_issuer: Some(issuer.summary()),
             ..Default::default()
         });
         let cp = &ctx.spec.control_plane;
         let identity = if issuer.is_signed_by(&new_root) {
             let events =
-                read_deployment_events(&ctx.client, &cp.namespace, &cp.identity_deployment).await?;
-            let restarted = read_deployment(
-                &ctx.client,
-                &cp.namespace,
-                &cp.identity_deployment,
-                issuer.not_before(),
-            )
-            .await?
-            .is_some_and(|d| d.rollout_complete() && d.stale_pods.is_empty() && d.replicas > 0);
+                read::identity_events(&ctx.client, &cp.namespace, &cp.identity_deployment).await?;
+            let restarted = read::split_missing(
+                read::deployment_since(
+                    &ctx.client,
+                    &cp.namespace,
+                    &cp.identity_deployment,
+                    issuer.not_before(),
+                )
+                .await,
+            )?
+            .is_ok_and(|d| d.rollout_complete() && d.stale_pods.is_empty() && d.replicas > 0);
             IdentityView {
                 events,
                 restarted_since_issuer: restarted,
@@ -143,13 +153,37 @@ impl Step for AwaitIssuer {
                 restarted_since_issuer: false,
             }
         };
-        Ok(decide_issuer(
-            issuer,
-            &new_root,
-            &identity,
-            &ctx.spec.identity_issuer,
-            cp,
-        ))
+        let outcome = decide_issuer(issuer, &new_root, &identity, &ctx.spec.identity_issuer, cp);
+        Ok(if issuer.is_signed_by(&new_root) {
+            outcome
+        } else {
+            again_after_retarget(outcome, &ctx.rotation.superseded_anchors)
+        })
+    }
+}
+
+/// A rotation that moved on to a newer anchor mid-rotation (its `supersededAnchors`) needs
+/// the issuer re-issued from the newest anchor, even if the person re-issued it before: the
+/// wait says so.
+pub fn again_after_retarget(outcome: Outcome, superseded: &[String]) -> Outcome {
+    match outcome {
+        Outcome::Wait {
+            reason,
+            retry_after,
+            patience,
+        } if !superseded.is_empty() => Outcome::Wait {
+            reason: format!(
+                "{reason} (again if you did before: the trust anchor was renewed mid-rotation and the rotation moved on from {}; an issuer signed by an earlier anchor does not count)",
+                superseded
+                    .iter()
+                    .map(|f| short_fingerprint(f))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            retry_after,
+            patience,
+        },
+        other => other,
     }
 }
 
@@ -165,6 +199,25 @@ mod tests {
             message: "m".into(),
             at,
         }
+    }
+
+    #[test]
+    fn after_a_retarget_the_wait_asks_for_the_issuer_again() {
+        let wait = Outcome::wait("renew it", POLL);
+        assert_eq!(again_after_retarget(wait.clone(), &[]), wait);
+        let Outcome::Wait { reason, .. } =
+            again_after_retarget(wait, &["bbbb00000000ffff".to_string()])
+        else {
+            panic!()
+        };
+        assert!(
+            reason.starts_with("renew it (again") && reason.contains("bbbb00000000"),
+            "{reason}"
+        );
+        assert_eq!(
+            again_after_retarget(Outcome::Done, &["b".into()]),
+            Outcome::Done
+        );
     }
 
     #[test]

@@ -5,12 +5,13 @@ use super::{current_new_root, refresh, POLL};
 use crate::convergence::{bundle_convergence, BundleState, Tally};
 use crate::observe::MeshedPod;
 use crate::pki::{short_fingerprint, Certificate};
-use crate::snapshot::{meshed_pods, missing_bundle_message, read_bundle, read_issuer};
-use crate::step::{Outcome, Progress, Step, StepContext, StepError};
+use crate::read;
+use crate::snapshot::meshed_pods;
+use crate::step::{Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeSet;
-use std::time::Duration;
+
 use trust_rotation_crds::Phase;
 
 /// The distinct commands that restart the unconverged pods' workloads (at most `max`).
@@ -101,16 +102,25 @@ impl Step for AwaitPropagation {
         self.phase
     }
 
-    fn deadline(&self) -> Option<Duration> {
-        // People restart the data plane; that may take a while.
-        None
+    async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
+        // The bundle invariant first: nothing advances on a broken bundle.
+        let mut progress = crate::guarded!(ctx).progress();
+        let outcome = self.execute(ctx, &mut progress).await?;
+        Ok(outcome.with(progress))
     }
+}
 
-    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
-        let Some(observed) = read_bundle(&ctx.client, &ctx.spec.trust_roots).await? else {
-            return Ok(Outcome::blocked(missing_bundle_message(
-                &ctx.spec.trust_roots,
-            )));
+impl AwaitPropagation {
+    async fn execute(
+        &self,
+        ctx: &StepContext,
+        progress: &mut Progress,
+    ) -> Result<Outcome, StepError> {
+        let observed = match read::split_missing(
+            read::trust_bundle(&ctx.client, &ctx.spec.trust_roots).await,
+        )? {
+            Ok(b) => b,
+            Err(m) => return Ok(Outcome::blocked(m)),
         };
         let pods = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref()).await?;
         if self.expanded {
@@ -119,7 +129,7 @@ impl Step for AwaitPropagation {
             refresh::publish_env_to_meshed_namespaces(ctx, &pods).await?;
         }
         let tally = bundle_convergence(&pods, &observed.value);
-        ctx.report(Progress {
+        progress.merge(Progress {
             trust_bundle: Some(tally.to_status(Some(Time(ctx.now)))),
             ..Default::default()
         });
@@ -129,9 +139,9 @@ impl Step for AwaitPropagation {
                 Ok(c) => c,
                 Err(m) => return Ok(Outcome::blocked(m)),
             };
-            let issuer = read_issuer(&ctx.client, &ctx.spec.identity_issuer).await?;
+            let issuer = read::issuer_chain(&ctx.client, &ctx.spec.identity_issuer).await?;
             if let Some(i) = issuer.first() {
-                ctx.report(Progress {
+                progress.merge(Progress {
                     active_issuer: Some(i.summary()),
                     ..Default::default()
                 });

@@ -11,9 +11,11 @@ use super::{names, POLL};
 use crate::convergence::{cert_convergence, cert_state, CertState, Tally};
 use crate::observe::MeshedPod;
 use crate::probe::probe_pods;
+use crate::read;
+use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
-use crate::snapshot::{meshed_pods, read_issuer};
-use crate::step::{Outcome, Progress, Step, StepContext, StepError};
+use crate::snapshot::meshed_pods;
+use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -152,6 +154,7 @@ async fn patch_namespace(
         },
         &Patch::Merge(&body),
     )
+    .traced_write("patch", "Namespace", "", &name)
     .await
     .map(|_| ())
     .map_err(|e| StepError::from_kube(format!("annotating Namespace {name}"), e))
@@ -214,6 +217,34 @@ pub async fn withdraw_env(client: &kube::Client) -> Result<(), StepError> {
         }
     }
     Ok(())
+}
+
+/// When a leaf's proxy must have renewed at the latest: the certificate's expiry.
+fn leaf_not_after(outcome: &crate::probe::ProbeOutcome) -> Option<jiff::Timestamp> {
+    match outcome {
+        crate::probe::ProbeOutcome::Chain(chain) => chain.first().map(|leaf| leaf.not_after()),
+        _ => None,
+    }
+}
+
+/// How long waiting for natural renewal is expected to take: until the last of the
+/// unconverged pods' certificates expires, if every unconverged pod answered with a
+/// certificate from another issuer (it renews by itself before expiry). `None` as soon as one
+/// is unreachable, timed out or invalid: that is a stall once nothing moves.
+pub fn renewal_patience<'a>(
+    judged: impl IntoIterator<Item = &'a (CertState, Option<jiff::Timestamp>)>,
+) -> Option<jiff::Timestamp> {
+    let mut latest: Option<jiff::Timestamp> = None;
+    for (state, not_after) in judged {
+        match (state, not_after) {
+            (CertState::Active, _) => {}
+            (CertState::OtherIssuer { .. }, Some(t)) => {
+                latest = Some(latest.map_or(*t, |l| l.max(*t)));
+            }
+            _ => return None,
+        }
+    }
+    latest
 }
 
 /// The decision over the probe tally.
@@ -288,24 +319,33 @@ impl Step for AccelerateRefresh {
         Duration::from_secs(300)
     }
 
-    fn deadline(&self) -> Option<Duration> {
-        None
+    async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
+        // The bundle invariant first: nothing advances on a broken bundle.
+        let mut progress = crate::guarded!(ctx).progress();
+        let outcome = self.execute(ctx, &mut progress).await?;
+        Ok(outcome.with(progress))
     }
+}
 
-    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
+impl AccelerateRefresh {
+    async fn execute(
+        &self,
+        ctx: &StepContext,
+        progress: &mut Progress,
+    ) -> Result<Outcome, StepError> {
         let interval = ctx.spec.workload_certificate_refresh_interval.clone();
-        ctx.report(Progress {
+        progress.merge(Progress {
             refresh_interval: Some(Some(interval.clone())),
             ..Default::default()
         });
-        let chain = read_issuer(&ctx.client, &ctx.spec.identity_issuer).await?;
+        let chain = read::issuer_chain(&ctx.client, &ctx.spec.identity_issuer).await?;
         let Some(issuer) = chain.first().cloned() else {
             return Err(StepError::permanent(
-                "invalid_certificate",
+                ErrorCategory::InvalidCertificate,
                 "the identity issuer Secret holds no certificate",
             ));
         };
-        ctx.report(Progress {
+        progress.merge(Progress {
             active_issuer: Some(issuer.summary()),
             ..Default::default()
         });
@@ -323,28 +363,35 @@ impl Step for AccelerateRefresh {
             &ctx.client,
             to_probe,
             &ctx.probe_config(),
-            move |o| cert_state(&o, &judge_by),
+            move |o| (cert_state(&o, &judge_by), leaf_not_after(&o)),
             || {},
         )
         .await;
         if let Ok(mut cache) = self.converged.lock() {
-            for (p, state) in &probed {
+            for (p, (state, _)) in &probed {
                 if *state == CertState::Active {
                     cache.insert(p.pod.to_string(), issuer.fingerprint().to_string());
                 }
             }
         }
-        results.extend(probed);
+        let patience = renewal_patience(probed.iter().map(|(_, judged)| judged));
+        results.extend(probed.into_iter().map(|(p, (state, _))| (p, state)));
         let tally = cert_convergence(&results);
-        ctx.report(Progress {
+        progress.merge(Progress {
             workload_certificates: Some(tally.to_status(Some(Time(ctx.now)))),
             ..Default::default()
         });
-        let outcome = decide_refresh(&tally, &interval, ctx.spec.manage_proxy_refresh_env);
+        let mut outcome = decide_refresh(&tally, &interval, ctx.spec.manage_proxy_refresh_env);
+        if let Some(until) = patience {
+            // Every pod left answers and still serves a valid certificate: it renews from the
+            // active issuer on its own before that certificate expires, so waiting until then
+            // is not a stall. An unreachable pod gets no such patience.
+            outcome = outcome.expected_until(until);
+        }
         if outcome == Outcome::Done {
             // Clean up whatever we published, whether or not the option is still on.
             withdraw_env(&ctx.client).await?;
-            ctx.report(Progress {
+            progress.merge(Progress {
                 refresh_interval: Some(None),
                 ..Default::default()
             });
@@ -356,6 +403,29 @@ impl Step for AccelerateRefresh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn natural_renewal_is_patient_only_while_every_pod_left_answers() {
+        let t = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let other = || CertState::OtherIssuer {
+            issuer_fingerprint: None,
+        };
+        assert_eq!(
+            renewal_patience(&[
+                (CertState::Active, Some(t(5))),
+                (other(), Some(t(100))),
+                (other(), Some(t(50))),
+            ]),
+            Some(t(100)),
+            "until the last old certificate expires"
+        );
+        assert_eq!(
+            renewal_patience(&[(other(), Some(t(100))), (CertState::TimedOut, None)]),
+            None,
+            "an unreachable proxy is a stall, not a renewal to wait for"
+        );
+        assert_eq!(renewal_patience(&[(CertState::Active, None)]), None);
+    }
 
     fn env(additional: Option<&str>, marker: Option<&str>) -> NamespaceEnv {
         NamespaceEnv {

@@ -1,10 +1,14 @@
 //! Runner tests with an in-memory status store, scripted steps and a fake clock.
 
 use super::*;
-use crate::workflow::{SyncedView, Trigger};
-use std::collections::VecDeque;
+use crate::error::ErrorCategory;
+use crate::step::{Step, StepReport};
+use crate::workflow::{RotationStart, SyncedView, Trigger};
+use async_trait::async_trait;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use trust_rotation_crds::TrustAnchorRotationSpec;
+use trust_rotation_crds::{Phase, HISTORY_LIMIT};
 
 // === fakes ===
 
@@ -67,42 +71,45 @@ impl StatusStore for FakeStore {
     }
     async fn apply(
         &self,
-        _uid: Option<&str>,
+        _read: &TrustAnchorRotation,
         status: &TrustAnchorRotationStatus,
-    ) -> Result<(), StepError> {
+    ) -> Result<TrustAnchorRotation, StepError> {
         if *self.fail_writes.lock().unwrap() {
             return Err(StepError::transient(
-                "kube_connection",
+                ErrorCategory::KubeConnection,
                 "connection refused",
             ));
         }
         self.writes.lock().unwrap().push(status.clone());
-        if let Some(t) = self.tar.lock().unwrap().as_mut() {
-            t.status = Some(status.clone());
-        }
-        Ok(())
+        let mut tar = self.tar.lock().unwrap();
+        let t = tar.as_mut().expect("the rotation exists");
+        t.status = Some(status.clone());
+        Ok(t.clone())
     }
 }
 
 #[derive(Default)]
-struct FakeEvents(Mutex<Vec<(EventKind, &'static str, String)>>);
+struct FakeEvents(Mutex<Vec<EventRecord>>);
 
 impl FakeEvents {
     fn reasons(&self) -> Vec<&'static str> {
-        self.0.lock().unwrap().iter().map(|e| e.1).collect()
+        self.0.lock().unwrap().iter().map(|e| e.reason).collect()
+    }
+    fn notes(&self, reason: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.reason == reason)
+            .map(|e| e.note.clone())
+            .collect()
     }
 }
 
 #[async_trait]
 impl EventSink for FakeEvents {
-    async fn publish(
-        &self,
-        _tar: &TrustAnchorRotation,
-        kind: EventKind,
-        reason: &'static str,
-        note: String,
-    ) {
-        self.0.lock().unwrap().push((kind, reason, note));
+    async fn publish(&self, _tar: &TrustAnchorRotation, event: &EventRecord) {
+        self.0.lock().unwrap().push(event.clone());
     }
 }
 
@@ -125,10 +132,7 @@ impl Step for Scripted {
     fn phase(&self) -> Phase {
         self.phase
     }
-    fn deadline(&self) -> Option<Duration> {
-        Some(Duration::from_secs(600))
-    }
-    async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
+    async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
         self.log.lock().unwrap().push(self.name.clone());
         self.started.lock().unwrap().push(ctx.step_started_at);
         self.script
@@ -136,6 +140,7 @@ impl Step for Scripted {
             .unwrap()
             .pop_front()
             .unwrap_or(Ok(Outcome::Done))
+            .map(StepReport::from)
     }
 }
 
@@ -207,9 +212,19 @@ impl Harness {
 
     fn runner_with(
         &self,
+        scripts: HashMap<&str, Vec<Result<Outcome, StepError>>>,
+        start: bool,
+        config: RunnerConfig,
+    ) -> Runner {
+        self.build(scripts, start, config, None)
+    }
+
+    fn build(
+        &self,
         mut scripts: HashMap<&str, Vec<Result<Outcome, StepError>>>,
         start: bool,
         config: RunnerConfig,
+        watch: Option<Box<dyn crate::workflow::TargetWatch>>,
     ) -> Runner {
         let steps: Vec<Box<dyn Step>> = NAMES
             .iter()
@@ -229,8 +244,12 @@ impl Harness {
             to_anchor: Some("bb".into()),
         })));
         let clock = self.clock.clone();
+        let mut workflow = Workflow::new(Box::new(trigger), steps).unwrap();
+        if let Some(w) = watch {
+            workflow = workflow.with_target_watch(w);
+        }
         Runner::new(
-            Workflow::new(Box::new(trigger), steps).unwrap(),
+            workflow,
             self.store.clone(),
             self.events.clone(),
             offline_client(),
@@ -435,9 +454,9 @@ async fn pause_set_between_steps_is_honoured() {
         fn phase(&self) -> Phase {
             Phase::RefreshingControlPlane
         }
-        async fn run(&self, _ctx: &StepContext) -> Result<Outcome, StepError> {
+        async fn run(&self, _ctx: &StepContext) -> Result<StepReport, StepError> {
             self.0.set_paused(true); // the user pauses while this step runs
-            Ok(Outcome::Done)
+            Ok(Outcome::Done.into())
         }
     }
     let log = h.log.clone();
@@ -528,7 +547,7 @@ async fn permanent_error_parks_with_a_message_and_resumes() {
         scripts(vec![(
             "First",
             vec![Err(StepError::permanent(
-                "kube_forbidden",
+                ErrorCategory::KubeForbidden,
                 "cannot patch deployments in linkerd: forbidden",
             ))],
         )]),
@@ -549,31 +568,37 @@ async fn permanent_error_parks_with_a_message_and_resumes() {
 async fn transient_errors_back_off_exponentially_with_a_cap() {
     let h = Harness::new();
     let errs: Vec<_> = (0..10)
-        .map(|_| Err(StepError::transient("kube_connection", "connection reset")))
+        .map(|_| {
+            Err(StepError::transient(
+                ErrorCategory::KubeConnection,
+                "connection reset",
+            ))
+        })
         .collect();
-    // Milliseconds instead of seconds so the test can wait them out.
     let config = RunnerConfig {
-        backoff_base: Duration::from_millis(1),
-        backoff_cap: Duration::from_millis(120),
+        backoff_base: Duration::from_secs(1),
+        backoff_cap: Duration::from_secs(120),
         ..Default::default()
     };
     let r = h.runner_with(scripts(vec![("First", errs)]), true, config);
     let mut delays = Vec::new();
     for _ in 0..10 {
         let d = r.reconcile().await.unwrap().0;
-        delays.push(d.as_millis());
+        delays.push(d.as_secs());
         // An early wake-up (a watch event) does not run the step before its time.
         let runs = h.runs().len();
+        h.tick(i64::try_from(d.as_secs()).unwrap() - 1);
         let early = r.reconcile().await.unwrap().0;
         assert!(early <= d, "{early:?} > {d:?}");
         assert_eq!(h.runs().len(), runs, "no attempt while backing off");
-        tokio::time::sleep(d + Duration::from_millis(1)).await;
+        h.tick(1);
     }
     assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 120, 120, 120]);
     let s = h.store.status();
     assert!(
-        s.blocking_message.is_none(),
-        "transient errors do not block"
+        s.blocking_message
+            .is_some_and(|m| m.contains("has failed on every attempt")),
+        "failures that outlast the stall timeout are shown"
     );
     assert!(s.steps[0]
         .message
@@ -625,35 +650,346 @@ async fn history_is_bounded() {
 }
 
 #[tokio::test]
-async fn stalled_step_is_reported_once() {
+async fn a_wait_with_nothing_moving_becomes_the_blocking_message_and_clears_on_progress() {
     let h = Harness::new();
-    let r = h.runner(scripts(vec![("First", vec![wait(), wait(), wait()])]), true);
+    let stuck = || {
+        Ok(Outcome::wait(
+            "3 pods still carry the old bundle: kubectl -n emojivoto rollout restart deploy/web",
+            Duration::from_secs(5),
+        ))
+    };
+    let r = h.runner(
+        scripts(vec![(
+            "First",
+            vec![
+                stuck(),
+                stuck(),
+                stuck(),
+                stuck(),
+                Ok(Outcome::wait(
+                    "2 pods still carry the old bundle: kubectl -n emojivoto rollout restart deploy/web",
+                    Duration::from_secs(5),
+                )),
+            ],
+        )]),
+        true,
+    );
     r.reconcile().await.unwrap();
-    h.tick(601);
-    r.reconcile().await.unwrap();
+    let since = h.store.status().steps[0]
+        .last_progress_time
+        .clone()
+        .unwrap();
+    h.tick(299);
     r.reconcile().await.unwrap();
     assert_eq!(
-        h.events
-            .reasons()
-            .iter()
-            .filter(|r| **r == "StepStalled")
-            .count(),
-        1
+        h.store.status().blocking_message,
+        None,
+        "not yet: 5m default"
+    );
+    h.tick(2);
+    r.reconcile().await.unwrap();
+    let s = h.store.status();
+    let message = s
+        .blocking_message
+        .clone()
+        .expect("stalled after spec.stallTimeout");
+    assert!(
+        message.contains("step First has seen no progress since"),
+        "{message}"
+    );
+    assert!(message.contains("rollout restart deploy/web"), "{message}");
+    assert_eq!(
+        s.steps[0].last_progress_time,
+        Some(since),
+        "unchanged while stuck"
+    );
+    assert_eq!(s.steps[0].state, StepState::Waiting, "it keeps trying");
+    let blocked = s.conditions.iter().find(|c| c.type_ == "Blocked").unwrap();
+    assert_eq!(
+        (blocked.status.as_str(), blocked.reason.as_str()),
+        ("True", "Stalled")
+    );
+    // Still stuck: the same message, no second Event.
+    h.tick(30);
+    r.reconcile().await.unwrap();
+    assert_eq!(h.events.notes("Stalled").len(), 1);
+    assert_eq!(h.store.status().blocking_message, Some(message));
+    // One pod moves: cleared at once, and said so.
+    h.tick(5);
+    r.reconcile().await.unwrap();
+    let s = h.store.status();
+    assert_eq!(s.blocking_message, None);
+    assert_eq!(h.events.reasons().last(), Some(&"Unblocked"));
+}
+
+#[tokio::test]
+async fn a_wait_expected_to_last_is_not_a_stall_until_then() {
+    let h = Harness::new();
+    let until = Timestamp::from_second(1_800_000_000 + 3600).unwrap();
+    let renewing = || {
+        Ok(
+            Outcome::wait("proxies renew on their own", Duration::from_secs(5))
+                .expected_until(until),
+        )
+    };
+    let r = h.runner(
+        scripts(vec![("First", vec![renewing(), renewing(), renewing()])]),
+        true,
+    );
+    r.reconcile().await.unwrap();
+    h.tick(1800);
+    r.reconcile().await.unwrap();
+    assert_eq!(
+        h.store.status().blocking_message,
+        None,
+        "renewal time still ahead"
+    );
+    h.tick(1801);
+    r.reconcile().await.unwrap();
+    assert!(
+        h.store.status().blocking_message.is_some(),
+        "past it, nothing moved"
+    );
+}
+
+#[tokio::test]
+async fn spec_stall_timeout_is_honoured_and_validated() {
+    let h = Harness::new();
+    h.store
+        .tar
+        .lock()
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .spec
+        .stall_timeout = "1m".into();
+    let r = h.runner(scripts(vec![("First", vec![wait(), wait()])]), true);
+    r.reconcile().await.unwrap();
+    h.tick(61);
+    r.reconcile().await.unwrap();
+    assert!(h
+        .store
+        .status()
+        .blocking_message
+        .unwrap()
+        .contains("stall timeout 1m"));
+
+    let h = Harness::new();
+    h.store
+        .tar
+        .lock()
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .spec
+        .stall_timeout = "10s".into();
+    h.runner(HashMap::new(), true).reconcile().await.unwrap();
+    let s = h.store.status();
+    assert!(s.blocking_message.unwrap().contains("spec.stallTimeout"));
+    assert!(h.runs().is_empty(), "an unusable spec runs nothing");
+    assert_eq!(h.events.reasons(), ["InvalidSpec"]);
+}
+
+#[tokio::test]
+async fn transient_failures_lasting_the_stall_timeout_are_shown() {
+    let h = Harness::new();
+    let fail = || {
+        Err(StepError::transient(
+            ErrorCategory::KubeConnection,
+            "connection refused",
+        ))
+    };
+    let r = h.runner(
+        scripts(vec![("First", (0..12).map(|_| fail()).collect())]),
+        true,
+    );
+    r.reconcile().await.unwrap();
+    assert_eq!(h.store.status().blocking_message, None);
+    for _ in 0..10 {
+        h.tick(121);
+        r.reconcile().await.unwrap();
+    }
+    let message = h.store.status().blocking_message.unwrap();
+    assert!(
+        message.contains("has failed on every attempt since"),
+        "{message}"
+    );
+    assert!(message.contains("connection refused"), "{message}");
+}
+
+#[tokio::test]
+async fn every_phase_change_is_its_own_event_for_kubes_recorder() {
+    let h = Harness::new();
+    let r = h.runner(HashMap::new(), true);
+    r.reconcile().await.unwrap();
+    let events = h.events.0.lock().unwrap().clone();
+    let changes: Vec<_> = events
+        .iter()
+        .filter(|e| e.reason == "PhaseChanged")
+        .collect();
+    assert_eq!(
+        changes.iter().map(|e| e.note.as_str()).collect::<Vec<_>>(),
+        [
+            "phase Synced → RefreshingControlPlane (step First)",
+            "phase RefreshingControlPlane → PropagatingTrustRoots (step Second)",
+            "phase PropagatingTrustRoots → RefreshingControlPlane (step Third)",
+            "phase RefreshingControlPlane → RemovingOldTrustRoots (step Fourth)",
+            "phase RemovingOldTrustRoots → Synced",
+        ]
+    );
+    // kube's recorder keys a series on (type, reason, action): different notes must differ.
+    let keys: HashSet<_> = changes
+        .iter()
+        .map(|e| (e.reason, e.action.clone()))
+        .collect();
+    assert_eq!(keys.len(), changes.len());
+    assert!(changes.iter().all(|e| e.action.len() <= 128));
+}
+
+/// Moves the target to `cc` once the rotation stands at step `at`, keeping `bb`, and redoing
+/// from `redo`; fails while `fail` is set.
+struct FakeWatch {
+    at: &'static str,
+    redo: &'static str,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl crate::workflow::TargetWatch for FakeWatch {
+    async fn check(
+        &self,
+        _c: &kube::Client,
+        _s: &TrustAnchorRotationSpec,
+        rotation: &RotationRecord,
+        records: &[trust_rotation_crds::StepRecord],
+    ) -> Result<Option<crate::workflow::Retarget>, StepError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StepError::transient(
+                ErrorCategory::KubeConnection,
+                "connection refused",
+            ));
+        }
+        // Once the step `at` has run (not merely become current).
+        let current = records.iter().find(|r| r.state != StepState::Done);
+        if rotation.to_anchor.as_deref() == Some("cc")
+            || current.is_none_or(|r| r.name != self.at || r.state == StepState::Pending)
+        {
+            return Ok(None);
+        }
+        Ok(Some(crate::workflow::Retarget {
+            reason: "AnchorRenewedMidRotation",
+            message: "the anchor was renewed again".into(),
+            summary: "retargeted from bb to cc".into(),
+            from_anchor: rotation.from_anchor.clone(),
+            to_anchor: Some("cc".into()),
+            superseded_anchors: vec!["bb".into()],
+            redo_from: self.redo.into(),
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_retarget_redoes_the_steps_from_where_the_workflow_says_and_finishes() {
+    let h = Harness::new();
+    let watch = FakeWatch {
+        at: "Third",
+        redo: "Second",
+        fail: std::sync::atomic::AtomicBool::new(false),
+    };
+    // Third waits the first time; the target moves while it waits.
+    let r = h.build(
+        scripts(vec![("Third", vec![wait()])]),
+        true,
+        RunnerConfig::default(),
+        Some(Box::new(watch)),
+    );
+    r.reconcile().await.unwrap();
+    assert_eq!(h.runs(), ["First", "Second", "Third"]);
+    let before = h.store.status().rotation.unwrap();
+    h.tick(5);
+    r.reconcile().await.unwrap();
+    // Second and Third again, First not, then the rest: finished in one go.
+    assert_eq!(
+        h.runs(),
+        ["First", "Second", "Third", "Second", "Third", "Fourth"]
     );
     let s = h.store.status();
-    let progressing = s
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Progressing")
-        .unwrap();
-    assert_eq!(progressing.reason, "StepStalled");
-    assert!(
-        progressing
-            .message
-            .contains("longer than its 600s deadline"),
-        "{}",
-        progressing.message
+    assert!(s.rotation.is_none(), "finished");
+    let done = &s.history[0];
+    assert_eq!(s.history.len(), 1, "one rotation in the history");
+    assert_ne!(
+        done.id, before.id,
+        "the second round has its own id and trace"
     );
+    assert!(
+        done.trace_parent
+            .as_deref()
+            .is_some_and(|t| t.contains(&done.id)),
+        "{:?}",
+        done.trace_parent
+    );
+    assert_eq!(done.started_at, before.started_at);
+    assert_eq!(done.to_anchor.as_deref(), Some("cc"));
+    assert_eq!(done.superseded_anchors, ["bb"]);
+    assert!(
+        done.trigger.ends_with(&format!(
+            "retargeted from bb to cc (continues rotation {})",
+            before.id
+        )),
+        "{}",
+        done.trigger
+    );
+    let reasons = h.events.reasons();
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| **r == "AnchorRenewedMidRotation")
+            .count(),
+        1,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        h.events.notes("AnchorRenewedMidRotation"),
+        ["the anchor was renewed again"]
+    );
+    // Phases as written: back from Third's to Second's, then on.
+    assert_eq!(
+        h.store.phases_written(),
+        [
+            Phase::RefreshingControlPlane,
+            Phase::PropagatingTrustRoots,
+            Phase::RefreshingControlPlane,
+            Phase::PropagatingTrustRoots,
+            Phase::RefreshingControlPlane,
+            Phase::RemovingOldTrustRoots,
+            Phase::Synced
+        ]
+    );
+    let notes = h.events.notes("PhaseChanged");
+    assert!(
+        notes.contains(
+            &"phase RefreshingControlPlane → PropagatingTrustRoots (step Second)".to_string()
+        ),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_target_watch_does_not_stop_the_steps() {
+    let h = Harness::new();
+    let r = h.build(
+        HashMap::new(),
+        true,
+        RunnerConfig::default(),
+        Some(Box::new(FakeWatch {
+            at: "Third",
+            redo: "Second",
+            fail: std::sync::atomic::AtomicBool::new(true),
+        })),
+    );
+    r.reconcile().await.unwrap();
+    assert_eq!(h.runs(), ["First", "Second", "Third", "Fourth"]);
+    assert_eq!(h.store.status().history[0].to_anchor.as_deref(), Some("bb"));
 }
 
 #[test]
@@ -711,7 +1047,7 @@ async fn synced_permanent_errors_are_shown_transient_ones_retried() {
         )
     };
     let r = mk(StepError::permanent(
-        "missing_anchor",
+        ErrorCategory::MissingResource,
         "the trust-anchor Secret cert-manager/linkerd-trust-anchor does not exist",
     ));
     r.reconcile().await.unwrap();
@@ -726,7 +1062,7 @@ async fn synced_permanent_errors_are_shown_transient_ones_retried() {
         .any(|c| c.type_ == "Ready" && c.status == "False"));
     assert!(h.events.reasons().contains(&"Blocked"));
     let r = mk(StepError::transient(
-        "kube_connection",
+        ErrorCategory::KubeConnection,
         "connection refused",
     ));
     assert!(
@@ -759,13 +1095,10 @@ async fn a_restarted_operator_publishes_metrics_without_writing() {
 async fn unchanged_waits_are_written_once_per_resync_with_exact_attempts() {
     let h = Harness::new();
     let waits: Vec<_> = (0..6).map(|_| wait()).collect();
-    let config = RunnerConfig {
-        resync: Duration::from_millis(300),
-        ..Default::default()
-    };
-    let r = h.runner_with(scripts(vec![("First", waits)]), true, config);
+    let r = h.runner(scripts(vec![("First", waits)]), true);
     r.reconcile().await.unwrap();
     let after_first = h.store.writes.lock().unwrap().len();
+    h.tick(1);
     r.reconcile().await.unwrap();
     r.reconcile().await.unwrap();
     assert_eq!(
@@ -774,7 +1107,7 @@ async fn unchanged_waits_are_written_once_per_resync_with_exact_attempts() {
         "unchanged waits are not rewritten"
     );
     assert_eq!(h.store.status().steps[0].attempts, 1);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    h.tick(30);
     r.reconcile().await.unwrap();
     assert_eq!(
         h.store.writes.lock().unwrap().len(),
@@ -804,4 +1137,165 @@ async fn unchanged_waits_are_written_once_per_resync_with_exact_attempts() {
         .unwrap()
         .steps[0];
     assert_eq!(rec.attempts, 7, "6 waits and the run that finished");
+}
+
+// === spans ===
+
+mod spans {
+    use super::*;
+    use crate::runner::telemetry::{pinned_ids, RotationTrace, DISCARD};
+    use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{
+        IdGenerator, RandomIdGenerator, SdkTracerProvider, SpanData, SpanProcessor,
+    };
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// What the operator binary installs: random ids unless the runner pins them.
+    #[derive(Debug, Default)]
+    struct Pinnable(RandomIdGenerator);
+    impl IdGenerator for Pinnable {
+        fn new_trace_id(&self) -> TraceId {
+            pinned_ids().map_or_else(|| self.0.new_trace_id(), |(t, _)| t)
+        }
+        fn new_span_id(&self) -> SpanId {
+            pinned_ids().map_or_else(|| self.0.new_span_id(), |(_, s)| s)
+        }
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<SpanData>>>);
+    impl SpanProcessor for Collect {
+        fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
+        fn on_end(&self, span: SpanData) {
+            self.0.lock().unwrap().push(span);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    fn discarded(s: &SpanData) -> bool {
+        s.attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == DISCARD && kv.value == opentelemetry::Value::Bool(true))
+    }
+
+    fn attr(s: &SpanData, key: &str) -> Option<String> {
+        s.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_rotation_is_one_tree_across_runners_and_quiet_looks_are_discarded() {
+        let collect = Collect::default();
+        let provider = SdkTracerProvider::builder()
+            .with_id_generator(Pinnable::default())
+            .with_span_processor(collect.clone())
+            .build();
+        // The rotation and step spans go through the global tracer; other tests' spans may
+        // land here too, so only this rotation's trace is looked at.
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let h = Harness::new();
+        // Spans end when emitted (the real time): the rotation started an hour ago.
+        h.clock
+            .store(Timestamp::now().as_second() - 3600, Ordering::SeqCst);
+        // The first process starts the rotation; First waits, then looks again (nothing
+        // changed: a quiet look), then it "dies".
+        let r = h.runner(scripts(vec![("First", vec![wait(), wait()])]), true);
+        r.reconcile().await.unwrap();
+        r.reconcile().await.unwrap();
+        let rotation = h.store.status().rotation.expect("a rotation");
+        // A new process finishes it, blocking once in Third.
+        let r = h.runner(
+            scripts(vec![("Third", vec![Ok(Outcome::blocked("fix it"))])]),
+            false,
+        );
+        r.reconcile().await.unwrap();
+        r.reconcile().await.unwrap();
+        assert!(h.store.status().rotation.is_none(), "finished");
+
+        let trace = RotationTrace::of(&rotation).expect("a traceparent");
+        let spans: Vec<SpanData> = collect
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.span_context.trace_id() == trace.trace_id)
+            .cloned()
+            .collect();
+        let named = |n: &str| -> Vec<&SpanData> { spans.iter().filter(|s| s.name == n).collect() };
+        let kept = |n: &str| -> Vec<&SpanData> {
+            named(n).into_iter().filter(|s| !discarded(s)).collect()
+        };
+
+        let roots = kept("rotation");
+        assert_eq!(roots.len(), 1, "one root, emitted at the finish");
+        let root = roots[0];
+        assert_eq!(root.span_context.span_id(), trace.span_id);
+        assert_eq!(root.parent_span_id, SpanId::INVALID);
+        assert_eq!(
+            root.start_time,
+            std::time::SystemTime::from(rotation.started_at.0),
+            "from the rotation's persisted start"
+        );
+        for (name, _) in NAMES {
+            let steps = named(&format!("step {name}"));
+            assert_eq!(steps.len(), 1, "one span for step {name}");
+            assert_eq!(steps[0].span_context.span_id(), trace.step_span_id(name));
+            assert_eq!(steps[0].parent_span_id, trace.span_id);
+            assert!(steps[0].parent_span_is_remote);
+            for x in named(&format!("execute {name}")) {
+                assert_eq!(
+                    x.parent_span_id,
+                    trace.step_span_id(name),
+                    "an execution of {name} is under its step's span"
+                );
+                assert!(x.parent_span_is_remote, "a local root, for the exporter");
+            }
+        }
+        let first = named("execute First");
+        assert_eq!(first.len(), 3, "wait, quiet wait, done");
+        assert_eq!(
+            first.iter().map(|s| discarded(s)).collect::<Vec<_>>(),
+            [false, true, false],
+            "only the look that changed nothing is discarded"
+        );
+        assert_eq!(attr(first[0], "outcome").as_deref(), Some("wait"));
+        assert_eq!(attr(first[2], "outcome").as_deref(), Some("done"));
+        let third = named("execute Third");
+        assert_eq!(attr(third[0], "outcome").as_deref(), Some("blocked"));
+        assert!(
+            matches!(third[0].status, opentelemetry::trace::Status::Error { .. }),
+            "a blocked execution is an error span"
+        );
+        // Every status write is under an execution or the runner's own rotation work.
+        let by_id: HashMap<SpanId, &SpanData> = spans
+            .iter()
+            .map(|s| (s.span_context.span_id(), s))
+            .collect();
+        let writes = named("apply TrustAnchorRotation/status cluster");
+        assert!(writes.len() >= 8, "{}", writes.len());
+        for w in writes {
+            let p = by_id[&w.parent_span_id];
+            assert!(
+                p.name.starts_with("execute ") || p.name.ends_with(" rotation"),
+                "a status write under {}",
+                p.name
+            );
+        }
+        assert_eq!(
+            by_id[&named("start rotation")[0].parent_span_id].name,
+            "rotation"
+        );
+    }
 }
