@@ -13,8 +13,67 @@ pub enum LogFormat {
     Json,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    trust_rotation_crds::parse_proxy_duration(s)
+/// A duration within `[min, max]`, in the proxy's grammar (digits and one unit).
+fn bounded(s: &str, min: Duration, max: Duration, why_min: &str) -> Result<Duration, String> {
+    let d = trust_rotation_crds::parse_proxy_duration(s)?;
+    if d < min {
+        return Err(format!(
+            "{s} is shorter than the minimum of {}: {why_min}",
+            human(min)
+        ));
+    }
+    if d > max {
+        return Err(format!("{s} is longer than the maximum of {}", human(max)));
+    }
+    Ok(d)
+}
+
+fn human(d: Duration) -> String {
+    if d.subsec_millis() != 0 {
+        format!("{}ms", d.as_millis())
+    } else if d.as_secs().is_multiple_of(60) && d.as_secs() >= 60 {
+        format!("{}m", d.as_secs() / 60)
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+/// Bounds of `--lease-duration`.
+pub const LEASE_DURATION_MIN: Duration = Duration::from_secs(2);
+pub const LEASE_DURATION_MAX: Duration = Duration::from_secs(300);
+/// Bounds of `--resync-interval`.
+pub const RESYNC_MIN: Duration = Duration::from_secs(1);
+pub const RESYNC_MAX: Duration = Duration::from_secs(3600);
+/// Bounds of `--probe-timeout` (at most the leader client's read timeout, which also bounds
+/// a probe through the API server).
+pub const PROBE_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+pub const PROBE_TIMEOUT_MAX: Duration = crate::clients::LEADER_READ_TIMEOUT;
+
+fn lease_duration(s: &str) -> Result<Duration, String> {
+    bounded(
+        s,
+        LEASE_DURATION_MIN,
+        LEASE_DURATION_MAX,
+        "the leader renews every 2/15 of it and a shorter lease is lost to ordinary API latency",
+    )
+}
+
+fn resync_interval(s: &str) -> Result<Duration, String> {
+    bounded(
+        s,
+        RESYNC_MIN,
+        RESYNC_MAX,
+        "every resync re-reads the rotation's objects",
+    )
+}
+
+fn probe_timeout(s: &str) -> Result<Duration, String> {
+    bounded(
+        s,
+        PROBE_TIMEOUT_MIN,
+        PROBE_TIMEOUT_MAX,
+        "a TLS handshake with a busy proxy takes longer",
+    )
 }
 
 /// Rotates the Linkerd trust anchor end to end without breaking mTLS.
@@ -70,8 +129,9 @@ pub struct Args {
     )]
     pub lease_name: String,
 
-    /// How long a leader's Lease lasts without renewal.
-    #[arg(long, env = "TRUST_ROTATION_LEASE_DURATION", default_value = "15s", value_parser = duration, hide = true)]
+    /// How long a standby waits, after the Lease last changed, before it takes over
+    /// (2s..5m). The leader stops writing 2/3 of it after its last successful renewal.
+    #[arg(long, env = "TRUST_ROTATION_LEASE_DURATION", default_value = "15s", value_parser = lease_duration, hide = true)]
     pub lease_duration: Duration,
 
     /// How proxies are probed: dial <podIP>:4191 directly, or tunnel through the API server.
@@ -83,16 +143,16 @@ pub struct Args {
     )]
     pub probe: ProbeMode,
 
-    /// Proxies probed at once.
-    #[arg(long, env = "TRUST_ROTATION_PROBE_CONCURRENCY", default_value_t = 50)]
-    pub probe_concurrency: usize,
+    /// Proxies probed at once (1..1000).
+    #[arg(long, env = "TRUST_ROTATION_PROBE_CONCURRENCY", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub probe_concurrency: u16,
 
-    /// Per-proxy probe timeout (digits and one unit: ms, s, m, h).
-    #[arg(long, env = "TRUST_ROTATION_PROBE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    /// Per-proxy probe timeout (digits and one unit: ms, s, m, h; 100ms..30s).
+    #[arg(long, env = "TRUST_ROTATION_PROBE_TIMEOUT", default_value = "5s", value_parser = probe_timeout)]
     pub probe_timeout: Duration,
 
-    /// How often every rotation is looked at even when nothing changed.
-    #[arg(long, env = "TRUST_ROTATION_RESYNC_INTERVAL", default_value = "30s", value_parser = duration)]
+    /// How often every rotation is looked at even when nothing changed (1s..1h).
+    #[arg(long, env = "TRUST_ROTATION_RESYNC_INTERVAL", default_value = "30s", value_parser = resync_interval)]
     pub resync_interval: Duration,
 }
 
@@ -142,5 +202,41 @@ mod tests {
         assert_eq!(a.log_format, LogFormat::Json);
         assert_eq!(a.resync_interval, Duration::from_secs(60));
         assert!(Args::try_parse_from(["op", "--probe-timeout", "1h30m"]).is_err());
+    }
+
+    fn refused(flag: &str, value: &str) -> String {
+        Args::try_parse_from(["op", flag, value])
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn durations_and_counts_outside_their_bounds_are_clear_errors() {
+        let e = refused("--lease-duration", "1s");
+        assert!(
+            e.contains("--lease-duration") && e.contains("shorter than the minimum of 2s"),
+            "{e}"
+        );
+        let e = refused("--lease-duration", "10m");
+        assert!(e.contains("longer than the maximum of 5m"), "{e}");
+        let e = refused("--resync-interval", "500ms");
+        assert!(
+            e.contains("--resync-interval") && e.contains("minimum of 1s"),
+            "{e}"
+        );
+        let e = refused("--probe-timeout", "10ms");
+        assert!(
+            e.contains("--probe-timeout") && e.contains("minimum of 100ms"),
+            "{e}"
+        );
+        let e = refused("--probe-timeout", "1m");
+        assert!(e.contains("maximum of 30s"), "{e}");
+        let e = refused("--probe-concurrency", "0");
+        assert!(e.contains("--probe-concurrency"), "{e}");
+        let e = refused("--resync-interval", "1h30m");
+        assert!(e.contains("compound values"), "{e}");
+        let a = Args::try_parse_from(["op", "--lease-duration", "2s", "--resync-interval", "1s"])
+            .unwrap();
+        assert_eq!(a.lease_duration, Duration::from_secs(2));
     }
 }

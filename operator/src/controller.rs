@@ -1,7 +1,16 @@
-//! Wiring: metadata-only watches that wake the runner, and the reconcile loop that runs one
-//! [`Runner`] per TrustAnchorRotation while this replica leads.
+//! Wiring: the watches (on every replica, so a standby is ready to lead with a warm cache)
+//! and the reconcile loop (on the leader) that runs one [`Runner`] for the
+//! TrustAnchorRotation named `cluster`.
+//!
+//! The watches follow the TrustAnchorRotations: a new or edited one wakes the loop at once,
+//! and the Secrets, ConfigMap, Deployments, Events and meshed pods it names are watched from
+//! then on (by name, so that the chart's least-privilege RBAC, which grants these by
+//! `resourceNames`, suffices); objects no rotation names any more stop being watched.
 
+use crate::clients::WATCH_TIMEOUT_SECS;
+use crate::health::{Health, Streak};
 use futures::StreamExt;
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use kube::api::{Api, ListParams};
@@ -10,86 +19,40 @@ use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::Resource;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
-use trust_rotation_crds::{TrustAnchorRotation, TrustAnchorRotationSpec, CONTROL_PLANE_NS_LABEL};
+use trust_rotation_crds::{
+    TrustAnchorRotation, TrustAnchorRotationSpec, TrustAnchorRotationStatus,
+    CONTROL_PLANE_NS_LABEL, DEFAULT_ROTATION_NAME,
+};
 use trust_rotation_steps::metrics::Metrics;
 use trust_rotation_steps::observe::{meshed_pod_from, MeshedPod};
 use trust_rotation_steps::rotation;
-use trust_rotation_steps::runner::{KubeEvents, KubeStatusStore, Runner, RunnerConfig};
+use trust_rotation_steps::runner::transition::{set_condition, EventKind, EventRecord};
+use trust_rotation_steps::runner::{
+    store, EventSink, KubeEvents, KubeStatusStore, Runner, RunnerConfig, StatusStore, WriteGate,
+    CONDITION_BLOCKED, CONDITION_READY,
+};
 use trust_rotation_steps::snapshot::PodSource;
 
 /// Coalesces bursts of watch events (a rollout touches many pods at once).
 const DEBOUNCE: Duration = Duration::from_millis(300);
-/// How long a reconcile in flight may finish after SIGTERM.
+/// How long a reconcile in flight may finish after SIGTERM (while the Lease is still held).
 const DRAIN: Duration = Duration::from_secs(10);
-
-/// Tracks initial syncs of every watch; `/ready` turns true once all are synced.
-#[derive(Clone)]
-pub struct SyncTracker {
-    pending: Arc<AtomicUsize>,
-    ready: Arc<AtomicBool>,
-}
-
-impl SyncTracker {
-    pub fn new(ready: Arc<AtomicBool>) -> Self {
-        Self {
-            pending: Arc::new(AtomicUsize::new(0)),
-            ready,
-        }
-    }
-
-    fn register(&self) -> Arc<AtomicBool> {
-        self.pending.fetch_add(1, Ordering::SeqCst);
-        Arc::new(AtomicBool::new(false))
-    }
-
-    fn synced(&self, flag: &AtomicBool) {
-        if !flag.swap(true, Ordering::SeqCst) && self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-            info!("watches synced; ready");
-            self.ready.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-fn spawn_metadata_watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    what: String,
-    wake: Arc<Notify>,
-    sync: SyncTracker,
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default,
-{
-    let flag = sync.register();
-    tokio::spawn(async move {
-        let mut stream = watcher(api, config).default_backoff().boxed();
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::InitDone) => {
-                    sync.synced(&flag);
-                    wake.notify_one();
-                }
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => wake.notify_one(),
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, watch = %what, "watch failed; retrying"),
-            }
-        }
-    });
-}
+/// How soon to look again after a status write lost a race with another writer.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
 // === pod cache ===
 
 #[derive(Default)]
 struct MeshCache {
     synced: bool,
+    failing: Option<Streak>,
     pods: HashMap<String, MeshedPod>,
     /// A relist in progress (watcher `Init` .. `InitDone`).
     staging: Option<HashMap<String, MeshedPod>>,
@@ -103,10 +66,16 @@ pub struct PodCache {
 }
 
 impl PodSource for PodCache {
+    /// `None` (steps then list pods from the API server) until the watch synced, and while
+    /// it has been failing for longer than [`crate::health::STALE_AFTER`].
     fn meshed_pods(&self, linkerd_ns: &str) -> Option<Vec<MeshedPod>> {
         let meshes = self.meshes.read().ok()?;
         let mesh = meshes.get(linkerd_ns)?;
-        mesh.synced.then(|| mesh.pods.values().cloned().collect())
+        let stale = mesh
+            .failing
+            .as_ref()
+            .is_some_and(|f| f.stale(Instant::now()));
+        (mesh.synced && !stale).then(|| mesh.pods.values().cloned().collect())
     }
 }
 
@@ -125,6 +94,7 @@ impl PodCache {
             return false;
         };
         let mesh = meshes.entry(linkerd_ns.to_string()).or_default();
+        mesh.failing = None;
         match ev {
             watcher::Event::Init => mesh.staging = Some(HashMap::new()),
             watcher::Event::InitApply(p) => {
@@ -154,75 +124,26 @@ impl PodCache {
         }
         false
     }
-}
 
-fn spawn_pod_watch(
-    client: kube::Client,
-    linkerd_ns: String,
-    cache: Arc<PodCache>,
-    wake: Arc<Notify>,
-    sync: SyncTracker,
-) {
-    let flag = sync.register();
-    tokio::spawn(async move {
-        let api: Api<Pod> = Api::all(client);
-        let config =
-            watcher::Config::default().labels(&format!("{CONTROL_PLANE_NS_LABEL}={linkerd_ns}"));
-        let mut stream = watcher(api, config).default_backoff().boxed();
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(ev) => {
-                    let relevant =
-                        !matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_));
-                    if cache.apply(&linkerd_ns, ev) {
-                        sync.synced(&flag);
-                    }
-                    if relevant {
-                        wake.notify_one();
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, mesh = %linkerd_ns, "meshed pod watch failed; retrying")
-                }
-            }
+    /// The watch failed at `now`.
+    fn failed(&self, linkerd_ns: &str, error: String, now: Instant) {
+        if let Ok(mut meshes) = self.meshes.write() {
+            let mesh = meshes.entry(linkerd_ns.to_string()).or_default();
+            mesh.failing = Some(Streak::record(mesh.failing.as_ref(), error, now));
         }
-    });
-}
+    }
 
-/// Watches the TrustAnchorRotations themselves: spec changes (generation) and deletions wake
-/// the loop; the operator's own status writes do not.
-fn spawn_rotation_watch(client: kube::Client, wake: Arc<Notify>, sync: SyncTracker) {
-    let flag = sync.register();
-    tokio::spawn(async move {
-        let api: Api<TrustAnchorRotation> = Api::all(client);
-        let mut generations: HashMap<String, Option<i64>> = HashMap::new();
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                    let name = o.metadata.name.clone().unwrap_or_default();
-                    if generations.insert(name, o.metadata.generation)
-                        != Some(o.metadata.generation)
-                    {
-                        wake.notify_one();
-                    }
-                }
-                Ok(watcher::Event::Delete(o)) => {
-                    generations.remove(&o.metadata.name.clone().unwrap_or_default());
-                    wake.notify_one();
-                }
-                Ok(watcher::Event::InitDone) => sync.synced(&flag),
-                Ok(watcher::Event::Init) => {}
-                Err(e) => warn!(error = %e, "TrustAnchorRotation watch failed; retrying"),
-            }
+    /// No rotation names this mesh any more.
+    fn forget(&self, linkerd_ns: &str) {
+        if let Ok(mut meshes) = self.meshes.write() {
+            meshes.remove(linkerd_ns);
         }
-    });
+    }
 }
 
-/// The objects one rotation reads, by name: what the operator watches (by name, so that the
-/// chart's least-privilege RBAC, which grants these by `resourceNames`, suffices).
+// === what to watch ===
+
+/// The objects one rotation reads, by name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WatchTargets {
     /// `(namespace, name)` of Secrets: anchor, issuer, previous anchor.
@@ -268,88 +189,395 @@ impl WatchTargets {
         }
         t
     }
+
+    /// The rotations whose objects are watched: the one named `cluster`, if its spec is
+    /// usable (a spec with invalid names is blocked by the runner, not watched).
+    pub fn of_rotations<'a>(
+        rotations: impl IntoIterator<Item = (&'a str, &'a TrustAnchorRotationSpec)>,
+    ) -> Self {
+        let specs: Vec<TrustAnchorRotationSpec> = rotations
+            .into_iter()
+            .filter(|(name, spec)| *name == DEFAULT_ROTATION_NAME && spec.validate().is_ok())
+            .map(|(_, spec)| spec.clone())
+            .collect();
+        Self::of(&specs)
+    }
+
+    /// One key per watch.
+    pub fn keys(&self) -> BTreeSet<WatchKey> {
+        let mut k = BTreeSet::new();
+        for (ns, n) in &self.secrets {
+            k.insert(WatchKey::Secret(ns.clone(), n.clone()));
+        }
+        for (ns, n) in &self.configmaps {
+            k.insert(WatchKey::ConfigMap(ns.clone(), n.clone()));
+        }
+        for (ns, n) in &self.deployments {
+            k.insert(WatchKey::Deployment(ns.clone(), n.clone()));
+        }
+        for ns in &self.event_namespaces {
+            k.insert(WatchKey::Events(ns.clone()));
+        }
+        for ns in &self.meshes {
+            k.insert(WatchKey::Pods(ns.clone()));
+        }
+        k
+    }
 }
+
+/// One watch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WatchKey {
+    Secret(String, String),
+    ConfigMap(String, String),
+    Deployment(String, String),
+    Events(String),
+    Pods(String),
+}
+
+impl WatchKey {
+    /// How `/ready` and the logs name it.
+    pub fn label(&self) -> String {
+        match self {
+            WatchKey::Secret(ns, n) => format!("secret {ns}/{n}"),
+            WatchKey::ConfigMap(ns, n) => format!("configmap {ns}/{n}"),
+            WatchKey::Deployment(ns, n) => format!("deployment {ns}/{n}"),
+            WatchKey::Events(ns) => format!("events in {ns}"),
+            WatchKey::Pods(ns) => format!("meshed pods of control plane {ns}"),
+        }
+    }
+
+    /// The `resource` label of `trust_rotation_watch_errors_total`.
+    pub fn resource(&self) -> &'static str {
+        match self {
+            WatchKey::Secret(..) => "secrets",
+            WatchKey::ConfigMap(..) => "configmaps",
+            WatchKey::Deployment(..) => "deployments",
+            WatchKey::Events(_) => "events",
+            WatchKey::Pods(_) => "pods",
+        }
+    }
+}
+
+const ROTATIONS_WATCH: &str = "TrustAnchorRotations";
 
 fn by_name(name: &str) -> watcher::Config {
-    watcher::Config::default().fields(&format!("metadata.name={name}"))
+    watcher::Config::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(WATCH_TIMEOUT_SECS)
 }
 
-/// Starts every watch, for the objects the rotations that exist at start name (a rotation
-/// created later is still reconciled on every resync; restart the operator to watch its
-/// objects too). Returns the meshed-pod cache the watches feed.
-pub async fn start_watches(
-    client: &kube::Client,
-    wake: Arc<Notify>,
-    sync: SyncTracker,
-) -> anyhow::Result<Arc<PodCache>> {
-    let cache = Arc::new(PodCache::default());
-    let tars = Api::<TrustAnchorRotation>::all(client.clone())
-        .list(&ListParams::default())
-        .await?;
-    let specs: Vec<TrustAnchorRotationSpec> = tars.items.into_iter().map(|t| t.spec).collect();
-    let targets = WatchTargets::of(&specs);
-    spawn_rotation_watch(client.clone(), wake.clone(), sync.clone());
-    for (ns, name) in &targets.secrets {
-        spawn_metadata_watch(
-            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
-            by_name(name),
-            format!("secret {ns}/{name}"),
-            wake.clone(),
-            sync.clone(),
-        );
-    }
-    for (ns, name) in &targets.configmaps {
-        spawn_metadata_watch(
-            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
-            by_name(name),
-            format!("configmap {ns}/{name}"),
-            wake.clone(),
-            sync.clone(),
-        );
-    }
-    for (ns, name) in &targets.deployments {
-        spawn_metadata_watch(
-            Api::<PartialObjectMeta<Deployment>>::namespaced(client.clone(), ns),
-            by_name(name),
-            format!("deployment {ns}/{name}"),
-            wake.clone(),
-            sync.clone(),
-        );
-    }
-    for ns in &targets.event_namespaces {
-        spawn_metadata_watch(
-            Api::<PartialObjectMeta<Event>>::namespaced(client.clone(), ns),
-            watcher::Config::default(),
-            format!("events in {ns}"),
-            wake.clone(),
-            sync.clone(),
-        );
-    }
-    for ns in &targets.meshes {
-        spawn_pod_watch(
-            client.clone(),
-            ns.clone(),
-            cache.clone(),
-            wake.clone(),
-            sync.clone(),
-        );
-    }
-    Ok(cache)
-}
+// === the watches ===
 
-/// Runs every rotation until `stop` fires.
-pub async fn run(
+/// The running watches; shared by the rotation watch, which changes them.
+#[derive(Clone)]
+pub struct Watches {
     client: kube::Client,
-    config: RunnerConfig,
-    metrics: Metrics,
-    pods: Arc<PodCache>,
-    identity: String,
     wake: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let api: Api<TrustAnchorRotation> = Api::all(client.clone());
-    let events = Arc::new(KubeEvents::new(client.clone(), Some(identity)));
-    let mut runners: HashMap<String, Runner> = HashMap::new();
+    health: Health,
+    pods: Arc<PodCache>,
+    running: Arc<Mutex<BTreeMap<WatchKey, AbortHandle>>>,
+}
+
+impl Watches {
+    /// Starts watching the TrustAnchorRotations; they decide what else is watched.
+    pub fn start(
+        client: kube::Client,
+        wake: Arc<Notify>,
+        health: Health,
+        pods: Arc<PodCache>,
+    ) -> Self {
+        let w = Self {
+            client,
+            wake,
+            health,
+            pods,
+            running: Arc::default(),
+        };
+        w.spawn_rotation_watch();
+        w
+    }
+
+    /// What is watched now.
+    pub fn keys(&self) -> BTreeSet<WatchKey> {
+        self.running
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Watches exactly `targets`: starts what is new, stops what is gone.
+    pub fn follow(&self, targets: &WatchTargets) {
+        let wanted = targets.keys();
+        let Ok(mut running) = self.running.lock() else {
+            return;
+        };
+        let gone: Vec<WatchKey> = running
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(h) = running.remove(&k) {
+                h.abort();
+            }
+            self.health.unregister(&k.label());
+            if let WatchKey::Pods(ns) = &k {
+                self.pods.forget(ns);
+            }
+            info!(watch = %k.label(), "no rotation names it any more: stopped watching");
+        }
+        for k in wanted {
+            if running.contains_key(&k) {
+                continue;
+            }
+            self.health.register(&k.label(), k.resource());
+            let handle = self.spawn(&k);
+            debug!(watch = %k.label(), "watching");
+            running.insert(k, handle);
+        }
+    }
+
+    fn spawn(&self, key: &WatchKey) -> AbortHandle {
+        let c = self.client.clone();
+        match key {
+            WatchKey::Secret(ns, n) => self.spawn_metadata(
+                key,
+                Api::<PartialObjectMeta<Secret>>::namespaced(c, ns),
+                by_name(n),
+            ),
+            WatchKey::ConfigMap(ns, n) => self.spawn_metadata(
+                key,
+                Api::<PartialObjectMeta<ConfigMap>>::namespaced(c, ns),
+                by_name(n),
+            ),
+            WatchKey::Deployment(ns, n) => self.spawn_metadata(
+                key,
+                Api::<PartialObjectMeta<Deployment>>::namespaced(c, ns),
+                by_name(n),
+            ),
+            WatchKey::Events(ns) => self.spawn_metadata(
+                key,
+                Api::<PartialObjectMeta<Event>>::namespaced(c, ns),
+                watcher::Config::default().timeout(WATCH_TIMEOUT_SECS),
+            ),
+            WatchKey::Pods(ns) => self.spawn_pods(key, ns.clone()),
+        }
+    }
+
+    fn spawn_metadata<K>(&self, key: &WatchKey, api: Api<K>, config: watcher::Config) -> AbortHandle
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default,
+    {
+        let label = key.label();
+        let (wake, health) = (self.wake.clone(), self.health.clone());
+        tokio::spawn(async move {
+            let mut stream = watcher(api, config).default_backoff().boxed();
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(watcher::Event::InitDone) => {
+                        health.synced(&label);
+                        wake.notify_one();
+                    }
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                        health.ok(&label);
+                        wake.notify_one();
+                    }
+                    Ok(_) => health.ok(&label),
+                    Err(e) => {
+                        health.error(&label, &e);
+                        warn!(error = %e, watch = %label, "watch failed; retrying with backoff");
+                    }
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    fn spawn_pods(&self, key: &WatchKey, linkerd_ns: String) -> AbortHandle {
+        let label = key.label();
+        let (client, wake, health, cache) = (
+            self.client.clone(),
+            self.wake.clone(),
+            self.health.clone(),
+            self.pods.clone(),
+        );
+        tokio::spawn(async move {
+            let api: Api<Pod> = Api::all(client);
+            let config = watcher::Config::default()
+                .labels(&format!("{CONTROL_PLANE_NS_LABEL}={linkerd_ns}"))
+                .timeout(WATCH_TIMEOUT_SECS);
+            let mut stream = watcher(api, config).default_backoff().boxed();
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(ev) => {
+                        let relevant =
+                            !matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_));
+                        let done = matches!(ev, watcher::Event::InitDone);
+                        cache.apply(&linkerd_ns, ev);
+                        if done {
+                            health.synced(&label);
+                        } else {
+                            health.ok(&label);
+                        }
+                        if relevant {
+                            wake.notify_one();
+                        }
+                    }
+                    Err(e) => {
+                        health.error(&label, &e);
+                        cache.failed(&linkerd_ns, e.to_string(), Instant::now());
+                        warn!(error = %e, watch = %label, "meshed pod watch failed; retrying with backoff");
+                    }
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    /// Watches the TrustAnchorRotations: a new one, a spec change (generation) or a deletion
+    /// wakes the loop and re-targets the other watches; the operator's own status writes do
+    /// not.
+    fn spawn_rotation_watch(&self) {
+        self.health
+            .register(ROTATIONS_WATCH, "trustanchorrotations");
+        let this = self.clone();
+        tokio::spawn(async move {
+            let api: Api<TrustAnchorRotation> = Api::all(this.client.clone());
+            let mut seen: BTreeMap<String, (Option<i64>, TrustAnchorRotationSpec)> =
+                BTreeMap::new();
+            let mut staging: Option<BTreeMap<String, (Option<i64>, TrustAnchorRotationSpec)>> =
+                None;
+            let mut synced = false;
+            let mut stream = watcher(api, watcher::Config::default().timeout(WATCH_TIMEOUT_SECS))
+                .default_backoff()
+                .boxed();
+            while let Some(ev) = stream.next().await {
+                let changed = match ev {
+                    Ok(watcher::Event::Init) => {
+                        staging = Some(BTreeMap::new());
+                        false
+                    }
+                    Ok(watcher::Event::InitApply(o)) => {
+                        if let Some(s) = staging.as_mut() {
+                            s.insert(
+                                o.metadata.name.clone().unwrap_or_default(),
+                                (o.metadata.generation, o.spec),
+                            );
+                        }
+                        false
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        let fresh = staging.take().unwrap_or_default();
+                        let changed = fresh != seen || !synced;
+                        seen = fresh;
+                        synced = true;
+                        this.health.synced(ROTATIONS_WATCH);
+                        changed
+                    }
+                    Ok(watcher::Event::Apply(o)) => {
+                        this.health.ok(ROTATIONS_WATCH);
+                        let name = o.metadata.name.clone().unwrap_or_default();
+                        let entry = (o.metadata.generation, o.spec);
+                        seen.insert(name, entry.clone()) != Some(entry)
+                    }
+                    Ok(watcher::Event::Delete(o)) => {
+                        this.health.ok(ROTATIONS_WATCH);
+                        seen.remove(&o.metadata.name.clone().unwrap_or_default());
+                        true
+                    }
+                    Err(e) => {
+                        this.health.error(ROTATIONS_WATCH, &e);
+                        warn!(error = %e, "TrustAnchorRotation watch failed; retrying with backoff");
+                        false
+                    }
+                };
+                if changed && synced {
+                    let targets = WatchTargets::of_rotations(
+                        seen.iter().map(|(n, (_, spec))| (n.as_str(), spec)),
+                    );
+                    this.follow(&targets);
+                    this.wake.notify_one();
+                }
+            }
+        });
+    }
+}
+
+// === refusing a second rotation ===
+
+/// What the status of a TrustAnchorRotation not named `cluster` says.
+pub fn refusal_message(name: &str) -> String {
+    format!(
+        "TrustAnchorRotation {name} is refused and makes no change: a cluster has one TrustAnchorRotation, named \
+         '{DEFAULT_ROTATION_NAME}' (two rotations of one mesh would restart its control plane against each other). \
+         Delete this one (`kubectl delete trustanchorrotation {name}`) and edit '{DEFAULT_ROTATION_NAME}' instead. \
+         The CRD installed lets such a name in: upgrade the trust-rotation-operator-crds chart, whose CRD refuses it"
+    )
+}
+
+/// The status that refuses a TrustAnchorRotation named `name` (`None` when it already says
+/// so).
+pub fn refusal(
+    prev: &TrustAnchorRotationStatus,
+    name: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<TrustAnchorRotationStatus> {
+    let message = refusal_message(name);
+    if prev.blocking_message.as_deref() == Some(message.as_str())
+        && prev.observed_generation == generation
+    {
+        return None;
+    }
+    let mut status = prev.clone();
+    status.observed_generation = generation;
+    status.blocking_message = Some(message.clone());
+    set_condition(
+        &mut status.conditions,
+        CONDITION_BLOCKED,
+        true,
+        "DuplicateRotation",
+        &message,
+        now,
+        generation,
+    );
+    set_condition(
+        &mut status.conditions,
+        CONDITION_READY,
+        false,
+        "DuplicateRotation",
+        &message,
+        now,
+        generation,
+    );
+    Some(status)
+}
+
+// === the reconcile loop ===
+
+/// What the reconcile loop works with (all of it the leader's).
+#[derive(Clone)]
+pub struct Reconciler {
+    /// The leader's client: it sends nothing while this replica does not lead.
+    pub client: kube::Client,
+    pub config: RunnerConfig,
+    pub metrics: Metrics,
+    pub pods: Arc<PodCache>,
+    pub identity: String,
+    pub wake: Arc<Notify>,
+    /// Checked by the runner before every status write and Event.
+    pub gate: WriteGate,
+}
+
+/// Runs the rotation until `stop` fires (then lets the reconcile in flight finish for up to
+/// [`DRAIN`]). Cancelling this future (on leadership loss) stops everything at once.
+pub async fn run(r: &Reconciler, mut stop: watch::Receiver<bool>) {
+    let api: Api<TrustAnchorRotation> = Api::all(r.client.clone());
+    let events = Arc::new(KubeEvents::new(r.client.clone(), Some(r.identity.clone())));
+    let mut runner: Option<(Option<String>, Runner)> = None;
+    // Look at once: a new leader must not wait for a watch event.
     let mut next = tokio::time::Instant::now();
     loop {
         if *stop.borrow() {
@@ -357,7 +585,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.changed() => return,
-            _ = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
+            _ = r.wake.notified() => tokio::time::sleep(DEBOUNCE).await,
             _ = tokio::time::sleep_until(next) => {}
         }
         let tars = match api.list(&ListParams::default()).await {
@@ -368,45 +596,96 @@ pub async fn run(
                 continue;
             }
         };
-        runners.retain(|name, _| {
-            tars.iter()
-                .any(|t| t.metadata.name.as_deref() == Some(name))
-        });
-        let mut soonest = config.resync;
-        for tar in tars {
-            let Some(name) = tar.metadata.name.clone() else {
+        let mut soonest = r.config.resync;
+        for tar in &tars {
+            let name = tar.metadata.name.clone().unwrap_or_default();
+            if name == DEFAULT_ROTATION_NAME || !(r.gate)() {
                 continue;
-            };
-            let runner = runners.entry(name.clone()).or_insert_with(|| {
-                info!(rotation = %name, "managing TrustAnchorRotation");
-                Runner::new(
-                    rotation::workflow(),
-                    Arc::new(KubeStatusStore::new(client.clone(), name.clone())),
-                    events.clone(),
-                    client.clone(),
-                    config.clone(),
-                )
-                .with_metrics(metrics.clone())
-                .with_pods(pods.clone())
-            });
-            let fut = runner.reconcile();
-            tokio::pin!(fut);
-            let result = tokio::select! {
-                r = &mut fut => r,
-                _ = stop.changed() => {
-                    match tokio::time::timeout(DRAIN, fut).await {
-                        Ok(r) => { log_result(&name, &r.map(|_| ())); }
-                        Err(_) => warn!(rotation = %name, "reconcile did not finish within the drain period; it resumes on the next start"),
-                    }
-                    return;
-                }
-            };
-            match result {
-                Ok(r) => soonest = soonest.min(r.0),
-                Err(e) => {
-                    log_result(&name, &Err(e));
+            }
+            let generation = tar.metadata.generation;
+            if let Some(status) = refusal(
+                &tar.status.clone().unwrap_or_default(),
+                &name,
+                generation,
+                trust_rotation_steps::runner::now_seconds(),
+            ) {
+                warn!(rotation = %name, "refusing a second TrustAnchorRotation");
+                let store = KubeStatusStore::new(r.client.clone(), name.clone());
+                if let Err(e) = store.apply(tar, &status).await {
+                    warn!(rotation = %name, error = %e, "could not record the refusal; retrying");
                     soonest = soonest.min(Duration::from_secs(5));
+                } else {
+                    let note = status.blocking_message.clone().unwrap_or_default();
+                    events
+                        .publish(
+                            tar,
+                            &EventRecord {
+                                kind: EventKind::Warning,
+                                reason: "DuplicateRotation",
+                                action: "Refuse".into(),
+                                note,
+                            },
+                        )
+                        .await;
                 }
+            }
+        }
+        let Some(tar) = tars
+            .iter()
+            .find(|t| t.metadata.name.as_deref() == Some(DEFAULT_ROTATION_NAME))
+        else {
+            runner = None;
+            next = tokio::time::Instant::now() + soonest;
+            continue;
+        };
+        // A deleted and re-created rotation starts over with a fresh runner.
+        if runner
+            .as_ref()
+            .is_none_or(|(uid, _)| *uid != tar.metadata.uid)
+        {
+            info!(
+                rotation = DEFAULT_ROTATION_NAME,
+                "managing TrustAnchorRotation"
+            );
+            let built = Runner::new(
+                rotation::workflow(),
+                Arc::new(KubeStatusStore::new(
+                    r.client.clone(),
+                    DEFAULT_ROTATION_NAME,
+                )),
+                events.clone(),
+                r.client.clone(),
+                r.config.clone(),
+            )
+            .with_metrics(r.metrics.clone())
+            .with_pods(r.pods.clone())
+            .with_write_gate(r.gate.clone());
+            runner = Some((tar.metadata.uid.clone(), built));
+        }
+        let Some((_, current)) = runner.as_ref() else {
+            continue;
+        };
+        let fut = current.reconcile();
+        tokio::pin!(fut);
+        let result = tokio::select! {
+            r = &mut fut => r,
+            _ = stop.changed() => {
+                match tokio::time::timeout(DRAIN, fut).await {
+                    Ok(r) => log_result(&r.map(|_| ())),
+                    Err(_) => warn!(rotation = DEFAULT_ROTATION_NAME, "reconcile did not finish within the drain period; it resumes on the next start"),
+                }
+                return;
+            }
+        };
+        match result {
+            Ok(q) => soonest = soonest.min(q.0),
+            Err(e) if e.category() == store::CONFLICT => {
+                debug!(error = %e, "the rotation changed while being reconciled; reading it again");
+                soonest = soonest.min(CONFLICT_RETRY);
+            }
+            Err(e) => {
+                log_result(&Err(e));
+                soonest = soonest.min(Duration::from_secs(5));
             }
         }
         debug!(next_in = ?soonest, "reconciled");
@@ -414,9 +693,9 @@ pub async fn run(
     }
 }
 
-fn log_result(name: &str, r: &Result<(), trust_rotation_steps::step::StepError>) {
+fn log_result(r: &Result<(), trust_rotation_steps::step::StepError>) {
     if let Err(e) = r {
-        warn!(rotation = %name, error = %e, category = e.category(), "reconcile failed; retrying");
+        warn!(rotation = DEFAULT_ROTATION_NAME, error = %e, category = e.category(), "reconcile failed; retrying");
     }
 }
 
@@ -424,7 +703,6 @@ fn log_result(name: &str, r: &Result<(), trust_rotation_steps::step::StepError>)
 mod tests {
     use super::*;
     use kube::api::ObjectMeta;
-    use std::collections::BTreeMap;
 
     fn pod(ns: &str, name: &str, meshed: bool) -> Pod {
         let mut labels = BTreeMap::new();
@@ -468,6 +746,58 @@ mod tests {
         );
         assert_eq!(t.deployments.len(), 3);
         assert_eq!(t.meshes, BTreeSet::from(["linkerd".to_string()]));
+        assert_eq!(t.keys().len(), 3 + 1 + 3 + 1 + 1);
+    }
+
+    #[test]
+    fn only_the_cluster_rotation_with_a_usable_spec_is_followed() {
+        let mut moved = TrustAnchorRotationSpec::default();
+        moved.trust_roots.name = "roots".into();
+        moved.control_plane.namespace = "mesh".into();
+        let t = WatchTargets::of_rotations([
+            ("cluster", &moved),
+            ("second", &TrustAnchorRotationSpec::default()),
+        ]);
+        assert_eq!(
+            t.configmaps,
+            BTreeSet::from([("linkerd".to_string(), "roots".to_string())]),
+            "the second rotation's objects are not watched"
+        );
+        assert_eq!(t.meshes, BTreeSet::from(["mesh".to_string()]));
+        let mut bad = TrustAnchorRotationSpec::default();
+        bad.control_plane.namespace = "Not_A_Namespace".into();
+        assert_eq!(
+            WatchTargets::of_rotations([("cluster", &bad)]),
+            WatchTargets::of(&[]),
+            "an invalid spec is blocked, not watched: the defaults are"
+        );
+    }
+
+    #[test]
+    fn a_second_rotation_is_refused_once_per_generation() {
+        let now: Timestamp = "2026-11-29T16:00:00Z".parse().unwrap();
+        let s = refusal(&Default::default(), "mesh-b", Some(1), now).expect("refused");
+        let msg = s.blocking_message.clone().unwrap();
+        assert!(
+            msg.contains("mesh-b") && msg.contains("kubectl delete trustanchorrotation mesh-b"),
+            "{msg}"
+        );
+        assert!(
+            s.phase.is_none() && s.rotation.is_none(),
+            "no rotation starts"
+        );
+        assert!(s.conditions.iter().any(|c| c.type_ == "Blocked"
+            && c.status == "True"
+            && c.reason == "DuplicateRotation"));
+        assert!(s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False"));
+        assert_eq!(refusal(&s, "mesh-b", Some(1), now), None, "said once");
+        assert!(
+            refusal(&s, "mesh-b", Some(2), now).is_some(),
+            "an edit is answered"
+        );
     }
 
     #[test]
@@ -494,5 +824,30 @@ mod tests {
         assert_eq!(names(&cache), Some(vec!["app/c".into()]));
         assert!(!cache.apply("linkerd", watcher::Event::InitDone));
         assert_eq!(names(&cache), Some(vec!["app/d".into()]));
+    }
+
+    #[test]
+    fn a_pod_watch_failing_for_long_makes_the_cache_step_aside() {
+        let cache = PodCache::default();
+        cache.apply("linkerd", watcher::Event::Init);
+        cache.apply("linkerd", watcher::Event::InitDone);
+        let t0 = Instant::now() - crate::health::STALE_AFTER - Duration::from_secs(5);
+        cache.failed("linkerd", "connection refused".into(), t0);
+        assert_eq!(
+            names(&cache),
+            Some(vec![]),
+            "one old failure: still answering"
+        );
+        cache.failed("linkerd", "connection refused".into(), Instant::now());
+        assert_eq!(
+            names(&cache),
+            None,
+            "failing since {:?}: steps must list pods themselves",
+            t0
+        );
+        cache.apply("linkerd", watcher::Event::Apply(pod("app", "a", true)));
+        assert_eq!(names(&cache), Some(vec!["app/a".into()]), "recovered");
+        cache.forget("linkerd");
+        assert_eq!(names(&cache), None);
     }
 }

@@ -5,16 +5,19 @@
 
 pub mod admin;
 pub mod args;
+pub mod clients;
 pub mod controller;
+pub mod health;
 pub mod lease;
+pub mod metrics;
 pub mod telemetry;
 
 use anyhow::Context as _;
 use args::Args;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use lease::{Leadership, LeaseLock, LeaseTiming};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
@@ -23,14 +26,14 @@ use trust_rotation_steps::metrics::Metrics;
 use trust_rotation_steps::runner::RunnerConfig;
 use trust_rotation_steps::step::ProbeSettings;
 
-/// A Kubernetes client from `--kubeconfig`/`--context`, else the in-cluster config, else
-/// `$KUBECONFIG`/`~/.kube/config`.
-pub async fn client(args: &Args) -> anyhow::Result<kube::Client> {
+/// The Kubernetes configuration from `--kubeconfig`/`--context`, else the in-cluster config,
+/// else `$KUBECONFIG`/`~/.kube/config`.
+pub async fn kube_config(args: &Args) -> anyhow::Result<kube::Config> {
     let opts = KubeConfigOptions {
         context: args.context.clone(),
         ..Default::default()
     };
-    let config = match &args.kubeconfig {
+    Ok(match &args.kubeconfig {
         Some(path) => {
             if !path.is_file() {
                 anyhow::bail!(
@@ -50,8 +53,7 @@ pub async fn client(args: &Args) -> anyhow::Result<kube::Client> {
         None => kube::Config::infer().await.context(
             "no Kubernetes configuration: not in a cluster and no kubeconfig (pass --kubeconfig)",
         )?,
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    })
 }
 
 /// Refuses to start, with one line and the fix, when the CRD or cert-manager is missing.
@@ -109,8 +111,8 @@ async fn signal() {
     }
 }
 
-/// Runs the operator until SIGTERM/SIGINT (or until leadership is lost: then an error, so
-/// the pod restarts and stands by).
+/// Runs the operator until SIGTERM/SIGINT. A replica that loses leadership cancels its
+/// reconcile at once and stands by again.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let telemetry = telemetry::init(&args.log_level, args.log_format)?;
     let result = run_inner(&args).await;
@@ -119,8 +121,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run_inner(args: &Args) -> anyhow::Result<()> {
-    let client = client(args).await?;
-    startup_checks(&client).await?;
+    let config = kube_config(args).await?;
+    let watch_client = clients::watch_client(&config).context("building the Kubernetes client")?;
+    startup_checks(&watch_client).await?;
+
+    let timing = LeaseTiming::from_lease_duration(args.lease_duration);
+    let leadership = if args.leader_election {
+        Leadership::elected()
+    } else {
+        Leadership::always()
+    };
+    let leader_client = clients::leader_client(&config, leadership.clone())
+        .context("building the Kubernetes client")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -129,12 +141,21 @@ async fn run_inner(args: &Args) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
+    let leading: metrics::Leading = {
+        let l = leadership.clone();
+        Arc::new(move || l.is_leading())
+    };
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let ready = Arc::new(AtomicBool::new(false));
+    let watch_errors = metrics::register(&mut registry, leading.clone());
+    let mut leader_registry = Registry::default();
+    let rotation_metrics = Metrics::register(&mut leader_registry);
+    let health = health::Health::new(watch_errors);
+    let ready_health = health.clone();
     let state = admin::AdminState {
-        ready: ready.clone(),
+        ready: Arc::new(move || ready_health.ready()),
         registry: Arc::new(registry),
+        leader_registry: Arc::new(leader_registry),
+        leading: leading.clone(),
     };
     let mut admin_stop = stop_rx.clone();
     let (bound, server) = admin::bind(args.admin_addr, state, async move {
@@ -145,75 +166,85 @@ async fn run_inner(args: &Args) -> anyhow::Result<()> {
     let admin = tokio::spawn(server);
 
     let wake = Arc::new(Notify::new());
-    let pods =
-        controller::start_watches(&client, wake.clone(), controller::SyncTracker::new(ready))
-            .await?;
+    let pods = Arc::new(controller::PodCache::default());
+    let _watches = controller::Watches::start(watch_client, wake.clone(), health, pods.clone());
 
     let id = identity();
-    let config = RunnerConfig {
-        resync: args.resync_interval,
-        probe: ProbeSettings {
-            mode: args.probe,
-            concurrency: args.probe_concurrency.max(1),
-            timeout: args.probe_timeout,
+    let reconciler = controller::Reconciler {
+        client: leader_client,
+        config: RunnerConfig {
+            resync: args.resync_interval,
+            probe: ProbeSettings {
+                mode: args.probe,
+                concurrency: usize::from(args.probe_concurrency),
+                timeout: args.probe_timeout,
+            },
+            ..Default::default()
         },
-        ..Default::default()
+        metrics: rotation_metrics,
+        pods,
+        identity: id.clone(),
+        wake,
+        gate: leading,
     };
 
-    let outcome = if args.leader_election {
-        let lock = lease::LeaseLock::new(
-            client.clone(),
+    if args.leader_election {
+        let lease_client = clients::lease_client(&config, timing.renew_deadline)
+            .context("building the Kubernetes client")?;
+        let lock = LeaseLock::new(
+            lease_client,
             &args.lease_namespace,
             &args.lease_name,
-            id.clone(),
-            args.lease_duration,
-        );
-        let mut stop = stop_rx.clone();
-        if lock.acquire(&mut stop).await {
-            let (ctl_tx, ctl_rx) = watch::channel(false);
-            let holder = lock.clone();
-            let mut hold_stop = stop_rx.clone();
-            let lost = Arc::new(AtomicBool::new(false));
-            let lost_flag = lost.clone();
-            let hold = tokio::spawn(async move {
-                let kept = holder.hold(&mut hold_stop).await;
-                if !kept {
-                    lost_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                let _ = ctl_tx.send(true);
-            });
-            controller::run(client.clone(), config, metrics, pods, id, wake, ctl_rx).await;
-            hold.abort();
-            if lost.load(std::sync::atomic::Ordering::SeqCst) {
-                Err(anyhow::anyhow!(
-                    "lost the leader-election lease {}/{}; exiting so that a restart stands by",
-                    args.lease_namespace,
-                    args.lease_name
-                ))
-            } else {
-                lock.release().await;
-                Ok(())
-            }
-        } else {
-            Ok(())
-        }
-    } else {
-        controller::run(
-            client.clone(),
-            config,
-            metrics,
-            pods,
             id,
-            wake,
-            stop_rx.clone(),
-        )
-        .await;
-        Ok(())
-    };
+            timing,
+        );
+        lead_while_elected(&lock, &leadership, &reconciler, stop_rx.clone()).await;
+    } else {
+        controller::run(&reconciler, stop_rx.clone()).await;
+    }
     if *stop_rx.borrow() {
         let _ = admin.await;
     } else {
         admin.abort();
     }
-    outcome
+    Ok(())
+}
+
+/// Stands by, leads while the Lease is ours, and stands by again when it is lost, until
+/// `stop` fires.
+async fn lead_while_elected(
+    lock: &LeaseLock,
+    leadership: &Leadership,
+    reconciler: &controller::Reconciler,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let mut standby_stop = stop.clone();
+        if !lock.acquire(leadership, &mut standby_stop).await {
+            return;
+        }
+        let (release_tx, release_rx) = watch::channel(false);
+        let hold = tokio::spawn({
+            let (lock, leadership) = (lock.clone(), leadership.clone());
+            async move { lock.hold(&leadership, release_rx).await }
+        });
+        tokio::select! {
+            // SIGTERM: the reconcile in flight finished (or the drain ran out) while the
+            // Lease was still renewed; only then is it given up.
+            () = controller::run(reconciler, stop.clone()) => {
+                let _ = release_tx.send(true);
+                let _ = hold.await;
+                leadership.revoke();
+                lock.release().await;
+                return;
+            }
+            // The renew deadline passed (or another replica holds the Lease): the reconcile
+            // future is dropped here, mid-request if need be; the leader client sends
+            // nothing more.
+            () = leadership.lost() => {
+                hold.abort();
+                warn!(identity = %lock.identity(), "lost leadership: cancelled the reconcile in flight; standing by");
+            }
+        }
+    }
 }

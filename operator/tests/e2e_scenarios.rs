@@ -363,6 +363,201 @@ async fn a_rotation_whose_status_was_lost_is_finished_safely() {
     );
     rollout_restart(&client, APP_NS).await;
     wait_phase(&client, Phase::WaitingForIdentityRotation, "AwaitIssuer", T).await;
+    let s = finish_from_identity_rotation(&client, T).await;
+    assert!(
+        !s.history.is_empty(),
+        "the finished rotation is in the history"
+    );
+    assert_eq!(s.history.len(), 1);
+    assert_eq!(bundle_fingerprints(&client).await.len(), 1);
+    ops.stop().await;
+    sim.shutdown().await;
+}
+
+/// A bare meshed pod (no owner) in the application namespace, injected like `web`'s pods:
+/// `kubectl rollout restart` never replaces it.
+async fn create_bare_meshed_pod(client: &kube::Client, name: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
+    let template = api
+        .list(&ListParams::default().labels("linkerd.io/control-plane-ns"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .next()
+        .expect("a meshed pod to copy");
+    let mut labels = template.metadata.labels.clone().unwrap_or_default();
+    labels.retain(|k, _| !k.starts_with("linkerd.io/proxy-") && k != "pod-template-hash");
+    let pod = Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(APP_NS.into()),
+            labels: Some(labels),
+            annotations: template.metadata.annotations.clone(),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    };
+    api.create(&kube::api::PostParams::default(), &pod)
+        .await
+        .expect("bare pod created");
+}
+
+/// Notes of the PhaseChanged Events, as `kubectl describe` shows them (one per Event object).
+async fn phase_change_notes(client: &kube::Client) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let mut evs: Vec<_> = api
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("PhaseChanged"))
+        .collect();
+    evs.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+    evs.into_iter().filter_map(|e| e.note).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_names_the_pod_and_the_fix_then_clears_and_every_phase_change_is_an_event() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    patch_spec(&client, serde_json::json!({"stallTimeout": "30s"})).await;
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+    create_bare_meshed_pod(&client, "nightly-report").await;
+
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    rollout_restart(&client, APP_NS).await;
+    // Every Deployment's pods converge; the bare pod never does, and nothing moves.
+    let s = wait_status(&client, "stalled", T, |s| s.blocking_message.is_some()).await;
+    let msg = s.blocking_message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("has seen no progress since") && msg.contains("stall timeout 30s"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("kubectl -n emojivoto delete pod nightly-report"),
+        "the message names the fix: {msg}"
+    );
+    assert_eq!(s.phase, Some(Phase::PropagatingTrustRoots));
+    let text = ops.metrics().await;
+    assert_eq!(metric(&text, "trust_rotation_blocked"), Some(1.0), "{text}");
+
+    // The fix the message gives: the rotation moves on and the message is gone.
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), APP_NS)
+        .delete("nightly-report", &Default::default())
+        .await
+        .expect("deleted");
+    let s = wait_status(&client, "moving again", T, |s| {
+        s.blocking_message.is_none() && s.phase != Some(Phase::PropagatingTrustRoots)
+    })
+    .await;
+    assert_eq!(s.phase, Some(Phase::WaitingForIdentityRotation));
+    finish_from_identity_rotation(&client, T).await;
+
+    // kube's recorder folds Events by (type, reason, action): each phase change must still be
+    // its own Event with its own note, in order.
+    let notes = phase_change_notes(&client).await;
+    let phases: Vec<&str> = notes
+        .iter()
+        .filter_map(|n| n.strip_prefix("phase "))
+        .map(|n| n.split(" (").next().unwrap_or(n))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "Synced → RefreshingControlPlane",
+            "RefreshingControlPlane → PropagatingTrustRoots",
+            "PropagatingTrustRoots → WaitingForIdentityRotation",
+            "WaitingForIdentityRotation → RenewingWorkloadCerts",
+            "RenewingWorkloadCerts → RefreshingControlPlane",
+            "RefreshingControlPlane → RemovingOldTrustRoots",
+            "RemovingOldTrustRoots → Synced",
+        ],
+        "{notes:?}"
+    );
+    ops.stop().await;
+    sim.shutdown().await;
+}
+
+/// The anchor Secret's fingerprint once it differs from `old` (cert-manager renewed it).
+async fn renewed_anchor(client: &kube::Client, old: &str) -> String {
+    for _ in 0..600 {
+        let now = secret_cert_fingerprint(client, "cert-manager", "linkerd-trust-anchor").await;
+        if now != old {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the trust anchor was never renewed");
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anchor_renewed_twice_mid_rotation_is_followed_to_the_newest_without_breaking_mtls() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    wait_status(&client, "Synced", T, |s| {
+        s.phase == Some(Phase::Synced) && s.trust_bundle.is_some()
+    })
+    .await;
+    let a = secret_cert_fingerprint(&client, "cert-manager", "linkerd-trust-anchor").await;
+    sim.oracle().reset();
+
+    // The rotation A → B starts and expands the bundle.
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let s = wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    let b = secret_cert_fingerprint(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let first = s.rotation.clone().expect("a rotation");
+    assert_eq!(first.to_anchor.as_deref(), Some(b.as_str()));
+    assert_eq!(bundle_fingerprints(&client).await, [a.clone(), b.clone()]);
+
+    // Renewed again right after the expansion: the rotation moves on to C and keeps B.
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let c = renewed_anchor(&client, &b).await;
+    let s = wait_status(&client, "retargeted to C", T, |s| {
+        s.rotation
+            .as_ref()
+            .is_some_and(|r| r.to_anchor.as_deref() == Some(c.as_str()))
+    })
+    .await;
+    let second = s.rotation.clone().unwrap();
+    assert_eq!(second.from_anchor.as_deref(), Some(a.as_str()));
+    assert_eq!(second.superseded_anchors, std::slice::from_ref(&b));
+    assert_ne!(second.id, first.id, "a new round");
+    assert!(
+        second.trigger.contains(&first.id),
+        "the trigger names the rotation it continues: {}",
+        second.trigger
+    );
+    assert_eq!(
+        s.blocking_message, None,
+        "no dead end: {:?}",
+        s.blocking_message
+    );
+    let s = wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    assert_eq!(s.blocking_message, None);
+    assert_eq!(
+        sorted(bundle_fingerprints(&client).await),
+        sorted(vec![a.clone(), b.clone(), c.clone()]),
+        "every root a pod may use, and the newest"
+    );
+    rollout_restart(&client, APP_NS).await;
+    wait_phase(&client, Phase::WaitingForIdentityRotation, "AwaitIssuer", T).await;
+
+    // The issuer is re-issued from C and the workloads restart onto it: pods now hold
+    // certificates chaining to C. Then the anchor is renewed a second time.
     cmctl_renew(&client, "linkerd", "linkerd-identity-issuer").await;
     wait_phase(
         &client,
@@ -372,20 +567,79 @@ async fn a_rotation_whose_status_was_lost_is_finished_safely() {
     )
     .await;
     rollout_restart(&client, APP_NS).await;
-    wait_phase(
-        &client,
-        Phase::RemovingOldTrustRoots,
-        "AwaitPropagationReduced",
-        T,
-    )
-    .await;
-    rollout_restart(&client, APP_NS).await;
-    let s = wait_status(&client, "Synced", T, |s| {
-        s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty()
+    wait_status(&client, "pods on the issuer C signed", T, |s| {
+        s.workload_certificates
+            .as_ref()
+            .is_some_and(|w| w.converged > 0)
     })
     .await;
-    assert_eq!(s.history.len(), 1);
-    assert_eq!(bundle_fingerprints(&client).await.len(), 1);
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let d = renewed_anchor(&client, &c).await;
+    let s = wait_status(&client, "retargeted to D", T, |s| {
+        s.rotation
+            .as_ref()
+            .is_some_and(|r| r.to_anchor.as_deref() == Some(d.as_str()))
+    })
+    .await;
+    let third = s.rotation.clone().unwrap();
+    assert_eq!(third.from_anchor.as_deref(), Some(a.as_str()));
+    assert_eq!(third.superseded_anchors, [b.clone(), c.clone()]);
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    assert_eq!(
+        sorted(bundle_fingerprints(&client).await),
+        sorted(vec![a.clone(), b.clone(), c.clone(), d.clone()])
+    );
+    rollout_restart(&client, APP_NS).await;
+    // The issuer must be re-issued again, from D: the status says so.
+    let s = wait_status(&client, "asked to renew the issuer again", T, |s| {
+        s.current_step.as_deref() == Some("AwaitIssuer")
+            && s.steps
+                .iter()
+                .any(|r| r.name == "AwaitIssuer" && r.message.is_some())
+    })
+    .await;
+    let asking = s
+        .steps
+        .iter()
+        .find(|r| r.name == "AwaitIssuer")
+        .and_then(|r| r.message.clone())
+        .unwrap_or_default();
+    assert!(
+        asking.contains("cmctl renew -n linkerd linkerd-identity-issuer")
+            && asking.contains("again"),
+        "{asking}"
+    );
+
+    let s = finish_from_identity_rotation(&client, T).await;
+    assert_eq!(s.history.len(), 1, "one rotation");
+    let done = &s.history[0];
+    assert_eq!(done.to_anchor.as_deref(), Some(d.as_str()));
+    assert_eq!(done.superseded_anchors, [b.clone(), c.clone()]);
+    assert_eq!(
+        bundle_fingerprints(&client).await,
+        std::slice::from_ref(&d),
+        "only the newest anchor is left"
+    );
+    assert_eq!(
+        secret_cert_fingerprint(&client, "cert-manager", "linkerd-previous-anchor").await,
+        d
+    );
+    let reasons = rotation_event_reasons(&client).await;
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| *r == "AnchorRenewedMidRotation")
+            .count(),
+        2,
+        "{reasons:?}"
+    );
+    ops.expect_metric("trust_rotation_rotations_retargeted_total", 2.0)
+        .await;
+    assert!(
+        sim.oracle().min_ratio() >= 1.0,
+        "mTLS intact: {:?}",
+        sim.oracle().report().intervals
+    );
     ops.stop().await;
     sim.shutdown().await;
 }

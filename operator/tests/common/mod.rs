@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod recorder;
+
 use cluster_sim::{Durations, Sim, SimConfig, Topology};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -49,25 +51,67 @@ pub async fn start_sim_with(extra_pods: usize) -> Sim {
     sim
 }
 
-/// What the chart does: the CRD, then the `cluster` rotation with the defaults.
+/// What the chart does: the CRD, the `cluster` rotation with the defaults, and the empty
+/// previous-anchor Secret (the operator may update it, not create it).
 pub async fn install_rotation(client: &kube::Client) {
     let crd: CustomResourceDefinition = {
         use kube::CustomResourceExt;
         TrustAnchorRotation::crd()
     };
+    install_crd(client, &crd).await;
+    create_rotation(client, "cluster").await;
+    create_previous_anchor_secret(client).await;
+}
+
+/// The chart's empty `Opaque` previous-anchor Secret.
+pub async fn create_previous_anchor_secret(client: &kube::Client) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("linkerd-previous-anchor".into()),
+            namespace: Some("cert-manager".into()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), "cert-manager")
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("the previous-anchor Secret is created");
+}
+
+pub async fn install_crd(client: &kube::Client, crd: &CustomResourceDefinition) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &crd)
+    crds.create(&PostParams::default(), crd)
         .await
         .expect("the CRD installs");
+}
+
+/// Creates a TrustAnchorRotation with the defaults (retrying while its kind is not served).
+pub async fn create_rotation(client: &kube::Client, name: &str) {
     let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
     for _ in 0..50 {
-        let tar = TrustAnchorRotation::new("cluster", TrustAnchorRotationSpec::default());
+        let tar = TrustAnchorRotation::new(name, TrustAnchorRotationSpec::default());
         match tars.create(&PostParams::default(), &tar).await {
             Ok(_) => return,
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    panic!("could not create the TrustAnchorRotation");
+    panic!("could not create the TrustAnchorRotation {name}");
+}
+
+/// The demo topology with no CRD installed yet.
+pub async fn start_bare_sim() -> Sim {
+    Sim::start(SimConfig {
+        topology: Topology::Demo,
+        durations: Durations {
+            workload_cert_lifetime: Duration::from_secs(600),
+            ..Durations::fast()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("the simulator starts")
 }
 
 fn free_port() -> u16 {
@@ -83,22 +127,40 @@ pub struct Operator {
 
 impl Operator {
     pub fn spawn(kubeconfig: &Path, env: &[(&str, String)]) -> Operator {
+        Self::spawn_with(kubeconfig, env, &[])
+    }
+
+    /// With `flags` (`--name value`) replacing the tests' defaults.
+    pub fn spawn_with(
+        kubeconfig: &Path,
+        env: &[(&str, String)],
+        flags: &[(&str, &str)],
+    ) -> Operator {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trust-rotation-operator"));
         cmd.arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--admin-addr")
-            .arg(admin.to_string())
-            .args([
-                "--lease-duration",
-                "2s",
-                "--resync-interval",
-                "2s",
-                "--probe-timeout",
-                "2s",
-            ])
-            .args(["--log-level", "info,kube=warn"])
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .arg(admin.to_string());
+        let defaults = [
+            ("--lease-duration", "2s"),
+            ("--resync-interval", "2s"),
+            ("--probe-timeout", "2s"),
+            ("--log-level", "info,kube=warn"),
+        ];
+        for (flag, value) in defaults {
+            let value = flags
+                .iter()
+                .find(|(f, _)| *f == flag)
+                .map_or(value, |(_, v)| *v);
+            cmd.args([flag, value]);
+        }
+        for (flag, value) in flags {
+            if !defaults.iter().any(|(f, _)| f == flag) {
+                cmd.args([*flag, *value]);
+            }
+        }
+        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
@@ -108,6 +170,18 @@ impl Operator {
         }
         let child = cmd.spawn().expect("the operator binary starts");
         Operator { child, admin }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("the operator runs");
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
     }
 
     /// SIGKILL: no chance to clean up, as when a node dies.
@@ -300,11 +374,50 @@ pub async fn rollout_restart(client: &kube::Client, ns: &str) {
     }
 }
 
+/// The guide's steps 3 and 4 from WaitingForIdentityRotation: renew the issuer, restart the
+/// data plane twice, and wait for Synced. Returns the final status.
+pub async fn finish_from_identity_rotation(
+    client: &kube::Client,
+    timeout: Duration,
+) -> TrustAnchorRotationStatus {
+    cmctl_renew(client, "linkerd", "linkerd-identity-issuer").await;
+    wait_phase(
+        client,
+        Phase::RenewingWorkloadCerts,
+        "AccelerateRefresh",
+        timeout,
+    )
+    .await;
+    rollout_restart(client, APP_NS).await;
+    wait_phase(
+        client,
+        Phase::RemovingOldTrustRoots,
+        "AwaitPropagationReduced",
+        timeout,
+    )
+    .await;
+    rollout_restart(client, APP_NS).await;
+    wait_status(client, "Synced", timeout, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none()
+    })
+    .await
+}
+
 pub async fn secret_cert_fingerprint(client: &kube::Client, ns: &str, name: &str) -> String {
-    let s = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .expect("secret");
+    // The test reads as a person would: a failed read (injected faults) is simply repeated.
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    let mut tries = 0;
+    let s = loop {
+        match api.get(name).await {
+            Ok(s) => break s,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                eprintln!("reading Secret {ns}/{name} failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("secret {ns}/{name}: {e}"),
+        }
+    };
     let pem = String::from_utf8(s.data.expect("data")["tls.crt"].0.clone()).expect("utf8");
     trust_rotation_steps::pki::parse_pem_certificate(&pem)
         .expect("cert")
