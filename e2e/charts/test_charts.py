@@ -122,6 +122,7 @@ def test_default_render_has_exactly_the_expected_objects(default_docs) -> None:
         ("Service", "linkerd", OPERATOR),
         ("Deployment", "linkerd", OPERATOR),
         ("TrustAnchorRotation", "", D["DEFAULT_ROTATION_NAME"]),
+        ("Secret", D["DEFAULT_CERT_MANAGER_NAMESPACE"], D["DEFAULT_PREVIOUS_ANCHOR"]),
     ])
 
 
@@ -136,21 +137,19 @@ def test_rbac_is_exactly_least_privilege(default_docs) -> None:
     cm, l5d = D["DEFAULT_CERT_MANAGER_NAMESPACE"], D["DEFAULT_LINKERD_NAMESPACE"]
     read = {"get", "list", "watch"}
     expected = {
-        ("*cluster*", "trust.linkerd.io", "trustanchorrotations", ""): read | {"patch", "update"},
+        ("*cluster*", "trust.linkerd.io", "trustanchorrotations", ""): read,
         ("*cluster*", "trust.linkerd.io", "trustanchorrotations/status", ""): {"get", "patch", "update"},
         ("*cluster*", "", "pods", ""): read,
-        ("*cluster*", "", "events", ""): {"create", "patch"},
         ("*cluster*", "", "namespaces", ""): read,
         ("*cluster*", "cert-manager.io", "certificates", ""): {"list"},
         ("*cluster*", "events.k8s.io", "events", ""): {"create", "patch"},
         (cm, "", "secrets", D["DEFAULT_TRUST_ANCHOR"]): read,
         (cm, "", "secrets", D["DEFAULT_PREVIOUS_ANCHOR"]): read | {"update", "patch"},
-        (cm, "", "secrets", ""): {"create"},
         (l5d, "", "secrets", D["DEFAULT_IDENTITY_ISSUER"]): read,
         (l5d, "", "configmaps", D["DEFAULT_TRUST_ROOTS"]): read | {"update", "patch"},
-        (l5d, "", "configmaps", ""): {"create"},
         (l5d, "", "events", ""): read,
-        (l5d, "coordination.k8s.io", "leases", OPERATOR): {"get", "watch", "update", "patch"},
+        (l5d, "apps", "replicasets", ""): {"get", "list"},
+        (l5d, "coordination.k8s.io", "leases", OPERATOR): {"get", "update"},
         (l5d, "coordination.k8s.io", "leases", ""): {"create"},
     }
     for dep in ("DEFAULT_IDENTITY_DEPLOYMENT", "DEFAULT_DESTINATION_DEPLOYMENT", "DEFAULT_INJECTOR_DEPLOYMENT"):
@@ -162,7 +161,44 @@ def test_no_secret_is_readable_without_a_name(default_docs) -> None:
     for (ns, group, resource, name), verbs in rbac_grants(default_docs).items():
         if resource == "secrets":
             assert ns != "*cluster*", "Secrets must never be granted cluster-wide"
-            assert name or verbs == {"create"}, f"unnamed Secret access in {ns}: {verbs}"
+            assert name, f"unnamed Secret access in {ns}: {verbs}"
+
+
+# Every combination of the values that change the RBAC.
+RBAC_VARIANTS = [
+    {},
+    {"probe": {"mode": "port-forward"}},
+    {"trustAnchorRotation": {"manageProxyRefreshEnv": True}},
+    {"leaderElection": {"enabled": False}},
+    {"trustAnchorRotation": {"previousAnchor": {"namespace": "linkerd", "name": "prev", "create": False}}},
+]
+
+
+@pytest.mark.parametrize("values", RBAC_VARIANTS + [{"__custom__": True}], ids=lambda v: json.dumps(v))
+def test_the_operator_cannot_create_secrets_or_tokens_anywhere(values: dict) -> None:
+    """No escalation path: with `create secrets` (and `get` on any Secret) the operator could mint
+    a token for another ServiceAccount, e.g. cert-manager's. No rendered rule grants creating a
+    Secret in any namespace, nor a ServiceAccount token, nor the RBAC verbs that grant more."""
+    docs = NON_DEFAULT if values.get("__custom__") else values
+    grants = rbac_grants(render(OPERATOR, docs, namespace="linkerd"))
+    for (ns, group, resource, name), verbs in grants.items():
+        if group == "" and resource in ("secrets", "serviceaccounts/token"):
+            assert not verbs & {"create", "deletecollection", "*"}, (ns, resource, name, verbs)
+        assert resource not in ("serviceaccounts/token", "serviceaccounts", "roles", "rolebindings",
+                                "clusterroles", "clusterrolebindings"), (ns, resource)
+        assert not verbs & {"escalate", "bind", "impersonate", "*"}, (ns, resource, verbs)
+
+
+def test_the_chart_creates_the_previous_anchor_secret_empty_and_keeps_it(default_docs) -> None:
+    secret = one(default_docs, "Secret")
+    assert secret["type"] == "Opaque"
+    assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == (
+        D["DEFAULT_CERT_MANAGER_NAMESPACE"], D["DEFAULT_PREVIOUS_ANCHOR"])
+    assert "data" not in secret and "stringData" not in secret, "the operator fills it in"
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    docs = render(OPERATOR, {"trustAnchorRotation": {"previousAnchor": {
+        "namespace": "cert-manager", "name": "linkerd-previous-anchor", "create": False}}})
+    assert by_kind(docs, "Secret") == []
 
 
 def test_bindings_point_at_the_operator_service_account(default_docs) -> None:
@@ -221,6 +257,7 @@ def test_default_trust_anchor_rotation_is_the_guides(default_docs) -> None:
     assert tar["spec"] == {
         "paused": False,
         "workloadCertificateRefreshInterval": D["DEFAULT_REFRESH_INTERVAL"],
+        "stallTimeout": D["DEFAULT_STALL_TIMEOUT"],
         "manageProxyRefreshEnv": False,
         "trustDomain": D["DEFAULT_TRUST_DOMAIN"],
         "trustAnchor": {"namespace": cm, "certificate": D["DEFAULT_TRUST_ANCHOR"], "secret": D["DEFAULT_TRUST_ANCHOR"]},
@@ -268,7 +305,6 @@ NON_DEFAULT: dict[str, Any] = {
     "probe": {"mode": "port-forward", "concurrency": 200, "timeout": "2s"},
     "adminPort": 9100,
     "trustAnchorRotation": {
-        "name": "mesh-a",
         "workloadCertificateRefreshInterval": "300s",
         "manageProxyRefreshEnv": True,
         "trustAnchor": {"namespace": "pki", "certificate": "root", "secret": "root-tls"},
@@ -315,7 +351,8 @@ def test_custom_names_move_rbac_with_them(custom_docs) -> None:
     assert grants[("mesh", "", "configmaps", "roots")] == read | {"update", "patch"}
     for dep in ("inj", "id", "dst", "policy"):
         assert grants[("mesh", "apps", "deployments", dep)] == read | {"patch"}
-    assert grants[("ops", "coordination.k8s.io", "leases", "tro-lease")] == {"get", "watch", "update", "patch"}
+    assert grants[("ops", "coordination.k8s.io", "leases", "tro-lease")] == {"get", "update"}
+    assert grants[("mesh", "apps", "replicasets", "")] == {"get", "list"}
     # port-forward probing and namespace env management are granted only when asked for.
     assert grants[("*cluster*", "", "pods/portforward", "")] == {"create"}
     assert grants[("*cluster*", "", "namespaces", "")] == read | {"patch"}
@@ -332,7 +369,9 @@ def test_optional_grants_are_absent_by_default(default_docs) -> None:
 
 def test_custom_trust_anchor_rotation(custom_docs) -> None:
     tar = one(custom_docs, "TrustAnchorRotation")
-    assert tar["metadata"]["name"] == "mesh-a"
+    assert tar["metadata"]["name"] == "cluster", "the only name the CRD admits"
+    secret = one(custom_docs, "Secret")
+    assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == ("pki", "root-previous")
     spec = tar["spec"]
     assert spec["workloadCertificateRefreshInterval"] == "300s"
     assert spec["manageProxyRefreshEnv"] is True
@@ -362,7 +401,8 @@ def test_prometheus_rules_cover_stalled_blocked_and_expiry(custom_docs) -> None:
     rule = one(custom_docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == {"LinkerdTrustRotationStalled", "LinkerdTrustRotationBlocked",
-                           "LinkerdTrustRotationStepErrors",
+                           "LinkerdTrustRotationStepErrors", "LinkerdTrustRotationNoLeader",
+                           "LinkerdTrustRotationWatchFailing",
                            "LinkerdTrustAnchorExpiringSoon", "LinkerdIdentityIssuerExpiringSoon"}
     assert "trust_rotation_trust_anchor_expiry_timestamp_seconds" in alerts["LinkerdTrustAnchorExpiringSoon"]["expr"]
     assert "< 2592000" in alerts["LinkerdTrustAnchorExpiringSoon"]["expr"]
@@ -398,9 +438,14 @@ def test_no_trust_anchor_rotation_when_disabled() -> None:
 # === the Grafana dashboard ===
 
 def operator_metric_families() -> set[str]:
-    """Every metric family the operator registers (steps/src/metrics.rs)."""
-    text = (REPO / "steps/src/metrics.rs").read_text()
-    return set(re.findall(r'registry\.register\(\s*"([a-z_]+)"', text))
+    """Every metric family the operator registers: the rotation's (steps/src/metrics.rs, the
+    leader only) and every replica's own (operator/src/metrics.rs, incl. its collectors)."""
+    families: set[str] = set()
+    for src in ("steps/src/metrics.rs", "operator/src/metrics.rs"):
+        text = (REPO / src).read_text()
+        families |= set(re.findall(r'registry\.register\(\s*"([a-z_]+)"', text))
+        families |= set(re.findall(r'encode_descriptor\(\s*"([a-z_]+)"', text))
+    return families
 
 
 def dashboard_exprs() -> str:
