@@ -85,7 +85,7 @@ await 60 "${PIDS[0]}" "waiting for $KUBECONFIG" test -s "$KUBECONFIG"
 "$KUBECTL" get pods --all-namespaces -l linkerd.io/control-plane-ns=linkerd \
   -o custom-columns=NAMESPACE:.metadata.namespace,POD:.metadata.name,IP:.status.podIP | head -n 12
 
-banner "Installing the CRD and the default TrustAnchorRotation from the charts"
+banner "Installing the CRD, the default TrustAnchorRotation and the empty previous-anchor Secret from the charts"
 "$PYTHON" "$ROOT/e2e/charts/render.py" trust-rotation-operator-crds trust-rotation-operator-crds linkerd |
   "$KUBECTL" apply -f -
 "$KUBECTL" wait --for=condition=Established crd/trustanchorrotations.trust.linkerd.io --timeout=30s
@@ -93,7 +93,8 @@ banner "Installing the CRD and the default TrustAnchorRotation from the charts"
 import sys, yaml
 sys.path.insert(0, sys.argv[1] + "/e2e/charts")
 from render import render
-docs = [d for d in render("trust-rotation-operator", namespace="linkerd") if d["kind"] == "TrustAnchorRotation"]
+docs = [d for d in render("trust-rotation-operator", namespace="linkerd")
+        if d["kind"] in ("TrustAnchorRotation", "Secret")]
 print(yaml.safe_dump_all(docs))
 EOF
 
