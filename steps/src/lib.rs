@@ -14,6 +14,7 @@ pub mod probe;
 pub mod read;
 pub mod rotation;
 pub mod runner;
+pub mod seed;
 pub mod snapshot;
 pub mod step;
 pub mod workflow;

@@ -1,14 +1,18 @@
 //! `linkerd trust bundle`: renders the trust-roots ConfigMap from cert-manager's anchor Secret,
-//! so that `linkerd trust bundle | kubectl apply -f -` seeds it before the operator runs.
+//! so that `linkerd trust bundle | kubectl apply -f -` seeds it before the operator runs, and
+//! re-running it later (or a GitOps tool re-applying its output) never drops a root the mesh
+//! still needs: the plan is [`trust_rotation_steps::seed`]'s.
 
-use crate::client::{explain, is_not_found};
+use crate::client::explain_read;
 use crate::names::PkiNames;
-use anyhow::{bail, Context as _};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
+use anyhow::Context as _;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use trust_rotation_crds::{SecretRef, TrustAnchorRotationStatus};
 use trust_rotation_steps::bundle::Bundle;
+use trust_rotation_steps::pki::{short_fingerprint, Certificate};
+use trust_rotation_steps::read;
+use trust_rotation_steps::seed::{self, SeedInput, SeedPlan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ManifestFormat {
@@ -56,34 +60,136 @@ pub fn render_manifest(
     })
 }
 
-/// Reads the trust anchor from its Secret's `tls.crt` as a normalised bundle.
-pub async fn read_anchor_bundle(client: &kube::Client, names: &PkiNames) -> anyhow::Result<Bundle> {
-    let ns = &names.cert_manager_namespace;
-    let secret_name = names.anchor_secret();
-    let what = format!("Secret {ns}/{secret_name}");
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(secret_name)
-        .await
-        .map_err(|e| {
-            if is_not_found(&e) {
-                anyhow::anyhow!(
-                    "{what} not found: cert-manager has not issued the trust anchor yet; check \
-                     `kubectl -n {ns} describe certificate {}` (or pass --trust-anchor-secret)",
-                    names.trust_anchor
-                )
-            } else {
-                anyhow::anyhow!(explain(&e, &format!("reading {what}")))
-            }
-        })?;
-    let Some(crt) = secret.data.as_ref().and_then(|d| d.get("tls.crt")) else {
-        bail!("{what} has no tls.crt: it does not hold a certificate issued by cert-manager");
-    };
-    let text = std::str::from_utf8(&crt.0)
-        .map_err(|_| anyhow::anyhow!("{what} tls.crt is not PEM text (not UTF-8)"))?;
-    if text.trim().is_empty() {
-        bail!("{what} tls.crt is empty: cert-manager has not issued the trust anchor yet");
+/// What the cluster holds, read for [`seed::plan`], and what could not be read.
+pub struct Inputs {
+    pub anchor: Certificate,
+    pub current: Option<Bundle>,
+    pub previous: Option<Certificate>,
+    pub issuer: Vec<Certificate>,
+    pub status: Option<TrustAnchorRotationStatus>,
+    /// Reads that failed without stopping the plan (printed on stderr).
+    pub warnings: Vec<String>,
+}
+
+impl Inputs {
+    pub fn plan(&self) -> SeedPlan {
+        seed::plan(&SeedInput {
+            anchor: &self.anchor,
+            current: self.current.as_ref(),
+            previous: self.previous.as_ref(),
+            issuer: &self.issuer,
+            status: self.status.as_ref(),
+        })
     }
-    Bundle::parse(text).map_err(|e| anyhow::anyhow!("{what} tls.crt: {e}"))
+}
+
+/// Reads what the planner needs. The trust anchor and the TrustAnchorRotation (when its CRD is
+/// installed) must be readable; a missing ConfigMap, previous anchor or issuer is a state the
+/// planner knows (a fresh mesh), and an unusable one is reported and planned around.
+pub async fn read_inputs(
+    client: &kube::Client,
+    names: &PkiNames,
+    linkerd_ns: &str,
+    rotation: &str,
+) -> anyhow::Result<Inputs> {
+    let mut warnings = Vec::new();
+    let anchor = read::anchor(client, &names.anchor_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!(explain_read(&e.or_pass("--trust-anchor-secret"))))?;
+    let tar = match read::split_missing(read::rotation(client, rotation).await) {
+        Ok(Ok(tar)) => Some(tar),
+        Ok(Err(_)) => None,
+        Err(e) => anyhow::bail!(
+            "{}; the bundle cannot be planned without knowing whether a rotation is in progress \
+             (pass --rotation if it has another name)",
+            explain_read(&e)
+        ),
+    };
+    let previous_ref = tar
+        .as_ref()
+        .map(|t| t.spec.previous_anchor.clone())
+        .unwrap_or_else(|| SecretRef {
+            namespace: names.cert_manager_namespace.clone(),
+            ..SecretRef::default_previous_anchor()
+        });
+    let previous = match read::previous_anchor(client, &previous_ref).await {
+        Ok(p) => p,
+        Err(e) if e.kube_error().is_some() => anyhow::bail!(explain_read(&e)),
+        Err(e) => {
+            warnings.push(explain_read(&e));
+            None
+        }
+    };
+    let current = match read::trust_bundle(client, &names.roots_ref(linkerd_ns)).await {
+        Ok(b) => Some(b.bundle),
+        Err(e) if e.is_missing() => None,
+        Err(e) if e.kube_error().is_some() => anyhow::bail!(explain_read(&e)),
+        Err(e) => {
+            warnings.push(format!("{}; it is replaced", explain_read(&e)));
+            None
+        }
+    };
+    let issuer = match read::issuer_chain(client, &names.issuer_ref(linkerd_ns)).await {
+        Ok(chain) => chain,
+        Err(e) if e.is_missing() => Vec::new(),
+        Err(e) if e.kube_error().is_some() => anyhow::bail!(explain_read(&e)),
+        Err(e) => {
+            warnings.push(format!(
+                "{}; the plan cannot check that the identity issuer stays anchored",
+                explain_read(&e)
+            ));
+            Vec::new()
+        }
+    };
+    Ok(Inputs {
+        anchor,
+        current,
+        previous,
+        issuer,
+        status: tar.and_then(|t| t.status),
+        warnings,
+    })
+}
+
+/// The plan, root by root, for `--dry-run` (and for stderr when a rotation shapes it).
+pub fn render_plan(plan: &SeedPlan, configmap: &str) -> String {
+    let mut s = String::new();
+    match plan.rotation {
+        Some(phase) => s.push_str(&format!(
+            "Trust bundle {configmap} (a rotation is in progress: {phase})\n"
+        )),
+        None => s.push_str(&format!("Trust bundle {configmap}\n")),
+    }
+    for r in &plan.roots {
+        let mark = match (r.present, r.kept) {
+            (true, true) => '=',
+            (false, true) => '+',
+            (true, false) => '-',
+            (false, false) => continue,
+        };
+        s.push_str(&format!(
+            "  {mark} {}  {}  {}\n",
+            short_fingerprint(r.cert.fingerprint()),
+            r.cert.subject(),
+            r.role.describe()
+        ));
+    }
+    if plan.unchanged() {
+        s.push_str("No change: the ConfigMap already holds this bundle.\n");
+    }
+    for r in &plan.refusals {
+        s.push_str(&format!("Refused: {r}\n"));
+    }
+    s
+}
+
+/// The error for a plan that is refused: every reason, and the way past them.
+pub fn refusal(plan: &SeedPlan) -> anyhow::Error {
+    anyhow::anyhow!(
+        "refusing to print a trust bundle that would break mTLS: {}. Run with --dry-run to see the \
+         plan; pass --force to print it anyway",
+        plan.refusals.join("; ")
+    )
 }
 
 #[cfg(test)]

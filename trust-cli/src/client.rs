@@ -5,7 +5,8 @@
 use crate::goflags::expand_string_array;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::path::PathBuf;
-use trust_rotation_steps::observe::kube_error_category;
+use trust_rotation_steps::error::ErrorCategory;
+use trust_rotation_steps::read::ReadError;
 
 /// kubectl-style client options shared by every command.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -83,24 +84,24 @@ impl ClientArgs {
 /// Explains a client error for `what` (e.g. "reading Secret cert-manager/linkerd-trust-anchor")
 /// in one line: what went wrong and what to do.
 pub fn explain(e: &kube::Error, what: &str) -> String {
-    match (kube_error_category(e), e) {
-        ("forbidden", kube::Error::Api(s)) => format!(
+    match (ErrorCategory::of_kube(e), e) {
+        (ErrorCategory::KubeForbidden, kube::Error::Api(s)) => format!(
             "{what}: permission denied ({}); ask a cluster admin for access or use --as/--context",
             one_line(&s.message)
         ),
-        ("unauthorized", _) => format!(
+        (ErrorCategory::KubeUnauthorized, _) => format!(
             "{what}: the API server rejected your credentials (401); refresh them or pick \
              another --context"
         ),
-        ("not_found", kube::Error::Api(s)) => {
+        (ErrorCategory::KubeNotFound, kube::Error::Api(s)) => {
             format!("{what}: not found ({})", one_line(&s.message))
         }
-        ("connection", _) => format!(
+        (ErrorCategory::KubeConnection, _) => format!(
             "{what}: cannot reach the Kubernetes API server ({}); check that the cluster is \
              running and that --kubeconfig/--context point to it",
             one_line(&e.to_string())
         ),
-        ("tls", _) => format!(
+        (ErrorCategory::KubeTls, _) => format!(
             "{what}: TLS with the API server failed ({}); check the kubeconfig's certificate data",
             one_line(&e.to_string())
         ),
@@ -112,6 +113,27 @@ pub fn explain(e: &kube::Error, what: &str) -> String {
         ),
         _ => format!("{what}: {}", one_line(&e.to_string())),
     }
+}
+
+/// Explains a failed read in one line: an API failure as [`explain`] does, a missing or
+/// invalid object as the read layer words it (what, and what to do).
+pub fn explain_read(e: &ReadError) -> String {
+    match e {
+        ReadError::Api { action, source } => explain(source, action),
+        other => one_line(&other.to_string()),
+    }
+}
+
+/// Whether an API failure means the cluster cannot be used at all (unreachable, bad
+/// credentials or TLS), so that nothing else is worth trying.
+pub fn is_fatal(e: &kube::Error) -> bool {
+    matches!(
+        ErrorCategory::of_kube(e),
+        ErrorCategory::KubeConnection
+            | ErrorCategory::KubeUnauthorized
+            | ErrorCategory::KubeTls
+            | ErrorCategory::KubeConfig
+    )
 }
 
 /// Whether the error is a 404.

@@ -1,24 +1,23 @@
 //! `linkerd trust inspect`: where the rotation is, and which meshed pods have not converged
 //! (and why), judged by the same code the operator uses (`trust_rotation_steps::convergence`).
 
-use crate::client::{explain, is_not_found};
+use crate::client::{explain, explain_read, is_fatal};
 use crate::goflags::parse_duration_flag;
 use crate::names::{OperatorNames, PkiNames};
 use anyhow::Context as _;
 use comfy_table::{presets, ContentArrangement, Table};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::Api;
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::time::Duration;
-use trust_rotation_crds::{Convergence, TrustAnchorRotation};
+use trust_rotation_crds::Convergence;
 use trust_rotation_steps::convergence::{
     bundle_convergence, bundle_state, cert_convergence, cert_state, BundleState, CertState,
     Converged,
 };
 use trust_rotation_steps::observe::{list_meshed_pods, MeshedPod, PodRef};
-use trust_rotation_steps::pki::{parse_pem_certificate, short_fingerprint};
+use trust_rotation_steps::pki::short_fingerprint;
 use trust_rotation_steps::probe::{probe_pods, ProbeConfig, ProbeMode};
+use trust_rotation_steps::read;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InspectOutput {
@@ -192,6 +191,10 @@ fn cert_cell(row: &PodRow, wide: bool) -> String {
 pub fn render_text(report: &Report, wide: bool) -> String {
     let mut out = String::new();
     let phase = report.phase.as_deref().unwrap_or("unknown");
+    // What stops the rotation comes first: it is what a person must act on.
+    if let Some(m) = &report.blocking_message {
+        out.push_str(&format!("Blocked:             {m}\n"));
+    }
     out.push_str(&format!("TrustAnchorRotation: {}\n", report.rotation));
     out.push_str(&format!("Phase:               {phase}\n"));
     if let Some(e) = &report.rotation_error {
@@ -226,9 +229,6 @@ pub fn render_text(report: &Report, wide: bool) -> String {
             short_fingerprint(&report.active_issuer)
         }
     ));
-    if let Some(m) = &report.blocking_message {
-        out.push_str(&format!("Blocked:             {m}\n"));
-    }
     out.push('\n');
     if report.pods.is_empty() {
         out.push_str("All meshed pods have converged.\n");
@@ -280,83 +280,43 @@ pub async fn inspect(
     linkerd_ns: &str,
     args: &InspectArgs,
 ) -> anyhow::Result<Report> {
-    // Three independent reads, at once: the rotation's recorded state (optional: the table is
-    // useful without the operator), the bundle and the active issuer.
+    // Three independent reads, at once, through the shared read layer: the rotation's
+    // recorded state (optional: the table is useful without the operator), the bundle and
+    // the active issuer.
     let names = &args.names;
-    let tars = Api::<TrustAnchorRotation>::all(client.clone());
-    let cms = Api::<ConfigMap>::namespaced(client.clone(), linkerd_ns);
-    let secrets = Api::<Secret>::namespaced(client.clone(), linkerd_ns);
-    let (tar, cm, secret) = tokio::join!(
-        tars.get(&args.operator.rotation),
-        cms.get(&names.trust_roots),
-        secrets.get(names.issuer_secret()),
+    let rotation_name = &args.operator.rotation;
+    let (roots, issuer_ref) = (names.roots_ref(linkerd_ns), names.issuer_ref(linkerd_ns));
+    let (tar, bundle_value, issuer) = tokio::join!(
+        read::rotation(client, rotation_name),
+        read::trust_bundle_value(client, &roots),
+        read::issuer_chain(client, &issuer_ref),
     );
     let (status, spec_trust_domain, rotation_error) = match tar {
         Ok(t) => (t.status, Some(t.spec.trust_domain), None),
-        Err(e) if is_not_found(&e) => (
+        Err(e) if e.is_missing() => (
             None,
             None,
             Some(format!(
-                "TrustAnchorRotation {} not found: is the operator installed?",
-                args.operator.rotation
+                "TrustAnchorRotation {rotation_name} not found: is the operator installed?"
             )),
         ),
         Err(e) => {
-            let msg = explain(
-                &e,
-                &format!("reading TrustAnchorRotation {}", args.operator.rotation),
-            );
-            if matches!(
-                trust_rotation_steps::observe::kube_error_category(&e),
-                "connection" | "unauthorized" | "tls"
-            ) {
+            let msg = explain_read(&e);
+            if e.kube_error().is_some_and(is_fatal) {
                 anyhow::bail!(msg);
             }
             (None, None, Some(msg))
         }
     };
-
-    let what = format!("ConfigMap {linkerd_ns}/{}", names.trust_roots);
-    let cm = cm.map_err(|e| {
-        if is_not_found(&e) {
-            anyhow::anyhow!(
-                "{what} not found: seed it with `linkerd trust bundle | kubectl apply -f -`"
-            )
-        } else {
-            anyhow::anyhow!(explain(&e, &format!("reading {what}")))
-        }
-    })?;
-    let bundle_value = cm
-        .data
-        .and_then(|mut d| d.remove(&names.trust_roots_key))
-        .ok_or_else(|| anyhow::anyhow!("{what} has no key {:?}", names.trust_roots_key))?;
-
-    let what = format!("Secret {linkerd_ns}/{}", names.issuer_secret());
-    let secret = secret.map_err(|e| {
-            if is_not_found(&e) {
-                anyhow::anyhow!("{what} not found: the identity issuer has not been issued (or pass --identity-issuer-secret)")
-            } else {
-                anyhow::anyhow!(explain(&e, &format!("reading {what}")))
-            }
-        })?;
-    let crt = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("tls.crt"))
-        .ok_or_else(|| anyhow::anyhow!("{what} has no tls.crt"))?;
-    let active_issuer = std::str::from_utf8(&crt.0)
-        .map_err(|_| anyhow::anyhow!("{what} tls.crt is not PEM text"))
-        .and_then(|t| {
-            parse_pem_certificate(t).map_err(|e| anyhow::anyhow!("{what} tls.crt: {e}"))
-        })?;
+    let bundle_value =
+        bundle_value.map_err(|e| anyhow::anyhow!(explain_read(&e.or_pass("--trust-roots"))))?;
+    let active_issuer = issuer
+        .map_err(|e| anyhow::anyhow!(explain_read(&e.or_pass("--identity-issuer-secret"))))?
+        .swap_remove(0);
 
     let pods = list_meshed_pods(client, linkerd_ns)
         .await
-        .map_err(|e| match &e {
-            trust_rotation_steps::observe::ObserveError::ListPods { source, .. } => {
-                anyhow::anyhow!(explain(source, "listing meshed pods"))
-            }
-        })?;
+        .map_err(|e| anyhow::anyhow!(explain(e.kube(), "listing meshed pods")))?;
     let workloads: Vec<MeshedPod> = pods.iter().filter(|p| p.is_workload()).cloned().collect();
 
     let probes = if args.no_probe {
@@ -498,12 +458,12 @@ mod tests {
     fn table_shows_state_reason_and_fix() {
         let text = render(&report(), InspectOutput::Table).unwrap();
         let expected = "\
+Blocked:             2 pods still use the old issuer
 TrustAnchorRotation: cluster
 Phase:               RenewingWorkloadCerts
 Trust bundle:        2/2 pods current (recorded by the operator: 2/2)
 Workload certs:      0/2 pods on the active issuer (recorded by the operator: 0/2)
 Active issuer:       abababababab
-Blocked:             2 pods still use the old issuer
 
 NAMESPACE  POD      OWNER           BUNDLE   CERTIFICATE              FIX
 emojivoto  web-1    deployment/web  current  old issuer cdcdcdcdcdcd  kubectl -n emojivoto rollout restart deployment/web

@@ -46,13 +46,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Render the trust-roots ConfigMap from cert-manager's trust-anchor Secret
-    /// (`linkerd trust bundle | kubectl apply -f -`)
+    /// (`linkerd trust bundle | kubectl apply -f -`); safe to re-run: mid-rotation it keeps
+    /// the roots the rotation still needs, and it refuses a bundle that would break mTLS
     Bundle(BundleArgs),
     /// Check cert-manager, the Linkerd PKI, the trust bundle and the operator
     Check(check::CheckArgs),
     /// Show the rotation's phase and the meshed pods that have not converged
     Inspect(inspect::InspectArgs),
-    /// Trigger cert-manager to re-issue the trust anchor or the identity issuer (like `cmctl renew`)
+    /// Trigger cert-manager to re-issue the trust anchor or the identity issuer (like `cmctl renew`);
+    /// refuses the anchor while a rotation is in progress, and the issuer before the rotation
+    /// reaches WaitingForIdentityRotation, unless --force
     Renew(RenewArgs),
     /// Show the TrustAnchorRotation's phase and counts; follow it with --watch
     Status(StatusArgs),
@@ -73,6 +76,15 @@ pub struct BundleArgs {
     /// Output format of the manifest
     #[arg(short = 'o', long, value_enum, default_value = "yaml")]
     pub output: bundle::ManifestFormat,
+    /// Print the plan (each root kept, added or removed, and why) instead of the manifest
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the manifest even when it would drop a root the mesh still needs
+    #[arg(long)]
+    pub force: bool,
+    /// The TrustAnchorRotation whose rotation in progress the bundle must keep whole
+    #[arg(long, default_value = trust_rotation_crds::DEFAULT_ROTATION_NAME, value_name = "NAME")]
+    pub rotation: String,
     #[command(flatten)]
     pub names: names::PkiNames,
 }
@@ -81,6 +93,12 @@ pub struct BundleArgs {
 pub struct RenewArgs {
     #[arg(value_enum)]
     pub target: renew::Target,
+    /// Renew even when the rotation in progress is not ready for it (see `--help`)
+    #[arg(long)]
+    pub force: bool,
+    /// The TrustAnchorRotation whose progress decides whether renewing is safe
+    #[arg(long, default_value = trust_rotation_crds::DEFAULT_ROTATION_NAME, value_name = "NAME")]
+    pub rotation: String,
     #[command(flatten)]
     pub names: names::PkiNames,
 }
@@ -126,9 +144,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bundle(args) => {
             let client = cli.client.client().await?;
-            let b = bundle::read_anchor_bundle(&client, &args.names).await?;
+            let inputs = bundle::read_inputs(&client, &args.names, &ns, &args.rotation).await?;
+            for w in &inputs.warnings {
+                eprintln!("Warning: {w}");
+            }
+            let plan = inputs.plan();
+            let configmap = format!("{ns}/{}", args.names.trust_roots);
+            if args.dry_run {
+                out(&bundle::render_plan(&plan, &configmap));
+                return Ok(if plan.refusals.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
+            if !plan.refusals.is_empty() {
+                if !args.force {
+                    return Err(bundle::refusal(&plan));
+                }
+                for r in &plan.refusals {
+                    eprintln!("Warning (--force): {r}");
+                }
+            }
+            if plan.rotation.is_some() || plan.roots.iter().any(|r| r.present && !r.kept) {
+                // The manifest differs from "the anchor alone": say why, where a pipe does not
+                // carry it.
+                eprint!("{}", bundle::render_plan(&plan, &configmap));
+            }
             out(&bundle::render_manifest(
-                &b,
+                &plan.bundle,
                 &args.names.trust_roots,
                 &ns,
                 &args.names.trust_roots_key,
@@ -143,7 +187,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Renew(args) => {
             let client = cli.client.client().await?;
-            out(&renew::run(&client, &ns, &args.names, args.target).await?);
+            out(&renew::run(
+                &client,
+                &ns,
+                &args.names,
+                args.target,
+                &args.rotation,
+                args.force,
+            )
+            .await?);
         }
         Command::Status(args) => {
             let client = cli.client.client().await?;

@@ -51,6 +51,30 @@ impl Default for PkiNames {
 }
 
 impl PkiNames {
+    /// The trust anchor's Certificate and Secret, for the shared read layer.
+    pub fn anchor_ref(&self) -> trust_rotation_crds::CertificateRef {
+        trust_rotation_crds::CertificateRef {
+            namespace: self.cert_manager_namespace.clone(),
+            certificate: self.trust_anchor.clone(),
+            secret: self.anchor_secret().to_string(),
+        }
+    }
+    /// The identity issuer's Certificate and Secret (in the Linkerd namespace).
+    pub fn issuer_ref(&self, linkerd_ns: &str) -> trust_rotation_crds::CertificateRef {
+        trust_rotation_crds::CertificateRef {
+            namespace: linkerd_ns.to_string(),
+            certificate: self.identity_issuer.clone(),
+            secret: self.issuer_secret().to_string(),
+        }
+    }
+    /// The trust-roots ConfigMap and key (in the Linkerd namespace).
+    pub fn roots_ref(&self, linkerd_ns: &str) -> trust_rotation_crds::ConfigMapRef {
+        trust_rotation_crds::ConfigMapRef {
+            namespace: linkerd_ns.to_string(),
+            name: self.trust_roots.clone(),
+            key: self.trust_roots_key.clone(),
+        }
+    }
     pub fn anchor_secret(&self) -> &str {
         self.trust_anchor_secret
             .as_deref()

@@ -1,6 +1,6 @@
 //! `linkerd trust status [--watch]`: the TrustAnchorRotation's phase and counts, followed live.
 
-use crate::client::{explain, is_not_found};
+use crate::client::explain_read;
 use futures::StreamExt;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
@@ -38,24 +38,13 @@ fn key(status: Option<&TrustAnchorRotationStatus>) -> String {
     line(jiff::Timestamp::UNIX_EPOCH, status)
 }
 
-fn not_found(name: &str) -> String {
-    format!(
-        "TrustAnchorRotation {name} not found: install the trust-rotation-operator chart (it creates \
-         `{name}`) or pass --rotation"
-    )
-}
-
 /// Prints the current status, and with `watch`, every change until the rotation is Synced
 /// again (after having left Synced, or right away when no rotation is in progress).
 pub async fn run(client: &kube::Client, name: &str, watch: bool) -> anyhow::Result<()> {
     let api: Api<TrustAnchorRotation> = Api::all(client.clone());
-    let tar = api.get(name).await.map_err(|e| {
-        if is_not_found(&e) {
-            anyhow::anyhow!(not_found(name))
-        } else {
-            anyhow::anyhow!(explain(&e, &format!("reading TrustAnchorRotation {name}")))
-        }
-    })?;
+    let tar = trust_rotation_steps::read::rotation(client, name)
+        .await
+        .map_err(|e| anyhow::anyhow!(explain_read(&e.or_pass("--rotation"))))?;
     println!("{}", line(jiff::Timestamp::now(), tar.status.as_ref()));
     if !watch {
         return Ok(());
