@@ -17,7 +17,7 @@
 use super::{current_new_root, names, POLL};
 use crate::bundle::Bundle;
 use crate::observe::MeshedPod;
-use crate::pki::{short_fingerprint, verify_chain, Certificate};
+use crate::pki::{anchoring_roots, short_fingerprint, verify_chain, Certificate};
 use crate::read::{self, BundleWriter, TrustBundle};
 use crate::snapshot::meshed_pods;
 use crate::step::{Outcome, Progress, StepContext, StepError, StepReport};
@@ -183,7 +183,8 @@ pub struct PodAtRisk<'p> {
 }
 
 /// Pods whose proxy carries a bundle that lacks a root peers' certificates chain to: an old
-/// root (certificates from the old issuer live until ReduceBundle) or, once the expanded
+/// root (certificates from the old issuer live until ReduceBundle; an anchor the rotation was
+/// retargeted away from only if the issuer moved to it) or, once the expanded
 /// bundle has propagated, the new anchor (the issuer may move to it). A pod's bundle is its
 /// inline trust-anchors value; the control plane reads the ConfigMap at start instead, so a
 /// control-plane proxy that started after `broken_since` (the bundle was broken then) is at
@@ -197,7 +198,23 @@ pub fn pods_at_risk<'p>(
     if e.stage == Stage::Reduced {
         return Vec::new();
     }
-    let mut needed: Vec<&str> = e.old.iter().map(|o| o.fingerprint.as_str()).collect();
+    // The previous anchor: certificates from its issuer live until the workloads renew. An
+    // anchor the rotation was retargeted away from only if the issuer moved to it (peers then
+    // hold certificates chaining to it); otherwise nobody's certificate chains to it and a pod
+    // that started before it was added is not at risk. Unknown certificates count as needed.
+    let mut needed: Vec<&str> = e
+        .old
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| {
+            *i == 0
+                || e.issuer.is_empty()
+                || o.cert.as_ref().is_none_or(|c| {
+                    !anchoring_roots(&e.issuer, std::slice::from_ref(c)).is_empty()
+                })
+        })
+        .map(|(_, o)| o.fingerprint.as_str())
+        .collect();
     if e.propagated {
         needed.push(e.to.fingerprint());
     }

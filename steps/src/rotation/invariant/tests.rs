@@ -48,7 +48,7 @@ fn observed(certs: &[&Ca], writer: Option<&str>) -> TrustBundle {
     TrustBundle {
         value: bundle.to_pem(),
         bundle,
-        trust_manager: None,
+        owner: None,
         last_writer: writer.map(|m| BundleWriter {
             manager: m.to_string(),
             operation: Some("Update".into()),
@@ -264,4 +264,29 @@ fn after_the_reduction_only_the_new_root_is_required() {
     assert!(Bundle::parse(&value)
         .unwrap()
         .contains(w.new.parsed().fingerprint()));
+}
+
+#[test]
+fn a_superseded_anchor_endangers_pods_only_once_the_issuer_moved_to_it() {
+    // The rotation A → B was retargeted to C before the issuer moved: nobody's certificate
+    // chains to B, so the original pods (carrying A alone) are not at risk.
+    let w = world();
+    let c = root("newest");
+    let mut e = expect(&w, Stage::Expanded, &w.old_issuer, true);
+    e.old.push(OldRoot {
+        fingerprint: w.new.parsed().fingerprint().to_string(),
+        cert: Some(w.new.parsed()),
+    });
+    e.to = c.parsed();
+    let original = vec![carrying("web-1", &[&w.old])];
+    assert!(pods_at_risk(&original, &e, None, None).is_empty());
+    let obs = observed(&[&w.old, &w.new, &c], None);
+    assert_eq!(judge(&obs, &e, &original, &cm()), Verdict::Holds);
+
+    // Had the issuer moved to B, peers would hold certificates chaining to B: a pod without
+    // B is at risk.
+    e.issuer = vec![w.new_issuer.parsed()];
+    let at_risk = pods_at_risk(&original, &e, None, None);
+    assert_eq!(at_risk.len(), 1);
+    assert_eq!(at_risk[0].lacks, vec![w.new.parsed().fingerprint().to_string()]);
 }
