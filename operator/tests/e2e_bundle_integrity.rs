@@ -322,3 +322,58 @@ async fn a_foreign_root_survives_the_rotation_and_reordering_is_not_drift() {
     ops.stop().await;
     sim.shutdown().await;
 }
+
+/// An Argo CD Application owns the ConfigMap: it would put its copy back over the expanded
+/// bundle. The operator does not start the rotation (blockingMessage names the Application
+/// and the fix) and writes nothing; once the ConfigMap is taken out of the Application, the
+/// rotation starts and expands the bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_owned_by_argo_cd_blocks_the_start_until_it_is_released() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), "linkerd");
+    let tracking = |v: serde_json::Value| {
+        let cms = cms.clone();
+        async move {
+            cms.patch(
+                "linkerd-identity-trust-roots",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                    "argocd.argoproj.io/tracking-id": v
+                }}})),
+            )
+            .await
+            .expect("annotate the ConfigMap");
+        }
+    };
+    tracking(serde_json::json!(
+        "linkerd-cp:/ConfigMap:linkerd/linkerd-identity-trust-roots"
+    ))
+    .await;
+    let old = anchor_pem(&client).await;
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let s = wait_status(&client, "blocked on the Argo CD Application", T, |s| {
+        s.blocking_message
+            .as_deref()
+            .is_some_and(|m| m.contains("Argo CD Application linkerd-cp"))
+    })
+    .await;
+    assert_eq!(s.phase, Some(Phase::Synced), "the rotation has not started");
+    assert!(s.rotation.is_none());
+    assert_eq!(bundle_fingerprints(&client).await, [fingerprint(&old)]);
+
+    tracking(serde_json::Value::Null).await;
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    let new = anchor_pem(&client).await;
+    assert_eq!(
+        bundle_fingerprints(&client).await,
+        [fingerprint(&old), fingerprint(&new)]
+    );
+    let s = wait_status(&client, "unblocked", T, |s| s.blocking_message.is_none()).await;
+    assert!(s.rotation.is_some());
+    ops.stop().await;
+    sim.shutdown().await;
+}

@@ -278,9 +278,9 @@ pub struct TrustBundle {
     /// The exact value of the key (what the injector hashes).
     pub value: String,
     pub bundle: Bundle,
-    /// Who else writes this ConfigMap when trust-manager does (see
-    /// [`trust_manager_writer`]), for messages.
-    pub trust_manager: Option<String>,
+    /// The controller that owns this ConfigMap besides the operator, if any (see
+    /// [`bundle_owner`]).
+    pub owner: Option<BundleOwner>,
     /// Who last changed the trust-roots key, from `managedFields` (see [`bundle_writer`]).
     pub last_writer: Option<BundleWriter>,
 }
@@ -382,7 +382,7 @@ pub fn trust_bundle_from(cm: &ConfigMap, r: &ConfigMapRef) -> Result<TrustBundle
     Ok(TrustBundle {
         value,
         bundle,
-        trust_manager: trust_manager_writer(&r.name, Some(&cm.metadata), &[]),
+        owner: bundle_owner(&r.name, Some(&cm.metadata), &[]),
         last_writer: bundle_writer(&cm.metadata, &r.key, crate::runner::FIELD_MANAGER),
     })
 }
@@ -459,6 +459,122 @@ pub fn trust_manager_writer(
                 b.metadata.name.as_deref().unwrap_or(name)
             )
         })
+}
+
+/// A controller other than the operator that owns the trust-roots ConfigMap and would put its
+/// own copy of the bundle back over the operator's writes, and how to hand the ConfigMap over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleOwner {
+    /// e.g. `trust-manager Bundle linkerd-identity-trust-roots`, `Argo CD Application linkerd`.
+    pub who: String,
+    /// What to do so that it stops writing the ConfigMap.
+    pub fix: String,
+}
+
+impl BundleOwner {
+    /// What the operator blocks with (a rotation does not start, a bundle step writes
+    /// nothing) while the ConfigMap `r` has this owner.
+    pub fn blocking_message(&self, r: &ConfigMapRef) -> String {
+        format!(
+            "ConfigMap {}/{} is managed by {}, which would put its own copy of the bundle back over \
+             the operator's writes (and drop a root the mesh still needs): {}; the rotation proceeds \
+             once the ConfigMap is the operator's alone",
+            r.namespace, r.name, self.who, self.fix
+        )
+    }
+}
+
+/// The one predicate for "someone else owns the trust-roots ConfigMap": trust-manager (see
+/// [`trust_manager_writer`]), a Flux Kustomization or HelmRelease, an Argo CD Application or a
+/// Helm release, each recognised by the labels, annotations or field managers it leaves on the
+/// objects it applies. Evidence is the ConfigMap's metadata and, for trust-manager, the
+/// Bundles the caller could list.
+pub fn bundle_owner(
+    name: &str,
+    configmap: Option<&ObjectMeta>,
+    bundles: &[DynamicObject],
+) -> Option<BundleOwner> {
+    if let Some(who) = trust_manager_writer(name, configmap, bundles) {
+        return Some(BundleOwner {
+            who,
+            fix: "delete the trust-manager Bundle that targets it (the operator manages the trust roots)"
+                .to_string(),
+        });
+    }
+    gitops_owner(configmap?)
+}
+
+fn gitops_owner(meta: &ObjectMeta) -> Option<BundleOwner> {
+    let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).map(String::as_str);
+    let annotation = |k: &str| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .map(String::as_str)
+    };
+    let manager = |m: &str| {
+        meta.managed_fields
+            .iter()
+            .flatten()
+            .any(|f| f.manager.as_deref() == Some(m))
+    };
+    let qualified = |ns: Option<&str>, name: &str| match ns {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    };
+    // Flux: kustomize-controller stops reconciling an object annotated so.
+    let flux_disabled = annotation("kustomize.toolkit.fluxcd.io/reconcile") == Some("disabled");
+    if let Some(ks) = label("kustomize.toolkit.fluxcd.io/name").filter(|_| !flux_disabled) {
+        return Some(BundleOwner {
+            who: format!(
+                "Flux Kustomization {}",
+                qualified(label("kustomize.toolkit.fluxcd.io/namespace"), ks)
+            ),
+            fix: "remove the ConfigMap from that Kustomization's sources, or annotate it \
+                  `kustomize.toolkit.fluxcd.io/reconcile: disabled` in the source, so that Flux \
+                  stops reverting the operator's writes"
+                .to_string(),
+        });
+    }
+    if let Some(hr) = label("helm.toolkit.fluxcd.io/name") {
+        return Some(BundleOwner {
+            who: format!(
+                "Flux HelmRelease {}",
+                qualified(label("helm.toolkit.fluxcd.io/namespace"), hr)
+            ),
+            fix: "render the chart without the ConfigMap (Linkerd: identity.externalCA=true), after \
+                  annotating it `helm.sh/resource-policy: keep` so that the upgrade does not delete it"
+                .to_string(),
+        });
+    }
+    let argo_app = annotation("argocd.argoproj.io/tracking-id")
+        .map(|t| t.split(':').next().unwrap_or(t))
+        .or_else(|| label("argocd.argoproj.io/instance"))
+        .or_else(|| manager("argocd-controller").then_some("(unknown)"));
+    if let Some(app) = argo_app {
+        return Some(BundleOwner {
+            who: format!("Argo CD Application {app}"),
+            fix: "remove the ConfigMap from the Application's sources, or ignore its data \
+                  (ignoreDifferences on /data with the RespectIgnoreDifferences=true sync option), so \
+                  that Argo CD stops reverting the operator's writes"
+                .to_string(),
+        });
+    }
+    if label("app.kubernetes.io/managed-by") == Some("Helm") {
+        if let Some(release) = annotation("meta.helm.sh/release-name") {
+            return Some(BundleOwner {
+                who: format!(
+                    "Helm release {}",
+                    qualified(annotation("meta.helm.sh/release-namespace"), release)
+                ),
+                fix: "upgrade the release without the ConfigMap (Linkerd: identity.externalCA=true), \
+                      after annotating it `helm.sh/resource-policy: keep` so that the upgrade does not \
+                      delete it"
+                    .to_string(),
+            });
+        }
+    }
+    None
 }
 
 /// The rollout state of one Deployment.
@@ -846,7 +962,7 @@ mod tests {
         let b = trust_bundle_from(&cm(json!({"ca-bundle.crt": pem.clone()})), &r).unwrap();
         assert_eq!(b.value, pem);
         assert!(b.bundle.contains(cert.fingerprint()));
-        assert_eq!(b.trust_manager, None);
+        assert_eq!(b.owner, None);
     }
 
     #[test]
@@ -942,6 +1058,51 @@ mod tests {
         );
         assert_eq!(
             trust_manager_writer(&r.name, Some(&meta), &[other_name, secret_only]),
+            None
+        );
+    }
+
+    #[test]
+    fn gitops_and_helm_owners_are_recognised_by_what_they_leave_on_the_configmap() {
+        let r = roots_ref();
+        let owner = |m: serde_json::Value| {
+            let mut meta: ObjectMeta = serde_json::from_value(m).unwrap();
+            meta.name = Some(r.name.clone());
+            bundle_owner(&r.name, Some(&meta), &[]).map(|o| o.who)
+        };
+        assert_eq!(
+            owner(json!({"labels": {"kustomize.toolkit.fluxcd.io/name": "infra",
+                                    "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}})).as_deref(),
+            Some("Flux Kustomization flux-system/infra")
+        );
+        // Flux told to leave it alone.
+        assert_eq!(
+            owner(json!({"labels": {"kustomize.toolkit.fluxcd.io/name": "infra"},
+                         "annotations": {"kustomize.toolkit.fluxcd.io/reconcile": "disabled"}})),
+            None
+        );
+        assert_eq!(
+            owner(json!({"labels": {"helm.toolkit.fluxcd.io/name": "linkerd",
+                                    "helm.toolkit.fluxcd.io/namespace": "linkerd",
+                                    "app.kubernetes.io/managed-by": "Helm"},
+                         "annotations": {"meta.helm.sh/release-name": "linkerd"}})).as_deref(),
+            Some("Flux HelmRelease linkerd/linkerd")
+        );
+        assert_eq!(
+            owner(json!({"annotations": {"argocd.argoproj.io/tracking-id":
+                "linkerd-cp:/ConfigMap:linkerd/linkerd-identity-trust-roots"}})).as_deref(),
+            Some("Argo CD Application linkerd-cp")
+        );
+        assert_eq!(
+            owner(json!({"labels": {"app.kubernetes.io/managed-by": "Helm"},
+                         "annotations": {"meta.helm.sh/release-name": "linkerd-control-plane",
+                                         "meta.helm.sh/release-namespace": "linkerd"}})).as_deref(),
+            Some("Helm release linkerd/linkerd-control-plane")
+        );
+        // kubectl, or the label alone with no release: nobody owns it.
+        assert_eq!(owner(json!({"labels": {"app.kubernetes.io/managed-by": "Helm"}})), None);
+        assert_eq!(
+            owner(json!({"managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update"}]})),
             None
         );
     }

@@ -34,7 +34,7 @@ async fn reads_the_demo_pki_bundle_and_control_plane_with_typed_errors() {
     assert!(chain[0].is_signed_by(&anchor));
     let bundle = read::trust_bundle(&client, &roots).await.expect("bundle");
     assert!(bundle.bundle.contains(anchor.fingerprint()));
-    assert_eq!(bundle.trust_manager, None);
+    assert_eq!(bundle.owner, None);
     // No previous anchor before the first rotation.
     let prev = SecretRef::default_previous_anchor();
     assert_eq!(read::previous_anchor(&client, &prev).await.unwrap(), None);

@@ -492,11 +492,11 @@ async fn check_is_red_with_the_right_message_per_broken_prerequisite() {
     let out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
     assert!(check_line(
         &out.stdout,
-        "no trust-manager Bundle manages the trust roots"
+        "no other controller manages the trust roots"
     )
     .starts_with('×'));
     assert!(
-        out.stdout.contains("trust-manager Bundle linkerd-identity-trust-roots writes ConfigMap linkerd-identity-trust-roots"),
+        out.stdout.contains("trust-manager Bundle linkerd-identity-trust-roots manages ConfigMap linkerd-identity-trust-roots"),
         "{}",
         out.stdout
     );
@@ -911,7 +911,7 @@ linkerd-trust-bundle
 √ trust roots ConfigMap exists
 √ trust roots contain only valid certificates
 √ trust roots include the current trust anchor
-√ no trust-manager Bundle manages the trust roots
+√ no other controller manages the trust roots
 
 {not_installed}"
     );

@@ -113,16 +113,8 @@ pub async fn write_bundle(
     .map_err(|e| StepError::from_kube(format!("writing ConfigMap {}/{}", r.namespace, r.name), e))
 }
 
-fn trust_manager_message(r: &ConfigMapRef, writer: &str) -> String {
-    format!(
-        "ConfigMap {}/{} is written by {writer}, which would overwrite the operator's writes: \
-         remove the Bundle targeting it (the operator manages the trust roots) and the rotation continues",
-        r.namespace, r.name
-    )
-}
-
 /// What both bundle steps read before deciding: the invariant's expectation and the bundle,
-/// which must exist and not be written by trust-manager. `Err` is the message the step blocks
+/// which must exist and not be managed by another controller. `Err` is the message the step blocks
 /// with.
 async fn read_inputs(
     ctx: &StepContext,
@@ -132,8 +124,8 @@ async fn read_inputs(
         Ok(v) => v,
         Err(m) => return Ok(Err(m)),
     };
-    if let Some(writer) = &observed.trust_manager {
-        return Ok(Err(trust_manager_message(&ctx.spec.trust_roots, writer)));
+    if let Some(owner) = &observed.owner {
+        return Ok(Err(owner.blocking_message(&ctx.spec.trust_roots)));
     }
     Ok(Ok((e, observed)))
 }

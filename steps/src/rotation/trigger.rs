@@ -139,14 +139,23 @@ impl Trigger for AnchorTrigger {
             ),
             ..progress
         };
+        let start = decide_start(
+            &anchor,
+            &observed.bundle,
+            previous.as_ref(),
+            issuer.as_deref().unwrap_or_default(),
+        );
+        // A rotation does not start on a ConfigMap another controller would put back.
+        if let (Some(_), Some(owner)) = (&start, &observed.owner) {
+            return Ok(SyncedView {
+                progress,
+                start: None,
+                blocked: Some(owner.blocking_message(&spec.trust_roots)),
+            });
+        }
         Ok(SyncedView {
             progress,
-            start: decide_start(
-                &anchor,
-                &observed.bundle,
-                previous.as_ref(),
-                issuer.as_deref().unwrap_or_default(),
-            ),
+            start,
             blocked: None,
         })
     }

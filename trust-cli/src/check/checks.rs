@@ -407,7 +407,7 @@ pub(super) fn trust_roots_include_anchor(ctx: &Ctx) -> Run<'_> {
     })
 }
 
-pub(super) fn no_trust_manager(ctx: &Ctx) -> Run<'_> {
+pub(super) fn trust_roots_unowned(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let target = &ctx.names.trust_roots;
         let api = need!(ctx.dynamic(&certmanager::trust_manager_bundle(), None));
@@ -419,14 +419,15 @@ pub(super) fn no_trust_manager(ctx: &Ctx) -> Run<'_> {
         // The operator's predicate, fed with what the CLI can see: the ConfigMap's own
         // metadata (judged when it was read) and the Bundles.
         let from_configmap = match need!(ctx.trust_bundle().await) {
-            Ok(b) => b.trust_manager.clone(),
+            Ok(b) => b.owner.clone(),
             Err(_) => None,
         };
-        match from_configmap.or_else(|| read::trust_manager_writer(target, None, &bundles)) {
+        match from_configmap.or_else(|| read::bundle_owner(target, None, &bundles)) {
             None => Verdict::Pass,
-            Some(writer) => Verdict::Fail(format!(
-                "{writer} writes ConfigMap {target} and would overwrite the operator's \
-                 changes; delete the Bundle or let trust-manager own the bundle"
+            Some(owner) => Verdict::Fail(format!(
+                "{} manages ConfigMap {target} and would overwrite the operator's changes, so the \
+                 operator will not start a rotation: {}",
+                owner.who, owner.fix
             )),
         }
     })

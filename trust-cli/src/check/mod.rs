@@ -329,9 +329,9 @@ pub const CHECKS: &[Check] = &[
     ),
     check(
         CAT_BUNDLE,
-        "no trust-manager Bundle manages the trust roots",
-        "ltr-no-trust-manager",
-        checks::no_trust_manager,
+        "no other controller manages the trust roots",
+        "ltr-trust-roots-unowned",
+        checks::trust_roots_unowned,
     ),
     check(
         CAT_OPERATOR,
