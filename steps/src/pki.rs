@@ -78,6 +78,7 @@ pub struct Certificate {
     not_after: Timestamp,
     key_algorithm: KeyAlgorithm,
     is_ca: bool,
+    may_sign_certificates: bool,
     subject_key_id: Option<Vec<u8>>,
     authority_key_id: Option<Vec<u8>>,
 }
@@ -137,6 +138,12 @@ impl Certificate {
             .flatten()
             .map(|bc| bc.value.ca)
             .unwrap_or(false);
+        // RFC 5280: without a keyUsage extension the key may be used for any purpose.
+        let may_sign_certificates = match cert.key_usage() {
+            Ok(Some(ku)) => ku.value.key_cert_sign(),
+            Ok(None) => true,
+            Err(_) => false,
+        };
         let subject_key_id = cert
             .extensions()
             .iter()
@@ -162,6 +169,7 @@ impl Certificate {
             not_after,
             key_algorithm,
             is_ca,
+            may_sign_certificates,
             subject_key_id,
             authority_key_id,
             der,
@@ -194,6 +202,10 @@ impl Certificate {
     }
     pub fn is_ca(&self) -> bool {
         self.is_ca
+    }
+    /// Its key may sign certificates: keyUsage has keyCertSign, or there is no keyUsage.
+    pub fn may_sign_certificates(&self) -> bool {
+        self.may_sign_certificates
     }
     pub fn subject_key_id(&self) -> Option<&[u8]> {
         self.subject_key_id.as_deref()

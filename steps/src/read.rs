@@ -505,7 +505,12 @@ pub fn bundle_owner(
 }
 
 fn gitops_owner(meta: &ObjectMeta) -> Option<BundleOwner> {
-    let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).map(String::as_str);
+    let label = |k: &str| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .map(String::as_str)
+    };
     let annotation = |k: &str| {
         meta.annotations
             .as_ref()
@@ -1071,38 +1076,51 @@ mod tests {
             bundle_owner(&r.name, Some(&meta), &[]).map(|o| o.who)
         };
         assert_eq!(
-            owner(json!({"labels": {"kustomize.toolkit.fluxcd.io/name": "infra",
-                                    "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}})).as_deref(),
+            owner(
+                json!({"labels": {"kustomize.toolkit.fluxcd.io/name": "infra",
+                                    "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}})
+            )
+            .as_deref(),
             Some("Flux Kustomization flux-system/infra")
         );
         // Flux told to leave it alone.
         assert_eq!(
-            owner(json!({"labels": {"kustomize.toolkit.fluxcd.io/name": "infra"},
-                         "annotations": {"kustomize.toolkit.fluxcd.io/reconcile": "disabled"}})),
+            owner(
+                json!({"labels": {"kustomize.toolkit.fluxcd.io/name": "infra"},
+                         "annotations": {"kustomize.toolkit.fluxcd.io/reconcile": "disabled"}})
+            ),
             None
         );
         assert_eq!(
             owner(json!({"labels": {"helm.toolkit.fluxcd.io/name": "linkerd",
                                     "helm.toolkit.fluxcd.io/namespace": "linkerd",
                                     "app.kubernetes.io/managed-by": "Helm"},
-                         "annotations": {"meta.helm.sh/release-name": "linkerd"}})).as_deref(),
+                         "annotations": {"meta.helm.sh/release-name": "linkerd"}}))
+            .as_deref(),
             Some("Flux HelmRelease linkerd/linkerd")
         );
         assert_eq!(
             owner(json!({"annotations": {"argocd.argoproj.io/tracking-id":
-                "linkerd-cp:/ConfigMap:linkerd/linkerd-identity-trust-roots"}})).as_deref(),
+                "linkerd-cp:/ConfigMap:linkerd/linkerd-identity-trust-roots"}}))
+            .as_deref(),
             Some("Argo CD Application linkerd-cp")
         );
         assert_eq!(
             owner(json!({"labels": {"app.kubernetes.io/managed-by": "Helm"},
                          "annotations": {"meta.helm.sh/release-name": "linkerd-control-plane",
-                                         "meta.helm.sh/release-namespace": "linkerd"}})).as_deref(),
+                                         "meta.helm.sh/release-namespace": "linkerd"}}))
+            .as_deref(),
             Some("Helm release linkerd/linkerd-control-plane")
         );
         // kubectl, or the label alone with no release: nobody owns it.
-        assert_eq!(owner(json!({"labels": {"app.kubernetes.io/managed-by": "Helm"}})), None);
         assert_eq!(
-            owner(json!({"managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update"}]})),
+            owner(json!({"labels": {"app.kubernetes.io/managed-by": "Helm"}})),
+            None
+        );
+        assert_eq!(
+            owner(
+                json!({"managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update"}]})
+            ),
             None
         );
     }

@@ -315,7 +315,7 @@ pub fn record_phases(client: &kube::Client) -> Arc<Mutex<Vec<Phase>>> {
     seen
 }
 
-fn certificate_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+pub fn certificate_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
     Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
 }

@@ -172,6 +172,10 @@ impl ReconcileBundle {
             foreign_roots: Some(foreign_roots(&observed.bundle, &e)),
             ..Default::default()
         });
+        // A trust anchor Linkerd cannot use never enters the bundle.
+        if let Some(m) = super::validate::anchor_block(&e.to, ctx.now, &ctx.spec.trust_anchor) {
+            return Ok(Outcome::blocked(m));
+        }
         let pods = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref()).await?;
         // The guard runs even when the ConfigMap already looks expanded: pods that started
         // while someone else's bundle lacked the old root must be restarted first.

@@ -209,9 +209,9 @@ pub fn pods_at_risk<'p>(
         .filter(|(i, o)| {
             *i == 0
                 || e.issuer.is_empty()
-                || o.cert.as_ref().is_none_or(|c| {
-                    !anchoring_roots(&e.issuer, std::slice::from_ref(c)).is_empty()
-                })
+                || o.cert
+                    .as_ref()
+                    .is_none_or(|c| !anchoring_roots(&e.issuer, std::slice::from_ref(c)).is_empty())
         })
         .map(|(_, o)| o.fingerprint.as_str())
         .collect();

@@ -13,6 +13,7 @@ use trust_rotation_crds::{CertificateRef, ControlPlaneRef, Phase};
 /// Event reasons of the identity controller (on `Deployment/linkerd-identity`).
 pub const ISSUER_UPDATED: &str = "IssuerUpdated";
 pub const ISSUER_UPDATE_SKIPPED: &str = "IssuerUpdateSkipped";
+pub const ISSUER_VALIDATION_FAILED: &str = "IssuerValidationFailed";
 
 /// What identity did with the issuer it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,16 +61,23 @@ pub fn decide_issuer(
         .events
         .iter()
         .filter(|e| {
-            e.at >= since && (e.reason == ISSUER_UPDATED || e.reason == ISSUER_UPDATE_SKIPPED)
+            e.at >= since
+                && [
+                    ISSUER_UPDATED,
+                    ISSUER_UPDATE_SKIPPED,
+                    ISSUER_VALIDATION_FAILED,
+                ]
+                .contains(&e.reason.as_str())
         })
         .max_by_key(|e| e.at);
     match verdict {
         Some(e) if e.reason == ISSUER_UPDATED => Outcome::Done,
         Some(e) => Outcome::blocked(format!(
-            "identity rejected the new issuer {} ({ISSUER_UPDATE_SKIPPED} at {}: {}): the identity controller validates a new \
+            "identity rejected the new issuer {} ({} at {}: {}): the identity controller validates a new \
              issuer against the trust bundle it loaded at start. Recover with `kubectl -n {} rollout restart deploy/{}` (the \
              bundle already holds both roots); the rotation continues once identity has loaded the issuer",
             short_fingerprint(issuer.fingerprint()),
+            e.reason,
             e.at,
             e.message,
             cp.namespace,
@@ -129,6 +137,14 @@ impl AwaitIssuer {
             active_issuer: Some(issuer.summary()),
             ..Default::default()
         });
+        // An issuer Linkerd cannot use: the control plane is not restarted onto it.
+        if issuer.is_signed_by(&new_root) {
+            if let Some(m) =
+                super::validate::issuer_block(issuer, ctx.now, &ctx.spec.identity_issuer)
+            {
+                return Ok(Outcome::blocked(m));
+            }
+        }
         let cp = &ctx.spec.control_plane;
         let identity = if issuer.is_signed_by(&new_root) {
             let events =
@@ -308,6 +324,24 @@ mod tests {
         assert_eq!(
             decide_issuer(&new_issuer, &new.parsed(), &later, &r, &cp),
             Outcome::Done
+        );
+        // identity could not validate the new issuer: blocked with identity's own words.
+        let failed = IdentityView {
+            events: vec![IdentityEvent {
+                message: "failed to verify issuer credentials".into(),
+                ..ev(ISSUER_VALIDATION_FAILED, t + 1.second())
+            }],
+            restarted_since_issuer: false,
+        };
+        let Outcome::Blocked { message } =
+            decide_issuer(&new_issuer, &new.parsed(), &failed, &r, &cp)
+        else {
+            panic!("an IssuerValidationFailed Event blocks")
+        };
+        assert!(
+            message.contains("IssuerValidationFailed")
+                && message.contains("failed to verify issuer credentials"),
+            "{message}"
         );
     }
 }

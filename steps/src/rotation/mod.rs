@@ -24,6 +24,7 @@ pub mod propagation;
 pub mod refresh;
 pub mod retarget;
 pub mod trigger;
+pub mod validate;
 
 use crate::pki::Certificate;
 use crate::step::{Step, StepContext, StepError};

@@ -288,5 +288,8 @@ fn a_superseded_anchor_endangers_pods_only_once_the_issuer_moved_to_it() {
     e.issuer = vec![w.new_issuer.parsed()];
     let at_risk = pods_at_risk(&original, &e, None, None);
     assert_eq!(at_risk.len(), 1);
-    assert_eq!(at_risk[0].lacks, vec![w.new.parsed().fingerprint().to_string()]);
+    assert_eq!(
+        at_risk[0].lacks,
+        vec![w.new.parsed().fingerprint().to_string()]
+    );
 }
