@@ -490,11 +490,9 @@ async fn check_is_red_with_the_right_message_per_broken_prerequisite() {
     }
     assert!(created, "the Bundle is created once its CRD is served");
     let out = cli(&kc, &["check", "--pre", "--wait=0s"]).await;
-    assert!(check_line(
-        &out.stdout,
-        "no other controller manages the trust roots"
-    )
-    .starts_with('×'));
+    assert!(
+        check_line(&out.stdout, "no other controller manages the trust roots").starts_with('×')
+    );
     assert!(
         out.stdout.contains("trust-manager Bundle linkerd-identity-trust-roots manages ConfigMap linkerd-identity-trust-roots"),
         "{}",
