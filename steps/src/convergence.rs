@@ -282,6 +282,7 @@ mod tests {
             trust_anchors_env: None,
             proxy_started_at: None,
             created_at: None,
+            admin_port: trust_rotation_crds::defaults::PROXY_ADMIN_PORT,
         }
     }
 

@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
 use kube::api::{Api, ListParams};
 use std::fmt;
 use trust_rotation_crds::defaults::{
-    CONTROL_PLANE_NS_LABEL, PROXY_CONTAINER, TRUST_ANCHORS_ENV, TRUST_ROOT_SHA256_ANNOTATION,
+    CONTROL_PLANE_NS_LABEL, PROXY_ADMIN_PORT, PROXY_CONTAINER, TRUST_ANCHORS_ENV,
+    TRUST_ROOT_SHA256_ANNOTATION,
 };
 
 /// How many pods one list page asks for. Large enough to keep the number of round trips low on
@@ -69,6 +70,9 @@ pub struct MeshedPod {
     pub proxy_started_at: Option<Timestamp>,
     /// `metadata.creationTimestamp`.
     pub created_at: Option<Timestamp>,
+    /// The port the proxy's admin server (and its TLS probe endpoint) listens on: see
+    /// [`proxy_admin_port`].
+    pub admin_port: u16,
 }
 
 impl MeshedPod {
@@ -263,7 +267,49 @@ pub fn meshed_pod_from(pod: &Pod, linkerd_ns: &str) -> Option<MeshedPod> {
         trust_anchors_env: proxy.and_then(inline_trust_anchors),
         proxy_started_at: proxy_status.and_then(started_at),
         created_at: meta.creation_timestamp.as_ref().map(|t| t.0),
+        admin_port: proxy_admin_port(proxy, meta.annotations.as_ref()),
     })
+}
+
+/// The annotation that moves a pod's proxy admin server to another port.
+pub const ADMIN_PORT_ANNOTATION: &str = "config.linkerd.io/admin-port";
+
+/// Where the proxy's admin server listens: what the proxy itself reads
+/// (`LINKERD2_PROXY_ADMIN_LISTEN_ADDR`, which the injector sets from
+/// `config.linkerd.io/admin-port`), else the container's `linkerd-admin` port, else the pod's
+/// annotation (a pod admitted before the injector wrote the env), else 4191.
+pub fn proxy_admin_port(
+    proxy: Option<&Container>,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> u16 {
+    let from_env = || {
+        proxy?
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "LINKERD2_PROXY_ADMIN_LISTEN_ADDR")
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.rsplit_once(':'))
+            .and_then(|(_, port)| port.trim().parse::<u16>().ok())
+    };
+    let from_port = || {
+        proxy?
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("linkerd-admin"))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+    };
+    let from_annotation = || {
+        annotations?
+            .get(ADMIN_PORT_ANNOTATION)
+            .and_then(|v| v.trim().parse::<u16>().ok())
+    };
+    from_env()
+        .or_else(from_port)
+        .or_else(from_annotation)
+        .filter(|p| *p != 0)
+        .unwrap_or(PROXY_ADMIN_PORT)
 }
 
 fn inline_trust_anchors(c: &Container) -> Option<String> {
@@ -290,6 +336,45 @@ mod tests {
 
     fn pod(v: serde_json::Value) -> Pod {
         serde_json::from_value(v).expect("test pod is valid")
+    }
+
+    #[test]
+    fn the_admin_port_is_where_the_proxy_listens() {
+        let meshed = |proxy: serde_json::Value, annotations: serde_json::Value| {
+            let p = pod(json!({
+                "metadata": {"name": "web-1", "namespace": "emojivoto",
+                             "labels": {"linkerd.io/control-plane-ns": "linkerd"},
+                             "annotations": annotations},
+                "spec": {"containers": [proxy]},
+            }));
+            meshed_pod_from(&p, "linkerd").expect("meshed").admin_port
+        };
+        let plain = json!({"name": "linkerd-proxy"});
+        assert_eq!(meshed(plain.clone(), json!({})), 4191);
+        // The annotation alone (the injector has not written the env).
+        assert_eq!(
+            meshed(plain, json!({"config.linkerd.io/admin-port": "9995"})),
+            9995
+        );
+        // What the proxy reads wins over the annotation and the port name.
+        let injected = json!({"name": "linkerd-proxy",
+            "env": [{"name": "LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "value": "[::]:9990"}],
+            "ports": [{"name": "linkerd-admin", "containerPort": 9991}]});
+        assert_eq!(
+            meshed(injected, json!({"config.linkerd.io/admin-port": "9995"})),
+            9990
+        );
+        let named = json!({"name": "linkerd-proxy",
+            "ports": [{"name": "linkerd-admin", "containerPort": 9991}]});
+        assert_eq!(meshed(named, json!({})), 9991);
+        // Nonsense falls back to the default.
+        assert_eq!(
+            meshed(
+                json!({"name": "linkerd-proxy"}),
+                json!({"config.linkerd.io/admin-port": "admin"})
+            ),
+            4191
+        );
     }
 
     #[test]

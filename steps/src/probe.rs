@@ -180,7 +180,7 @@ pub async fn probe_pod(client: &kube::Client, pod: &MeshedPod, cfg: &ProbeConfig
                 let Some(ip) = pod.ip.as_deref() else {
                     return ProbeOutcome::Unreachable("pod has no IP yet".into());
                 };
-                probe_addr(ip, PROXY_ADMIN_PORT, &identity).await
+                probe_addr(ip, pod.admin_port, &identity).await
             }
             ProbeMode::PortForward => probe_port_forward(client, pod, &identity).await,
         }
@@ -220,19 +220,14 @@ async fn probe_port_forward(
     identity: &str,
 ) -> ProbeOutcome {
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.pod.namespace);
-    let mut pf = match api.portforward(&pod.pod.name, &[PROXY_ADMIN_PORT]).await {
+    let port = pod.admin_port;
+    let mut pf = match api.portforward(&pod.pod.name, &[port]).await {
         Ok(pf) => AbortOnDrop(pf),
         Err(e) => {
-            return ProbeOutcome::Unreachable(format!(
-                "port-forward to {}:{PROXY_ADMIN_PORT}: {e}",
-                pod.pod
-            ))
+            return ProbeOutcome::Unreachable(format!("port-forward to {}:{port}: {e}", pod.pod))
         }
     };
-    let (Some(stream), Some(error)) = (
-        pf.0.take_stream(PROXY_ADMIN_PORT),
-        pf.0.take_error(PROXY_ADMIN_PORT),
-    ) else {
+    let (Some(stream), Some(error)) = (pf.0.take_stream(port), pf.0.take_error(port)) else {
         return ProbeOutcome::Unreachable("port-forward returned no stream".into());
     };
     // The error channel resolves with a message when the API server could not reach the pod,
@@ -464,6 +459,7 @@ mod tests {
             trust_anchors_env: None,
             proxy_started_at: None,
             created_at: None,
+            admin_port: trust_rotation_crds::defaults::PROXY_ADMIN_PORT,
         }
     }
 

@@ -178,6 +178,7 @@ pub(crate) mod tests {
             trust_anchors_env: None,
             proxy_started_at: None,
             created_at: None,
+            admin_port: trust_rotation_crds::defaults::PROXY_ADMIN_PORT,
         }
     }
 
