@@ -21,7 +21,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use trust_rotation_crds::defaults::PROXY_ADMIN_PORT;
 
 /// How probes reach proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -370,6 +369,7 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::net::TcpListener;
+    use trust_rotation_crds::defaults::PROXY_ADMIN_PORT;
 
     /// A loopback address unlikely to collide with other tests running at the same time.
     fn loopback(n: u8) -> Ipv4Addr {
@@ -459,7 +459,7 @@ mod tests {
             trust_anchors_env: None,
             proxy_started_at: None,
             created_at: None,
-            admin_port: trust_rotation_crds::defaults::PROXY_ADMIN_PORT,
+            admin_port: PROXY_ADMIN_PORT,
         }
     }
 
