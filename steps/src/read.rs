@@ -193,13 +193,48 @@ pub fn certificates_from(secret: &Secret, fix: &str) -> Result<Vec<Certificate>,
     parse_pem_certificates(&text).map_err(|e| invalid(e.to_string()))
 }
 
+/// Reads are idempotent: an API server's passing failure (a 5xx, a dropped connection, a
+/// timeout) is retried twice, briefly, before it becomes a step error with the runner's
+/// backoff. Every step reads several objects to check the bundle invariant; without this, one
+/// flaky API server multiplies into long backoffs. (kube's client already retries 429s and
+/// 503s with their Retry-After.)
+pub(crate) async fn retrying<T, F, Fut>(mut read: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    const PAUSES: [std::time::Duration; 2] = [
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_millis(400),
+    ];
+    let mut pauses = PAUSES.iter();
+    loop {
+        match read().await {
+            Err(e)
+                if matches!(
+                    ErrorCategory::of_kube(&e),
+                    ErrorCategory::KubeServer
+                        | ErrorCategory::KubeConnection
+                        | ErrorCategory::Timeout
+                ) =>
+            {
+                match pauses.next() {
+                    Some(p) => tokio::time::sleep(*p).await,
+                    None => return Err(e),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn get_secret(
     client: &kube::Client,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Secret>, ReadError> {
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(name)
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    retrying(|| api.get_opt(name))
         .await
         .map_err(|e| ReadError::api(format!("reading Secret {namespace}/{name}"), e))
 }
@@ -391,8 +426,8 @@ async fn get_bundle_configmap(
     client: &kube::Client,
     r: &ConfigMapRef,
 ) -> Result<ConfigMap, ReadError> {
-    Api::<ConfigMap>::namespaced(client.clone(), &r.namespace)
-        .get_opt(&r.name)
+    let api = Api::<ConfigMap>::namespaced(client.clone(), &r.namespace);
+    retrying(|| api.get_opt(&r.name))
         .await
         .map_err(|e| ReadError::api(format!("reading ConfigMap {}/{}", r.namespace, r.name), e))?
         .ok_or_else(|| missing_bundle(format!("ConfigMap {}/{}", r.namespace, r.name)))
@@ -652,8 +687,8 @@ async fn get_deployment(
     namespace: &str,
     name: &str,
 ) -> Result<Deployment, ReadError> {
-    Api::<Deployment>::namespaced(client.clone(), namespace)
-        .get_opt(name)
+    let api = Api::<Deployment>::namespaced(client.clone(), namespace);
+    retrying(|| api.get_opt(name))
         .await
         .map_err(|e| ReadError::api(format!("reading Deployment {namespace}/{name}"), e))?
         .ok_or_else(|| ReadError::Missing {
@@ -820,6 +855,49 @@ pub async fn rotation_crd_installed(client: &kube::Client) -> Result<bool, ReadE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        let mut s = kube::core::Status::failure("injected", "Reason");
+        s.code = code;
+        kube::Error::Api(s.boxed())
+    }
+
+    #[tokio::test]
+    async fn passing_server_errors_are_retried_twice_and_others_not_at_all() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = AtomicUsize::new(0);
+        // Two 500s, then the object.
+        let got = retrying(|| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err(api_error(500))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.ok(), Some(2));
+        // Always failing: three attempts, then the error.
+        calls.store(0, Ordering::SeqCst);
+        let got: Result<(), _> = retrying(|| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(api_error(500)) }
+        })
+        .await;
+        assert!(got.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // A 403 needs a person: no retry.
+        calls.store(0, Ordering::SeqCst);
+        let got: Result<(), _> = retrying(|| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(api_error(403)) }
+        })
+        .await;
+        assert!(got.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
     use crate::pki::testing::root;
     use k8s_openapi::ByteString;
     use serde_json::json;
