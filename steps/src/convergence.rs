@@ -177,6 +177,7 @@ pub fn cert_state(outcome: &ProbeOutcome, active_issuer: &Certificate) -> CertSt
         ProbeOutcome::Unreachable(why) => CertState::Unreachable(why.clone()),
         ProbeOutcome::TimedOut => CertState::TimedOut,
         ProbeOutcome::NoProxy => CertState::NoProxy,
+        ProbeOutcome::Rejected(why) => CertState::Invalid(why.clone()),
     }
 }
 

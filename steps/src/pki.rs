@@ -79,6 +79,7 @@ pub struct Certificate {
     key_algorithm: KeyAlgorithm,
     is_ca: bool,
     may_sign_certificates: bool,
+    dns_names: Vec<String>,
     subject_key_id: Option<Vec<u8>>,
     authority_key_id: Option<Vec<u8>>,
 }
@@ -144,6 +145,18 @@ impl Certificate {
             Ok(None) => true,
             Err(_) => false,
         };
+        let dns_names = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let subject_key_id = cert
             .extensions()
             .iter()
@@ -170,6 +183,7 @@ impl Certificate {
             key_algorithm,
             is_ca,
             may_sign_certificates,
+            dns_names,
             subject_key_id,
             authority_key_id,
             der,
@@ -202,6 +216,10 @@ impl Certificate {
     }
     pub fn is_ca(&self) -> bool {
         self.is_ca
+    }
+    /// The DNS names of its subjectAltName (a Linkerd workload certificate's identity).
+    pub fn dns_names(&self) -> &[String] {
+        &self.dns_names
     }
     /// Its key may sign certificates: keyUsage has keyCertSign, or there is no keyUsage.
     pub fn may_sign_certificates(&self) -> bool {
@@ -467,6 +485,21 @@ pub(crate) mod testing {
         let issuer_params = params(by_cn(by), true);
         let issuer = rcgen::Issuer::from_params(&issuer_params, &by.key);
         let cert = params(cn, ca).signed_by(&key, &issuer).unwrap();
+        Ca { cert, key }
+    }
+
+    /// A workload certificate for `identity` (its subjectAltName DNS name); `expired` makes
+    /// it one that was valid in 2020 only.
+    pub fn workload(identity: &str, by: &Ca, expired: bool) -> Ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let issuer_params = params(by_cn(by), true);
+        let issuer = rcgen::Issuer::from_params(&issuer_params, &by.key);
+        let mut p = CertificateParams::new(vec![identity.to_string()]).unwrap();
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        }
+        let cert = p.signed_by(&key, &issuer).unwrap();
         Ca { cert, key }
     }
 

@@ -3,8 +3,10 @@
 //! A Linkerd proxy terminates TLS on its admin port (4191) for clients that name its identity
 //! in SNI. We open a TLS 1.3 connection with SNI = the pod's identity, let the proxy present
 //! its chain, record it, and judge it ourselves by signature ([`crate::convergence`]). The TLS
-//! client therefore accepts any server certificate: it authenticates nothing and sends no
-//! data, it only reads what the proxy presents.
+//! client therefore accepts any issuer: it sends no data and only reads what the proxy
+//! presents. It does prove who answered: the handshake signature must verify against the
+//! presented leaf, the leaf must name the pod's identity and be valid now; anything else is
+//! [`ProbeOutcome::Rejected`].
 //!
 //! Probes run with bounded concurrency and a per-pod timeout, either straight to the pod IP
 //! (in-cluster, [`ProbeMode::Direct`]) or through the API server's port-forward
@@ -77,6 +79,11 @@ pub enum ProbeOutcome {
     TimedOut,
     /// The pod has no proxy to probe.
     NoProxy,
+    /// Something answered but did not prove it is this pod's proxy now: a certificate for
+    /// another identity (a reused IP, a stale endpoint), a handshake signature that does not
+    /// match the certificate, or a certificate outside its validity period. Never evidence of
+    /// convergence.
+    Rejected(String),
 }
 
 /// The identity a meshed pod's proxy serves:
@@ -265,13 +272,19 @@ where
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let result = connector.connect(server_name, io).await;
+    let signature = recorder.signature();
     if let Some(chain) = recorder.take() {
-        let certs = chain
+        let certs: Vec<Certificate> = chain
             .into_iter()
             .map(Certificate::from_der)
             .take_while(Result::is_ok)
             .flatten()
             .collect();
+        if let Some(leaf) = certs.first() {
+            if let Some(why) = unproven(leaf, identity, signature, jiff::Timestamp::now()) {
+                return ProbeOutcome::Rejected(why);
+            }
+        }
         return ProbeOutcome::Chain(certs);
     }
     match result {
@@ -280,10 +293,52 @@ where
     }
 }
 
-fn client_config(recorder: Arc<ChainRecorder>) -> Result<rustls::ClientConfig, rustls::Error> {
+/// Why the answer does not prove it came from the proxy of the pod named `identity`, now.
+fn unproven(
+    leaf: &Certificate,
+    identity: &str,
+    signature: Option<Result<(), String>>,
+    now: jiff::Timestamp,
+) -> Option<String> {
+    if !leaf.dns_names().iter().any(|n| n == identity) {
+        let names = if leaf.dns_names().is_empty() {
+            "no DNS name".to_string()
+        } else {
+            leaf.dns_names().join(", ")
+        };
+        return Some(format!(
+            "the certificate presented is for {names}, not {identity}: something other than this pod's proxy \
+             answered (an IP reused by another pod, or a stale endpoint)"
+        ));
+    }
+    match signature {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            return Some(format!(
+                "the handshake signature does not verify against the certificate presented ({e}): whoever \
+                 answered does not hold its key"
+            ))
+        }
+        None => {
+            return Some(
+                "the connection closed before the proxy proved it holds the certificate's key".into(),
+            )
+        }
+    }
+    if !leaf.valid_at(now) {
+        return Some(format!(
+            "the certificate presented is outside its validity period ({} to {})",
+            leaf.not_before(),
+            leaf.not_after()
+        ));
+    }
+    None
+}
+
+fn provider() -> &'static Arc<rustls::crypto::CryptoProvider> {
     static PROVIDER: std::sync::OnceLock<Arc<rustls::crypto::CryptoProvider>> =
         std::sync::OnceLock::new();
-    let provider = PROVIDER.get_or_init(|| {
+    PROVIDER.get_or_init(|| {
         // AES-128-GCM first: every TLS 1.3 server has it, and its SHA-256 key schedule is
         // the cheaper one when thousands of proxies are probed.
         let mut p = rustls::crypto::ring::default_provider();
@@ -292,8 +347,11 @@ fn client_config(recorder: Arc<ChainRecorder>) -> Result<rustls::ClientConfig, r
             _ => 1,
         });
         Arc::new(p)
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    })
+}
+
+fn client_config(recorder: Arc<ChainRecorder>) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider().clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(recorder)
@@ -303,16 +361,21 @@ fn client_config(recorder: Arc<ChainRecorder>) -> Result<rustls::ClientConfig, r
     Ok(config)
 }
 
-/// A verifier that trusts everything and keeps the presented chain: the chain is judged
-/// afterwards by signature against the active issuer, not by this TLS client.
+/// A verifier that accepts any issuer and keeps the presented chain (judged afterwards by
+/// signature against the active issuer), and records whether the handshake signature verifies
+/// against the presented leaf.
 #[derive(Debug, Default)]
 struct ChainRecorder {
     chain: Mutex<Option<Vec<Vec<u8>>>>,
+    signature: Mutex<Option<Result<(), String>>>,
 }
 
 impl ChainRecorder {
     fn take(&self) -> Option<Vec<Vec<u8>>> {
         self.chain.lock().map(|mut c| c.take()).unwrap_or(None)
+    }
+    fn signature(&self) -> Option<Result<(), String>> {
+        self.signature.lock().map(|mut s| s.take()).unwrap_or(None)
     }
 }
 
@@ -346,11 +409,20 @@ impl ServerCertVerifier for ChainRecorder {
 
     fn verify_tls13_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
+        let verdict = rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        );
+        if let Ok(mut slot) = self.signature.lock() {
+            *slot = Some(verdict.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        }
+        verdict
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -364,7 +436,7 @@ mod tests {
     use super::*;
     use crate::convergence::{cert_state, CertState};
     use crate::observe::PodRef;
-    use crate::pki::testing::{issued, root, Ca};
+    use crate::pki::testing::{issued, root, workload, Ca};
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     use std::net::Ipv4Addr;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -488,7 +560,7 @@ mod tests {
         let r = root("root.linkerd.cluster.local");
         let issuer = issued("identity.linkerd.cluster.local", &r, true);
         let other = issued("identity.linkerd.cluster.local", &r, true);
-        let leaf = issued(
+        let leaf = workload(
             "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
             &issuer,
             false,
@@ -549,7 +621,11 @@ mod tests {
     async fn probe_pods_reports_every_outcome_in_order_within_the_bound() {
         let r = root("root");
         let issuer = issued("issuer", &r, true);
-        let leaf = issued("leaf", &issuer, false);
+        let leaf = workload(
+            "good.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            &issuer,
+            false,
+        );
         let good_ip = loopback(1);
         let closed_ip = loopback(2);
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -622,5 +698,98 @@ mod tests {
             (1..=2).contains(&seen),
             "at most 2 probes in flight, saw {seen}"
         );
+    }
+
+    /// A server presenting `chain` but signing the handshake with `key`.
+    fn server_with_key(chain: &[&Ca], key: &Ca) -> Arc<rustls::ServerConfig> {
+        #[derive(Debug)]
+        struct Fixed(Arc<rustls::sign::CertifiedKey>);
+        impl rustls::server::ResolvesServerCert for Fixed {
+            fn resolve(
+                &self,
+                _: rustls::server::ClientHello<'_>,
+            ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+                Some(self.0.clone())
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let signer = provider
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                key.key.serialize_der(),
+            )))
+            .unwrap();
+        let certs = chain
+            .iter()
+            .map(|c| CertificateDer::from(c.cert.der().to_vec()))
+            .collect();
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(Fixed(Arc::new(rustls::sign::CertifiedKey::new(
+                    certs, signer,
+                ))))),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_does_not_prove_the_pods_identity_is_rejected() {
+        let r = root("root");
+        let issuer = issued("identity", &r, true);
+        let identity = pod_identity("web", "emojivoto", "linkerd", "cluster.local");
+        let probe = |cfg: Arc<rustls::ServerConfig>| {
+            let identity = identity.clone();
+            async move {
+                let (port, _) = tls_server(Ipv4Addr::LOCALHOST, 0, cfg).await;
+                probe_addr("127.0.0.1", port, &identity).await
+            }
+        };
+        // Another pod's proxy answers on this pod's (reused) IP.
+        let voting = workload(
+            "voting.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            &issuer,
+            false,
+        );
+        match probe(server_config(&voting, &[&voting, &issuer])).await {
+            ProbeOutcome::Rejected(why) => assert!(
+                why.contains("voting.emojivoto") && why.contains("reused"),
+                "{why}"
+            ),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        // The right certificate, replayed by something that does not hold its key.
+        let web = workload(
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            &issuer,
+            false,
+        );
+        let impostor = workload(
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            &issuer,
+            false,
+        );
+        match probe(server_with_key(&[&web, &issuer], &impostor)).await {
+            ProbeOutcome::Rejected(why) => assert!(why.contains("does not hold its key"), "{why}"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        // An expired certificate is no evidence either.
+        let expired = workload(
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            &issuer,
+            true,
+        );
+        let outcome = probe(server_config(&expired, &[&expired, &issuer])).await;
+        match &outcome {
+            ProbeOutcome::Rejected(why) => {
+                assert!(why.contains("outside its validity period"), "{why}")
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        assert!(matches!(
+            cert_state(&outcome, &issuer.parsed()),
+            CertState::Invalid(_)
+        ));
     }
 }

@@ -300,6 +300,7 @@ impl ReduceBundle {
                         ProbeOutcome::TimedOut => "timed out".to_string(),
                         ProbeOutcome::NoProxy => "no proxy".to_string(),
                         ProbeOutcome::Chain(_) => "presented no certificate".to_string(),
+                        ProbeOutcome::Rejected(e) => format!("invalid: {e}"),
                     };
                     format!("{} ({why})", p.pod)
                 })
