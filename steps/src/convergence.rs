@@ -105,6 +105,13 @@ pub enum CertState {
     /// Signed by another issuer; carries the fingerprint of the presented intermediate
     /// (`chain[1]`) when the proxy sent one.
     OtherIssuer { issuer_fingerprint: Option<String> },
+    /// Outside a rotation's RenewingWorkloadCerts: signed by a previous issuer whose chain
+    /// leads to a root of the current bundle (every pod for up to a day after cert-manager's
+    /// routine issuer renewal). Healthy: the proxy renews it by itself before `expires`.
+    Trusted {
+        issuer_fingerprint: Option<String>,
+        expires: jiff::Timestamp,
+    },
     /// The proxy could not be reached (the text says why).
     Unreachable(String),
     /// The proxy did not answer within the probe timeout.
@@ -122,6 +129,7 @@ impl CertState {
         match self {
             CertState::Active => "active",
             CertState::OtherIssuer { .. } => "other-issuer",
+            CertState::Trusted { .. } => "trusted",
             CertState::Unreachable(_) => "unreachable",
             CertState::TimedOut => "timed-out",
             CertState::NoProxy => "no-proxy",
@@ -132,7 +140,10 @@ impl CertState {
     /// The detail that goes with [`CertState::as_str`], if any.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            CertState::OtherIssuer { issuer_fingerprint } => issuer_fingerprint.as_deref(),
+            CertState::OtherIssuer { issuer_fingerprint }
+            | CertState::Trusted {
+                issuer_fingerprint, ..
+            } => issuer_fingerprint.as_deref(),
             CertState::Unreachable(s) | CertState::Invalid(s) => Some(s),
             _ => None,
         }
@@ -149,6 +160,9 @@ impl fmt::Display for CertState {
             CertState::OtherIssuer {
                 issuer_fingerprint: None,
             } => f.write_str("old issuer"),
+            CertState::Trusted { expires, .. } => {
+                write!(f, "previous issuer, renews by itself before {expires}")
+            }
             CertState::Unreachable(why) => write!(f, "unreachable: {why}"),
             CertState::TimedOut => f.write_str("timed out"),
             CertState::NoProxy => f.write_str("no proxy"),
@@ -159,7 +173,7 @@ impl fmt::Display for CertState {
 
 impl Converged for CertState {
     fn is_converged(&self) -> bool {
-        matches!(self, CertState::Active)
+        matches!(self, CertState::Active | CertState::Trusted { .. })
     }
 }
 
@@ -178,6 +192,29 @@ pub fn cert_state(outcome: &ProbeOutcome, active_issuer: &Certificate) -> CertSt
         ProbeOutcome::TimedOut => CertState::TimedOut,
         ProbeOutcome::NoProxy => CertState::NoProxy,
         ProbeOutcome::Rejected(why) => CertState::Invalid(why.clone()),
+    }
+}
+
+/// Judges a probe's outcome outside a rotation's RenewingWorkloadCerts, when any issuer under
+/// the current trust anchor is healthy: `Active` as [`cert_state`], `Trusted` when the
+/// presented chain (leaf, then the issuer the proxy sent) verifies to one of `roots`, else as
+/// [`cert_state`].
+pub fn cert_state_under(
+    outcome: &ProbeOutcome,
+    active_issuer: &Certificate,
+    roots: &[Certificate],
+) -> CertState {
+    let strict = cert_state(outcome, active_issuer);
+    match (&strict, outcome) {
+        (CertState::OtherIssuer { issuer_fingerprint }, ProbeOutcome::Chain(chain))
+            if crate::pki::verify_chain(chain, roots, None).is_ok() =>
+        {
+            CertState::Trusted {
+                issuer_fingerprint: issuer_fingerprint.clone(),
+                expires: chain[0].not_after(),
+            }
+        }
+        _ => strict,
     }
 }
 
@@ -513,5 +550,40 @@ mod tests {
             static ISSUER: std::sync::OnceLock<Certificate> = std::sync::OnceLock::new();
             ISSUER.get_or_init(|| root("issuer").parsed())
         }
+    }
+
+    #[test]
+    fn outside_renewal_a_previous_issuer_under_the_anchor_is_healthy() {
+        let anchor = root("anchor");
+        let stranger = root("stranger");
+        let active = issued("identity", &anchor, true);
+        let previous = issued("identity", &anchor, true);
+        let foreign = issued("identity", &stranger, true);
+        let leaf = issued("web", &previous, false);
+        let on_previous = ProbeOutcome::Chain(vec![leaf.parsed(), previous.parsed()]);
+        let roots = [anchor.parsed()];
+        let state = cert_state_under(&on_previous, &active.parsed(), &roots);
+        assert_eq!(
+            state,
+            CertState::Trusted {
+                issuer_fingerprint: Some(previous.parsed().fingerprint().to_string()),
+                expires: leaf.parsed().not_after(),
+            }
+        );
+        assert!(state.is_converged());
+        // The same pod during RenewingWorkloadCerts: another issuer, not converged.
+        assert!(!cert_state(&on_previous, &active.parsed()).is_converged());
+        // An issuer under a root the bundle does not hold is not trusted.
+        let elsewhere = ProbeOutcome::Chain(vec![
+            issued("web", &foreign, false).parsed(),
+            foreign.parsed(),
+        ]);
+        assert!(matches!(
+            cert_state_under(&elsewhere, &active.parsed(), &roots),
+            CertState::OtherIssuer { .. }
+        ));
+        // Without the issuer in the chain there is no proof: not trusted.
+        let alone = ProbeOutcome::Chain(vec![leaf.parsed()]);
+        assert!(!cert_state_under(&alone, &active.parsed(), &roots).is_converged());
     }
 }

@@ -10,14 +10,16 @@ use serde::Serialize;
 use std::io::IsTerminal;
 use std::time::Duration;
 use trust_rotation_crds::Convergence;
+use trust_rotation_steps::bundle::Bundle;
 use trust_rotation_steps::convergence::{
-    bundle_convergence, bundle_state, cert_convergence, cert_state, BundleState, CertState,
-    Converged,
+    bundle_convergence, bundle_state, cert_convergence, cert_state, cert_state_under, BundleState,
+    CertState, Converged,
 };
 use trust_rotation_steps::observe::{list_meshed_pods, MeshedPod, PodRef};
 use trust_rotation_steps::pki::short_fingerprint;
 use trust_rotation_steps::probe::{probe_pods, ProbeConfig, ProbeMode};
 use trust_rotation_steps::read;
+use trust_rotation_steps::rotation::names;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InspectOutput {
@@ -82,7 +84,7 @@ pub struct PodRow {
     /// `current`, `stale` or `no-proxy`.
     pub bundle: &'static str,
     /// `active`, `other-issuer`, `unreachable`, `timed-out`, `no-proxy`, `invalid`, or
-    /// `not-probed` with `--no-probe`.
+    /// `not-probed` with `--no-probe` (`trusted` pods are healthy and never listed).
     pub certificate: &'static str,
     /// Issuer fingerprint (other-issuer) or the reason (unreachable, invalid).
     pub certificate_detail: Option<String>,
@@ -104,7 +106,50 @@ pub struct Report {
     /// Convergence observed now by this command.
     pub observed: ObservedCounts,
     pub active_issuer: String,
+    /// Healthy pods whose certificate comes from a previous issuer under the current trust
+    /// anchor (outside a rotation's RenewingWorkloadCerts); null when there are none.
+    pub previous_issuer: Option<PreviousIssuer>,
     pub pods: Vec<PodRow>,
+}
+
+/// Pods still on a previous issuer that chains to the current trust anchor: nothing to do,
+/// their proxies renew by themselves.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousIssuer {
+    pub pods: u32,
+    /// When the last of their certificates expires (each renews before).
+    pub renewed_by: String,
+}
+
+/// Whether a pod must hold a certificate from the active issuer to be converged: only during
+/// a rotation, from RenewingWorkloadCerts (AccelerateRefresh started) on. Before that, and
+/// when Synced, any issuer under a root of the bundle is healthy.
+pub fn judges_by_active_issuer(
+    status: Option<&trust_rotation_crds::TrustAnchorRotationStatus>,
+) -> bool {
+    status.is_some_and(|s| {
+        s.rotation.is_some()
+            && s.steps.iter().any(|r| {
+                r.name == names::ACCELERATE_REFRESH
+                    && r.state != trust_rotation_crds::StepState::Pending
+            })
+    })
+}
+
+fn previous_issuer(judged: &[(MeshedPod, CertState)]) -> Option<PreviousIssuer> {
+    let expiries: Vec<jiff::Timestamp> = judged
+        .iter()
+        .filter_map(|(_, s)| match s {
+            CertState::Trusted { expires, .. } => Some(*expires),
+            _ => None,
+        })
+        .collect();
+    let latest = expiries.iter().max()?;
+    Some(PreviousIssuer {
+        pods: expiries.len() as u32,
+        renewed_by: latest.to_string(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
@@ -212,14 +257,25 @@ pub fn render_text(report: &Report, wide: bool) -> String {
     ));
     match &report.observed.workload_certificates {
         Some(c) => out.push_str(&format!(
-            "Workload certs:      {} pods on the active issuer (recorded by the operator: {})\n",
+            "Workload certs:      {} pods on the active issuer{} (recorded by the operator: {})\n",
             c.summary,
+            if report.previous_issuer.is_some() {
+                " or a previous one under the trust anchor"
+            } else {
+                ""
+            },
             rec(&report.recorded.workload_certificates)
         )),
         None => out.push_str(&format!(
             "Workload certs:      not probed (recorded by the operator: {})\n",
             rec(&report.recorded.workload_certificates)
         )),
+    }
+    if let Some(p) = &report.previous_issuer {
+        out.push_str(&format!(
+            "                     ({} on a previous issuer: healthy, their proxies renew by themselves by {})\n",
+            p.pods, p.renewed_by
+        ));
     }
     out.push_str(&format!(
         "Active issuer:       {}\n",
@@ -343,11 +399,21 @@ pub async fn inspect(
         };
         // Each answer is judged in its probe's task, alongside the probes still in flight.
         let judge_by = active_issuer.clone();
+        let strict = judges_by_active_issuer(status.as_ref());
+        let roots = Bundle::parse(&bundle_value)
+            .map(|b| b.certs().to_vec())
+            .unwrap_or_default();
         let results = probe_pods(
             client,
             workloads,
             &cfg,
-            move |o| cert_state(&o, &judge_by),
+            move |o| {
+                if strict {
+                    cert_state(&o, &judge_by)
+                } else {
+                    cert_state_under(&o, &judge_by, &roots)
+                }
+            },
             || bar.inc(1),
         )
         .await;
@@ -380,6 +446,7 @@ pub async fn inspect(
                 .map(|t| Counts::from(&t.to_status(None))),
         },
         active_issuer: active_issuer.fingerprint().to_string(),
+        previous_issuer: probes.as_deref().and_then(previous_issuer),
         pods: rows(&pods, probes.as_deref(), &bundle_value),
     })
 }
@@ -427,6 +494,7 @@ mod tests {
                 workload_certificates: Some(counts(0, 2)),
             },
             active_issuer: "ab".repeat(32),
+            previous_issuer: None,
             pods: vec![
                 PodRow {
                     namespace: "emojivoto".into(),
@@ -495,6 +563,7 @@ emojivoto  emoji-1  -               current  timed out                kubectl -n
                 "observed",
                 "phase",
                 "pods",
+                "previousIssuer",
                 "recorded",
                 "rotation",
                 "rotationError"
@@ -529,5 +598,67 @@ emojivoto  emoji-1  -               current  timed out                kubectl -n
         let text = render(&r, InspectOutput::Table).unwrap();
         assert!(text.ends_with("\nAll meshed pods have converged.\n"));
         assert!(!text.contains("Blocked"));
+    }
+
+    #[test]
+    fn pods_on_a_previous_issuer_are_healthy_with_when_they_renew() {
+        let mut r = report();
+        r.pods.clear();
+        r.blocking_message = None;
+        r.phase = Some("Synced".into());
+        r.previous_issuer = Some(PreviousIssuer {
+            pods: 2,
+            renewed_by: "2026-12-03T10:00:00Z".into(),
+        });
+        let text = render(&r, InspectOutput::Table).unwrap();
+        assert!(
+            text.contains("pods on the active issuer or a previous one under the trust anchor"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(2 on a previous issuer: healthy, their proxies renew by themselves by 2026-12-03T10:00:00Z)"),
+            "{text}"
+        );
+        assert!(text.ends_with("\nAll meshed pods have converged.\n"));
+    }
+
+    #[test]
+    fn only_renewing_workload_certs_and_later_judge_by_the_active_issuer() {
+        use trust_rotation_crds::{Phase, StepRecord, StepState, TrustAnchorRotationStatus};
+        assert!(!judges_by_active_issuer(None));
+        let at = |state: StepState| TrustAnchorRotationStatus {
+            phase: Some(Phase::RenewingWorkloadCerts),
+            rotation: Some(trust_rotation_crds::RotationRecord {
+                id: "r".into(),
+                trigger: "t".into(),
+                from_anchor: None,
+                to_anchor: None,
+                superseded_anchors: vec![],
+                started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                ),
+                finished_at: None,
+                trace_parent: None,
+            }),
+            steps: vec![StepRecord {
+                name: names::ACCELERATE_REFRESH.into(),
+                phase: Phase::RenewingWorkloadCerts,
+                state,
+                attempts: 0,
+                started_at: None,
+                finished_at: None,
+                last_progress_time: None,
+                message: None,
+            }],
+            ..Default::default()
+        };
+        assert!(!judges_by_active_issuer(Some(&at(StepState::Pending))));
+        assert!(judges_by_active_issuer(Some(&at(StepState::Waiting))));
+        assert!(judges_by_active_issuer(Some(&at(StepState::Done))));
+        let synced = TrustAnchorRotationStatus {
+            phase: Some(Phase::Synced),
+            ..Default::default()
+        };
+        assert!(!judges_by_active_issuer(Some(&synced)));
     }
 }
