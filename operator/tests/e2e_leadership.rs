@@ -253,10 +253,8 @@ async fn wait_until<R>(timeout: Duration, f: impl Fn() -> Option<R>) -> R {
 /// A real API server refuses a server-side apply whose `metadata.resourceVersion` is not the
 /// stored one with 409, also on the status subresource (the registry compares versions before
 /// the status strategy copies the old object: apiextensions-apiserver
-/// `pkg/registry/customresource/status_strategy.go`). The simulator does not enforce it on
-/// `/status` yet: enable this test once it does.
+/// `pkg/registry/customresource/status_strategy.go`); the simulator does the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "cluster-sim ignores metadata.resourceVersion in a server-side apply to /status"]
 async fn a_status_computed_from_an_older_object_is_refused_and_the_fresh_one_written() {
     let sim = start_sim().await;
     let client = sim.client();

@@ -1131,7 +1131,19 @@ fn patch(
                 n
             }
             PatchType::Apply => match patch::apply(Some(cur), &applied, &manager, force, sub) {
-                Ok(n) => n,
+                // As for every patch, a resourceVersion in the applied configuration replaces
+                // the stored one in the patched object, so the update below compares versions:
+                // a precondition, on /status too (the registry compares before the status
+                // strategy copies the old object).
+                Ok(mut n) => {
+                    if let Some(rv) = applied["metadata"]["resourceVersion"]
+                        .as_str()
+                        .filter(|v| !v.is_empty())
+                    {
+                        n["metadata"]["resourceVersion"] = json!(rv);
+                    }
+                    n
+                }
                 Err(c) => return fail(ssa_conflict(&c), &mut failure),
             },
         };
