@@ -24,17 +24,6 @@ async fn patch_certificate(client: &kube::Client, ns: &str, name: &str, spec: se
         .expect("Certificate patched");
 }
 
-async fn renewed_anchor(client: &kube::Client, old: &str) -> String {
-    for _ in 0..600 {
-        let now = secret_cert_fingerprint(client, "cert-manager", "linkerd-trust-anchor").await;
-        if now != old {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the trust anchor was never renewed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_ca_anchor_never_enters_the_bundle_and_a_fixed_one_is_rotated_to() {
     let sim = start_sim().await;

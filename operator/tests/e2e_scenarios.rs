@@ -485,18 +485,6 @@ async fn a_stall_names_the_pod_and_the_fix_then_clears_and_every_phase_change_is
     sim.shutdown().await;
 }
 
-/// The anchor Secret's fingerprint once it differs from `old` (cert-manager renewed it).
-async fn renewed_anchor(client: &kube::Client, old: &str) -> String {
-    for _ in 0..600 {
-        let now = secret_cert_fingerprint(client, "cert-manager", "linkerd-trust-anchor").await;
-        if now != old {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the trust anchor was never renewed");
-}
-
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v

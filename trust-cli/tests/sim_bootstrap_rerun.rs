@@ -3,44 +3,17 @@
 //! -f -`, as a person or a GitOps tool re-applying its output would) changes no root, so the
 //! guide's restarts that follow keep mTLS, and the rotation completes.
 
-use clap::Parser;
-use cluster_sim::mesh::{Durations, Topology};
-use cluster_sim::{Sim, SimConfig};
+mod rotating;
+
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
-use kube::CustomResourceExt;
+use kube::api::Api;
+use rotating::{restart_app, status, wait_phase};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
-use trust_rotation_crds::{Phase, TrustAnchorRotation, TrustAnchorRotationSpec};
+use trust_rotation_crds::Phase;
 
 const BIN: &str = env!("CARGO_BIN_EXE_linkerd-trust");
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn status(client: &kube::Client) -> Option<trust_rotation_crds::TrustAnchorRotationStatus> {
-    Api::<TrustAnchorRotation>::all(client.clone())
-        .get("cluster")
-        .await
-        .ok()
-        .and_then(|t| t.status)
-}
-
-async fn wait_phase(client: &kube::Client, phase: Phase) {
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        let s = status(client).await;
-        if s.as_ref().and_then(|s| s.phase) == Some(phase) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "phase {phase} not reached; status: {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn roots(client: &kube::Client) -> Vec<String> {
     let cm = Api::<ConfigMap>::namespaced(client.clone(), "linkerd")
@@ -90,26 +63,6 @@ fn rerun_bootstrap(kubeconfig: &Path) -> String {
     stderr
 }
 
-/// `kubectl -n emojivoto rollout restart deploy`, retried when kubectl refuses a second
-/// restart within the same second, as a user would.
-async fn restart_app(kubeconfig: &Path) {
-    for _ in 0..5 {
-        let out = tokio::process::Command::new("kubectl")
-            .args(["-n", "emojivoto", "rollout", "restart", "deploy"])
-            .env("KUBECONFIG", kubeconfig)
-            .output()
-            .await
-            .expect("run kubectl");
-        if out.status.success() {
-            return;
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("within the past second"), "{stderr}");
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-    }
-    panic!("kubectl rollout restart kept refusing");
-}
-
 /// Re-runs the bootstrap and asserts it changed no root and blocked nothing.
 async fn rerun_changes_nothing(client: &kube::Client, kubeconfig: &Path, phase: Phase) {
     let before = roots(client).await;
@@ -125,50 +78,12 @@ async fn rerun_changes_nothing(client: &kube::Client, kubeconfig: &Path, phase: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerunning_the_bootstrap_in_every_phase_changes_no_root() {
-    let sim = Sim::start(SimConfig {
-        topology: Topology::Demo,
-        // Workload certificates outlive the test: each phase waits for the person.
-        durations: Durations {
-            workload_cert_lifetime: Duration::from_secs(600),
-            ..Durations::fast()
-        },
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts");
+    let rotating::Rotating {
+        sim,
+        kubeconfig: kc,
+        operator,
+    } = rotating::start().await;
     let client = sim.client();
-    let kc = sim.kubeconfig_path().to_path_buf();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &TrustAnchorRotation::crd())
-        .await
-        .expect("CRD");
-    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
-    let mut created = false;
-    for _ in 0..50 {
-        let tar = TrustAnchorRotation::new("cluster", TrustAnchorRotationSpec::default());
-        if tars.create(&PostParams::default(), &tar).await.is_ok() {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(created);
-    let args = trust_rotation_operator::args::Args::parse_from([
-        "trust-rotation-operator",
-        "--kubeconfig",
-        kc.to_str().expect("UTF-8 path"),
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--leader-election",
-        "false",
-        "--resync-interval",
-        "1s",
-        "--probe-timeout",
-        "2s",
-        "--log-level",
-        "warn",
-    ]);
-    let operator = tokio::spawn(trust_rotation_operator::run(args));
     wait_phase(&client, Phase::Synced).await;
     let old = roots(&client).await;
     assert_eq!(old.len(), 1);

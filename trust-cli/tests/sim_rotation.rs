@@ -2,19 +2,14 @@
 //! operator on the simulator: at every phase the pods that have not converged are listed with
 //! the right reason and fix, and they disappear as the guide's steps are done.
 
-use clap::Parser;
-use cluster_sim::mesh::{Durations, Topology};
-use cluster_sim::{Sim, SimConfig};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
-use kube::CustomResourceExt;
+mod rotating;
+
+use rotating::{restart_app, wait_phase};
 use serde_json::Value;
 use std::path::Path;
-use std::time::Duration;
-use trust_rotation_crds::{Phase, TrustAnchorRotation, TrustAnchorRotationSpec};
+use trust_rotation_crds::Phase;
 
 const BIN: &str = env!("CARGO_BIN_EXE_linkerd-trust");
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn cli(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(BIN)
@@ -37,95 +32,18 @@ async fn inspect(kubeconfig: &Path) -> Value {
     serde_json::from_str(&stdout).expect("inspect -o json")
 }
 
-async fn wait_phase(client: &kube::Client, phase: Phase) {
-    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        let s = tars.get("cluster").await.ok().and_then(|t| t.status);
-        if s.as_ref().and_then(|s| s.phase) == Some(phase) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "phase {phase} not reached; status: {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `kubectl rollout restart`, as the guide has the user run it. kubectl stamps the restart
-/// with a one-second timestamp and refuses a second restart within the same second (asking to
-/// wait), which the fast simulated rotation can reach; then wait, as a user would, and retry.
-async fn restart_app(kubeconfig: &Path) {
-    for _ in 0..5 {
-        let out = tokio::process::Command::new("kubectl")
-            .args(["-n", "emojivoto", "rollout", "restart", "deploy"])
-            .env("KUBECONFIG", kubeconfig)
-            .output()
-            .await
-            .expect("run kubectl");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            return;
-        }
-        assert!(stderr.contains("within the past second"), "{stderr}");
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-    }
-    panic!("kubectl rollout restart kept refusing");
-}
-
 fn pods(report: &Value) -> Vec<Value> {
     report["pods"].as_array().cloned().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_follows_a_whole_rotation() {
-    let sim = Sim::start(SimConfig {
-        topology: Topology::Demo,
-        // Workload certificates outlive the test: pods move to the new issuer only when
-        // restarted, so the RenewingWorkloadCerts phase is observable.
-        durations: Durations {
-            workload_cert_lifetime: Duration::from_secs(600),
-            ..Durations::fast()
-        },
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts");
+    let rotating::Rotating {
+        sim,
+        kubeconfig: kc,
+        operator,
+    } = rotating::start().await;
     let client = sim.client();
-    let kc = sim.kubeconfig_path().to_path_buf();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &TrustAnchorRotation::crd())
-        .await
-        .expect("CRD");
-    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
-    let mut created = false;
-    for _ in 0..50 {
-        let tar = TrustAnchorRotation::new("cluster", TrustAnchorRotationSpec::default());
-        if tars.create(&PostParams::default(), &tar).await.is_ok() {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(created);
-
-    let args = trust_rotation_operator::args::Args::parse_from([
-        "trust-rotation-operator",
-        "--kubeconfig",
-        kc.to_str().expect("UTF-8 path"),
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--leader-election",
-        "false",
-        "--resync-interval",
-        "1s",
-        "--probe-timeout",
-        "2s",
-        "--log-level",
-        "warn",
-    ]);
-    let operator = tokio::spawn(trust_rotation_operator::run(args));
 
     wait_phase(&client, Phase::Synced).await;
     let r = inspect(&kc).await;

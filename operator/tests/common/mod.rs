@@ -403,6 +403,18 @@ pub async fn finish_from_identity_rotation(
     .await
 }
 
+/// The anchor Secret's fingerprint once it differs from `old` (cert-manager renewed it).
+pub async fn renewed_anchor(client: &kube::Client, old: &str) -> String {
+    for _ in 0..600 {
+        let now = secret_cert_fingerprint(client, "cert-manager", "linkerd-trust-anchor").await;
+        if now != old {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the trust anchor was never renewed");
+}
+
 pub async fn secret_cert_fingerprint(client: &kube::Client, ns: &str, name: &str) -> String {
     // The test reads as a person would: a failed read (injected faults) is simply repeated.
     let api = Api::<Secret>::namespaced(client.clone(), ns);
