@@ -93,7 +93,8 @@ pub struct BundleArgs {
 pub struct RenewArgs {
     #[arg(value_enum)]
     pub target: renew::Target,
-    /// Renew even when the rotation in progress is not ready for it (see `--help`)
+    /// Renew even when the rotation in progress is not ready for it (the anchor while a rotation
+    /// is in progress, the issuer before WaitingForIdentityRotation)
     #[arg(long)]
     pub force: bool,
     /// The TrustAnchorRotation whose progress decides whether renewing is safe
