@@ -377,3 +377,62 @@ async fn a_configmap_owned_by_argo_cd_blocks_the_start_until_it_is_released() {
     ops.stop().await;
     sim.shutdown().await;
 }
+
+/// Another field manager rewrites the bundle in WaitingForIdentityRotation: first with the
+/// same roots and other whitespace (not drift: nothing is written, nothing blocks), then with
+/// the old root only (the new anchor is the rotation's own and no pod carries a bundle without
+/// it yet: restored at once, with a BundleDrift Event naming the writer). The guide's restarts
+/// that follow keep mTLS and the rotation completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whitespace_is_not_drift_and_an_old_only_bundle_is_restored() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+    let pods = app_pod_count(&client).await;
+    let (old, new) = to_identity_rotation(&client).await;
+    sim.oracle().reset();
+
+    // Same roots, other whitespace.
+    let spaced = format!("\n{}\n\n{}\n", old.trim_end(), new.trim_end());
+    kubectl_apply_bundle(&client, &[&spaced]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = status(&client).await;
+    assert_eq!(s.blocking_message, None);
+    assert_eq!(s.phase, Some(Phase::WaitingForIdentityRotation));
+    assert_eq!(
+        bundle_fingerprints(&client).await,
+        [fingerprint(&old), fingerprint(&new)]
+    );
+    assert!(event_notes(&client, "BundleDrift").await.is_empty());
+
+    // The old root only: the new anchor is put back, and the writer named.
+    kubectl_apply_bundle(&client, &[&old]).await;
+    wait_for("the new root restored", || async {
+        bundle_fingerprints(&client).await == [fingerprint(&old), fingerprint(&new)]
+    })
+    .await;
+    wait_for("a BundleDrift Event naming kubectl", || async {
+        event_notes(&client, "BundleDrift").await.iter().any(|n| {
+            n.contains("kubectl-client-side-apply") && n.contains(&fingerprint(&new)[..12])
+        })
+    })
+    .await;
+    injector_catches_up().await;
+    rollout_restart(&client, APP_NS).await;
+    wait_for("the restarted application pods ready", || {
+        app_pods_ready(&client, pods)
+    })
+    .await;
+    let s = finish_from_identity_rotation(&client, T).await;
+    assert!(s.blocking_message.is_none());
+    assert_eq!(bundle_fingerprints(&client).await, [fingerprint(&new)]);
+    assert!(
+        sim.oracle().min_ratio() >= 1.0,
+        "mTLS broke: {:?}",
+        sim.oracle().report().intervals
+    );
+    ops.stop().await;
+    sim.shutdown().await;
+}

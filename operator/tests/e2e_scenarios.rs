@@ -334,17 +334,7 @@ async fn a_rotation_whose_status_was_lost_is_finished_safely() {
     let old = secret_cert_fingerprint(&client, "cert-manager", "linkerd-previous-anchor").await;
 
     // Someone deletes and re-creates the rotation: its status (and progress) is gone.
-    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
-    tars.delete("cluster", &Default::default())
-        .await
-        .expect("deleted");
-    for _ in 0..50 {
-        let tar = TrustAnchorRotation::new("cluster", Default::default());
-        if tars.create(&Default::default(), &tar).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    lose_status(&client).await;
     let s = wait_status(&client, "the interrupted rotation resumed", T, |s| {
         s.rotation
             .as_ref()
@@ -370,6 +360,103 @@ async fn a_rotation_whose_status_was_lost_is_finished_safely() {
     );
     assert_eq!(s.history.len(), 1);
     assert_eq!(bundle_fingerprints(&client).await.len(), 1);
+    ops.stop().await;
+    sim.shutdown().await;
+}
+
+/// Deletes and re-creates the TrustAnchorRotation: its status (and progress) is gone.
+async fn lose_status(client: &kube::Client) {
+    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
+    tars.delete("cluster", &Default::default())
+        .await
+        .expect("deleted");
+    for _ in 0..50 {
+        let tar = TrustAnchorRotation::new("cluster", Default::default());
+        if tars.create(&Default::default(), &tar).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the TrustAnchorRotation could not be re-created");
+}
+
+/// The status is lost later in the rotation, twice: while waiting for the issuer, and again
+/// once the issuer moved. Each time the trigger sees the previous anchor still in the bundle
+/// next to the current one and finishes the rotation; nothing is reduced early, nothing is
+/// reported Synced while the old root is there, and mTLS holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_lost_after_the_issuer_moved_is_resumed_without_reducing_early() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+    sim.oracle().reset();
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    wait_phase(&client, Phase::PropagatingTrustRoots, "AwaitPropagation", T).await;
+    rollout_restart(&client, APP_NS).await;
+    wait_phase(&client, Phase::WaitingForIdentityRotation, "AwaitIssuer", T).await;
+
+    lose_status(&client).await;
+    let s = wait_status(&client, "resumed", T, |s| {
+        s.rotation
+            .as_ref()
+            .is_some_and(|r| r.trigger.contains("interrupted"))
+    })
+    .await;
+    assert_ne!(s.phase, Some(Phase::Synced));
+    // Every pod already carries both roots: the rotation is back where it was.
+    wait_phase(&client, Phase::WaitingForIdentityRotation, "AwaitIssuer", T).await;
+    assert_eq!(bundle_fingerprints(&client).await.len(), 2);
+
+    cmctl_renew(&client, "linkerd", "linkerd-identity-issuer").await;
+    wait_phase(
+        &client,
+        Phase::RenewingWorkloadCerts,
+        "AccelerateRefresh",
+        T,
+    )
+    .await;
+    lose_status(&client).await;
+    wait_status(&client, "resumed again", T, |s| {
+        s.rotation
+            .as_ref()
+            .is_some_and(|r| r.trigger.contains("interrupted"))
+    })
+    .await;
+    // The issuer already moved: the rotation goes on from where the person is.
+    wait_phase(
+        &client,
+        Phase::RenewingWorkloadCerts,
+        "AccelerateRefresh",
+        T,
+    )
+    .await;
+    assert_eq!(
+        bundle_fingerprints(&client).await.len(),
+        2,
+        "nothing was reduced early"
+    );
+    rollout_restart(&client, APP_NS).await;
+    wait_phase(
+        &client,
+        Phase::RemovingOldTrustRoots,
+        "AwaitPropagationReduced",
+        T,
+    )
+    .await;
+    rollout_restart(&client, APP_NS).await;
+    let s = wait_status(&client, "Synced", T, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none()
+    })
+    .await;
+    assert!(s.blocking_message.is_none());
+    assert_eq!(bundle_fingerprints(&client).await.len(), 1);
+    assert!(
+        sim.oracle().min_ratio() >= 1.0,
+        "mTLS intact: {:?}",
+        sim.oracle().report().intervals
+    );
     ops.stop().await;
     sim.shutdown().await;
 }
