@@ -14,17 +14,29 @@ use std::collections::BTreeSet;
 
 use trust_rotation_crds::Phase;
 
-/// The distinct commands that restart the unconverged pods' workloads (at most `max`).
+/// One command per workload that restarts the unconverged pods, with how many of its pods
+/// wait for it when more than one, grouped by workload (at most `max`, then how many more).
 pub fn restart_commands(pods: &[MeshedPod], tally: &Tally<BundleState>, max: usize) -> Vec<String> {
     let unconverged: BTreeSet<_> = tally.unconverged.iter().map(|p| &p.pod).collect();
-    let mut out: Vec<String> = pods
-        .iter()
-        .filter(|p| unconverged.contains(&p.pod))
-        .map(MeshedPod::restart_command)
-        .collect::<BTreeSet<_>>()
+    let mut by_command: std::collections::BTreeMap<String, usize> = Default::default();
+    for p in pods.iter().filter(|p| unconverged.contains(&p.pod)) {
+        *by_command.entry(p.restart_command()).or_default() += 1;
+    }
+    let total = by_command.len();
+    let mut out: Vec<String> = by_command
         .into_iter()
+        .take(max)
+        .map(|(command, n)| {
+            if n > 1 {
+                format!("{command} ({n} pods)")
+            } else {
+                command
+            }
+        })
         .collect();
-    out.truncate(max);
+    if total > max {
+        out.push(format!("and {} more workload(s)", total - max));
+    }
     out
 }
 
@@ -205,6 +217,10 @@ pub(crate) mod tests {
             1,
             "one command per workload: {reason}"
         );
+        assert!(
+            reason.contains("rollout restart deployment/voting (2 pods)"),
+            "with how many of its pods wait: {reason}"
+        );
         assert!(reason.contains("emojivoto/voting-2"));
         let done = vec![pod("emojivoto", "web-1", Some(b))];
         assert_eq!(
@@ -242,5 +258,18 @@ pub(crate) mod tests {
             decide_propagation(&fixed, &bundle_convergence(&fixed, b), Some(&issuer)),
             Outcome::Done
         );
+    }
+
+    #[test]
+    fn many_workloads_are_summarised_after_five() {
+        let b = "BUNDLE\n";
+        let pods: Vec<MeshedPod> = (0..7)
+            .map(|i| pod("emojivoto", &format!("app{i}-1"), Some("old\n")))
+            .collect();
+        let tally = bundle_convergence(&pods, b);
+        let commands = restart_commands(&pods, &tally, 5);
+        assert_eq!(commands.len(), 6, "{commands:?}");
+        assert_eq!(commands[5], "and 2 more workload(s)");
+        assert!(commands[0].ends_with("deployment/app0"), "{commands:?}");
     }
 }
