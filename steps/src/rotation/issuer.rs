@@ -2,7 +2,8 @@
 //! manual step: `cmctl renew -n linkerd linkerd-identity-issuer`) and for the identity
 //! controller to load it.
 
-use super::{current_new_root, names, POLL};
+use super::invariant::Expectation;
+use super::{names, POLL};
 use crate::pki::{short_fingerprint, Certificate};
 use crate::read::{self, IdentityEvent};
 use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
@@ -110,23 +111,28 @@ impl Step for AwaitIssuer {
 
     async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
         // The bundle invariant first: nothing advances on a broken bundle.
-        let mut progress = crate::guarded!(ctx).progress();
-        let outcome = self.execute(ctx, &mut progress).await?;
+        let guarded = crate::guarded!(ctx);
+        let mut progress = guarded.progress();
+        let outcome = self
+            .execute(ctx, guarded.expectation, &mut progress)
+            .await?;
         Ok(outcome.with(progress))
     }
 }
 
 impl AwaitIssuer {
+    /// Decides over the new anchor and the issuer chain the guard read.
     async fn execute(
         &self,
         ctx: &StepContext,
+        expectation: Expectation,
         progress: &mut Progress,
     ) -> Result<Outcome, StepError> {
-        let new_root = match current_new_root(ctx).await? {
-            Ok(c) => c,
-            Err(m) => return Ok(Outcome::blocked(m)),
-        };
-        let chain = read::issuer_chain(&ctx.client, &ctx.spec.identity_issuer).await?;
+        let Expectation {
+            to: new_root,
+            issuer: chain,
+            ..
+        } = expectation;
         let Some(issuer) = chain.first() else {
             return Err(StepError::permanent(
                 ErrorCategory::InvalidCertificate,

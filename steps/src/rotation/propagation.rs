@@ -1,12 +1,11 @@
 //! AwaitPropagation: every meshed pod outside the control plane carries the current bundle
 //! (annotation hash, or trimmed env), judged by the shared convergence module.
 
-use super::{current_new_root, refresh, POLL};
+use super::invariant::Guarded;
+use super::{refresh, POLL};
 use crate::convergence::{bundle_convergence, BundleState, Tally};
 use crate::observe::MeshedPod;
 use crate::pki::{short_fingerprint, Certificate};
-use crate::read;
-use crate::snapshot::meshed_pods;
 use crate::step::{Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -116,25 +115,27 @@ impl Step for AwaitPropagation {
 
     async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
         // The bundle invariant first: nothing advances on a broken bundle.
-        let mut progress = crate::guarded!(ctx).progress();
-        let outcome = self.execute(ctx, &mut progress).await?;
+        let guarded = crate::guarded!(ctx);
+        let mut progress = guarded.progress();
+        let outcome = self.execute(ctx, guarded, &mut progress).await?;
         Ok(outcome.with(progress))
     }
 }
 
 impl AwaitPropagation {
+    /// Judges what the guard read (the bundle, the new anchor, the issuer, the pods): one
+    /// snapshot for the invariant and the decision.
     async fn execute(
         &self,
         ctx: &StepContext,
+        guarded: Guarded,
         progress: &mut Progress,
     ) -> Result<Outcome, StepError> {
-        let observed = match read::split_missing(
-            read::trust_bundle(&ctx.client, &ctx.spec.trust_roots).await,
-        )? {
-            Ok(b) => b,
-            Err(m) => return Ok(Outcome::blocked(m)),
-        };
-        let pods = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref()).await?;
+        let Guarded {
+            observed,
+            expectation,
+            pods,
+        } = guarded;
         if self.expanded {
             // ReconcileBundle published it already; this catches namespaces that gained
             // meshed pods since.
@@ -147,17 +148,12 @@ impl AwaitPropagation {
         });
         let mut early = None;
         if self.expanded && !tally.is_complete() {
-            let new_root = match current_new_root(ctx).await? {
-                Ok(c) => c,
-                Err(m) => return Ok(Outcome::blocked(m)),
-            };
-            let issuer = read::issuer_chain(&ctx.client, &ctx.spec.identity_issuer).await?;
-            if let Some(i) = issuer.first() {
+            if let Some(i) = expectation.issuer.first() {
                 progress.merge(Progress {
                     active_issuer: Some(i.summary()),
                     ..Default::default()
                 });
-                if i.is_signed_by(&new_root) {
+                if i.is_signed_by(&expectation.to) {
                     early = Some(i.clone());
                 }
             }

@@ -7,14 +7,13 @@
 //! restarted then renew quickly once the issuer rotates) and removes exactly what it added.
 
 use super::bundle::describe;
+use super::invariant::Guarded;
 use super::{names, POLL};
 use crate::convergence::{cert_convergence, cert_state, CertState, Tally};
 use crate::observe::MeshedPod;
 use crate::probe::probe_pods;
-use crate::read;
 use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
-use crate::snapshot::meshed_pods;
 use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Namespace;
@@ -321,25 +320,30 @@ impl Step for AccelerateRefresh {
 
     async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
         // The bundle invariant first: nothing advances on a broken bundle.
-        let mut progress = crate::guarded!(ctx).progress();
-        let outcome = self.execute(ctx, &mut progress).await?;
+        let guarded = crate::guarded!(ctx);
+        let mut progress = guarded.progress();
+        let outcome = self.execute(ctx, guarded, &mut progress).await?;
         Ok(outcome.with(progress))
     }
 }
 
 impl AccelerateRefresh {
+    /// Probes the pods the guard listed and judges them by the issuer it read.
     async fn execute(
         &self,
         ctx: &StepContext,
+        guarded: Guarded,
         progress: &mut Progress,
     ) -> Result<Outcome, StepError> {
+        let Guarded {
+            expectation, pods, ..
+        } = guarded;
         let interval = ctx.spec.workload_certificate_refresh_interval.clone();
         progress.merge(Progress {
             refresh_interval: Some(Some(interval.clone())),
             ..Default::default()
         });
-        let chain = read::issuer_chain(&ctx.client, &ctx.spec.identity_issuer).await?;
-        let Some(issuer) = chain.first().cloned() else {
+        let Some(issuer) = expectation.issuer.first().cloned() else {
             return Err(StepError::permanent(
                 ErrorCategory::InvalidCertificate,
                 "the identity issuer Secret holds no certificate",
@@ -349,11 +353,7 @@ impl AccelerateRefresh {
             active_issuer: Some(issuer.summary()),
             ..Default::default()
         });
-        let pods: Vec<_> = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref())
-            .await?
-            .into_iter()
-            .filter(|p| p.is_workload())
-            .collect();
+        let pods: Vec<_> = pods.into_iter().filter(|p| p.is_workload()).collect();
         let (mut results, to_probe) = match self.converged.lock() {
             Ok(mut cache) => split_known(&mut cache, pods, issuer.fingerprint()),
             Err(_) => (Vec::new(), pods),
