@@ -123,6 +123,33 @@ async fn app_pod_count(client: &kube::Client) -> usize {
         .count()
 }
 
+/// The operator puts the missing root back, so the bundle is `expected` (fingerprints, in
+/// order), and a BundleDrift Event names kubectl and the root it restored.
+async fn restored_by_the_operator(client: &kube::Client, expected: &[String], restored: &str) {
+    wait_for("the missing root restored", || async {
+        bundle_fingerprints(client).await == expected
+    })
+    .await;
+    wait_for("a BundleDrift Event naming kubectl", || async {
+        event_notes(client, "BundleDrift")
+            .await
+            .iter()
+            .any(|n| n.contains("kubectl-client-side-apply") && n.contains(&restored[..12]))
+    })
+    .await;
+}
+
+/// The guide's restart of the application once the injector has the repaired bundle: every
+/// restarted pod becomes ready.
+async fn restart_app_onto_the_repaired_bundle(client: &kube::Client, pods: usize) {
+    injector_catches_up().await;
+    rollout_restart(client, APP_NS).await;
+    wait_for("the restarted application pods ready", || {
+        app_pods_ready(client, pods)
+    })
+    .await;
+}
+
 /// The guide's steps 1 and 2: renew the anchor, restart the data plane, wait for
 /// WaitingForIdentityRotation. Returns (old, new) anchor PEMs.
 async fn to_identity_rotation(client: &kube::Client) -> (String, String) {
@@ -151,25 +178,16 @@ async fn a_bootstrap_rerun_mid_rotation_is_restored_and_the_writer_named() {
     sim.oracle().reset();
 
     kubectl_apply_bundle(&client, &[&new]).await;
-    wait_for("the old root restored", || async {
-        bundle_fingerprints(&client).await == [fingerprint(&new), fingerprint(&old)]
-    })
-    .await;
-    wait_for("a BundleDrift Event naming kubectl", || async {
-        event_notes(&client, "BundleDrift").await.iter().any(|n| {
-            n.contains("kubectl-client-side-apply") && n.contains(&fingerprint(&old)[..12])
-        })
-    })
+    restored_by_the_operator(
+        &client,
+        &[fingerprint(&new), fingerprint(&old)],
+        &fingerprint(&old),
+    )
     .await;
 
     // The restart that took the pod down before (once the injector has the repaired bundle):
     // it becomes ready.
-    injector_catches_up().await;
-    rollout_restart(&client, APP_NS).await;
-    wait_for("the restarted application pods ready", || {
-        app_pods_ready(&client, pods)
-    })
-    .await;
+    restart_app_onto_the_repaired_bundle(&client, pods).await;
     let s = finish_from_identity_rotation(&client, T).await;
     assert!(s.blocking_message.is_none());
     assert_eq!(bundle_fingerprints(&client).await, [fingerprint(&new)]);
@@ -243,12 +261,7 @@ async fn a_pod_that_took_the_broken_bundle_blocks_until_it_is_restarted() {
 
     // The fix the message gives: the whole bundle back, then restart the named workloads.
     kubectl_apply_bundle(&client, &[&old, &new]).await;
-    injector_catches_up().await;
-    rollout_restart(&client, APP_NS).await;
-    wait_for("the restarted application pods ready", || {
-        app_pods_ready(&client, pods)
-    })
-    .await;
+    restart_app_onto_the_repaired_bundle(&client, pods).await;
     wait_status(&client, "unblocked", T, |s| s.blocking_message.is_none()).await;
     sim.oracle().reset();
     let s = finish_from_identity_rotation(&client, T).await;
@@ -409,22 +422,13 @@ async fn whitespace_is_not_drift_and_an_old_only_bundle_is_restored() {
 
     // The old root only: the new anchor is put back, and the writer named.
     kubectl_apply_bundle(&client, &[&old]).await;
-    wait_for("the new root restored", || async {
-        bundle_fingerprints(&client).await == [fingerprint(&old), fingerprint(&new)]
-    })
+    restored_by_the_operator(
+        &client,
+        &[fingerprint(&old), fingerprint(&new)],
+        &fingerprint(&new),
+    )
     .await;
-    wait_for("a BundleDrift Event naming kubectl", || async {
-        event_notes(&client, "BundleDrift").await.iter().any(|n| {
-            n.contains("kubectl-client-side-apply") && n.contains(&fingerprint(&new)[..12])
-        })
-    })
-    .await;
-    injector_catches_up().await;
-    rollout_restart(&client, APP_NS).await;
-    wait_for("the restarted application pods ready", || {
-        app_pods_ready(&client, pods)
-    })
-    .await;
+    restart_app_onto_the_repaired_bundle(&client, pods).await;
     let s = finish_from_identity_rotation(&client, T).await;
     assert!(s.blocking_message.is_none());
     assert_eq!(bundle_fingerprints(&client).await, [fingerprint(&new)]);
