@@ -20,7 +20,8 @@ E2E_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(PY)"
 CRD := crds/trust.linkerd.io_trustanchorrotations.yaml
 CHART_CRD := helm/trust-rotation-operator-crds/templates/trust.linkerd.io_trustanchorrotations.yaml
 SCRIPTS := e2e/walkthrough.sh e2e/demo.sh e2e/kind/run.sh e2e/charts/apply-to-sim.sh .ci/run
-DEBIAN_TOOLS := shellcheck curl
+# faketime: the operator's chaos tests run a replica whose clock is 30 s ahead (libfaketime).
+DEBIAN_TOOLS := shellcheck curl faketime
 
 # `make bench` runs every `[[bench]]` target of the workspace (cluster-sim's and
 # linkerd-trust's, e.g. mesh_scale and inspect); a new bench target is
@@ -84,7 +85,7 @@ generate: toolchain ## Regenerate the CRD YAML from the Rust types (and the char
 	cp $(CRD) $(CHART_CRD)
 
 .PHONY: unit
-unit: toolchain
+unit: toolchain debian-tools
 	$(CARGO) test --locked --workspace
 
 .PHONY: crd-fresh

@@ -7,11 +7,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// One error rule: requests matching `verb` and `resource` (None = any) fail with `code`
-/// with probability `rate` (0.0..=1.0).
+/// with probability `rate` (0.0..=1.0). The verb `write` stands for every verb that changes
+/// something (create, update, patch, delete, deletecollection).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ErrorRule {
     pub verb: Option<String>,
     pub resource: Option<String>,
+    /// Only requests from this client (the product of its `User-Agent`, e.g.
+    /// `trust-rotation-operator`); None = every client.
+    pub client: Option<String>,
     pub code: u16,
     pub rate: f64,
     /// `Retry-After` seconds on 429/503 answers (default 1).
@@ -20,7 +24,8 @@ pub struct ErrorRule {
 
 impl ErrorRule {
     /// Parses `VERB:RESOURCE:CODE:RATE[:RETRY_AFTER]`, `*` for any verb or resource, e.g.
-    /// `list:pods:503:0.2` or `*:configmaps:429:0.5:2`.
+    /// `list:pods:503:0.2`, `*:configmaps:429:0.5:2` or `write:*:500:0.1`. The rule applies
+    /// to every client; narrow it with [`ErrorRule::for_client`].
     pub fn parse(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split(':').collect();
         if !(4..=5).contains(&parts.len()) {
@@ -52,10 +57,31 @@ impl ErrorRule {
         Ok(Self {
             verb: any(parts[0]),
             resource: any(parts[1]),
+            client: None,
             code,
             rate,
             retry_after,
         })
+    }
+
+    /// The same rule, for requests of one client only (its `User-Agent` product).
+    pub fn for_client(mut self, product: &str) -> Self {
+        self.client = Some(product.to_string());
+        self
+    }
+
+    fn matches(&self, verb: &str, resource: &str, client: &str) -> bool {
+        let verb_ok = match self.verb.as_deref() {
+            None => true,
+            Some("write") => matches!(
+                verb,
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            ),
+            Some(v) => v == verb,
+        };
+        verb_ok
+            && self.resource.as_deref().is_none_or(|r| r == resource)
+            && self.client.as_deref().is_none_or(|c| c == client)
     }
 }
 
@@ -141,8 +167,8 @@ impl Faults {
             .latency
     }
 
-    /// Whether this request should fail, and how.
-    pub fn error_for(&self, verb: &str, resource: &str) -> Option<Injected> {
+    /// Whether this request of `client` (its `User-Agent` product) should fail, and how.
+    pub fn error_for(&self, verb: &str, resource: &str, client: &str) -> Option<Injected> {
         let rules = self
             .config
             .read()
@@ -150,9 +176,7 @@ impl Faults {
             .errors
             .clone();
         for r in rules {
-            let verb_ok = r.verb.as_deref().is_none_or(|v| v == verb);
-            let res_ok = r.resource.as_deref().is_none_or(|v| v == resource);
-            if verb_ok && res_ok && self.roll(r.rate) {
+            if r.matches(verb, resource, client) && self.roll(r.rate) {
                 return Some(Injected::Error {
                     code: r.code,
                     retry_after: r.retry_after,
@@ -190,10 +214,10 @@ mod tests {
         let a = Faults::new(cfg.clone(), 7);
         let b = Faults::new(cfg, 7);
         let da: Vec<_> = (0..64)
-            .map(|_| a.error_for("list", "pods").is_some())
+            .map(|_| a.error_for("list", "pods", "kubectl").is_some())
             .collect();
         let db: Vec<_> = (0..64)
-            .map(|_| b.error_for("list", "pods").is_some())
+            .map(|_| b.error_for("list", "pods", "kubectl").is_some())
             .collect();
         assert_eq!(da, db);
         assert!(
@@ -201,10 +225,39 @@ mod tests {
             "a 50% rate fails some and not all"
         );
         assert_eq!(
-            a.error_for("get", "pods"),
+            a.error_for("get", "pods", "kubectl"),
             None,
             "other verbs are untouched"
         );
+    }
+
+    #[test]
+    fn write_rules_for_one_client_spare_reads_and_other_clients() {
+        let rule = ErrorRule::parse("write:*:500:1")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .for_client("trust-rotation-operator");
+        let f = Faults::new(
+            FaultConfig {
+                errors: vec![rule],
+                ..Default::default()
+            },
+            1,
+        );
+        for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+            assert!(
+                f.error_for(verb, "secrets", "trust-rotation-operator")
+                    .is_some(),
+                "{verb} is a write"
+            );
+            assert_eq!(f.error_for(verb, "secrets", "kubectl"), None, "{verb}");
+        }
+        for verb in ["get", "list", "watch"] {
+            assert_eq!(
+                f.error_for(verb, "secrets", "trust-rotation-operator"),
+                None,
+                "{verb} is a read"
+            );
+        }
     }
 
     #[test]

@@ -332,7 +332,7 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request<Body>) -> Response
         _ => ("get".to_string(), "discovery".to_string()),
     };
     let method = req.method().clone();
-    let resp = match dispatch(&st, req, route, query, &verb, &resource).await {
+    let resp = match dispatch(&st, req, route, query, &verb, &resource, &ua).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -357,6 +357,7 @@ async fn dispatch(
     query: Query,
     verb: &str,
     resource: &str,
+    client: &str,
 ) -> ApiResult<Response> {
     if matches!(route, Route::Health) {
         return Ok((StatusCode::OK, "ok").into_response());
@@ -378,7 +379,9 @@ async fn dispatch(
         tokio::time::sleep(latency).await;
     }
     if let Route::Resource(_) = &route {
-        if let Some(Injected::Error { code, retry_after }) = st.faults.error_for(verb, resource) {
+        if let Some(Injected::Error { code, retry_after }) =
+            st.faults.error_for(verb, resource, client)
+        {
             let (reason, message) = match code {
                 429 => ("TooManyRequests", "the server has received too many requests and has asked us to try again later (injected fault)".to_string()),
                 503 => ("ServiceUnavailable", "the server is currently unable to handle the request (injected fault)".to_string()),
