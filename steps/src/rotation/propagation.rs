@@ -4,22 +4,22 @@
 use super::invariant::Guarded;
 use super::{refresh, POLL};
 use crate::convergence::{bundle_convergence, BundleState, Tally};
-use crate::observe::MeshedPod;
+use crate::observe::restart_command;
 use crate::pki::{short_fingerprint, Certificate};
 use crate::step::{Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use std::collections::BTreeSet;
 
 use trust_rotation_crds::Phase;
 
-/// One command per workload that restarts the unconverged pods, with how many of its pods
+/// One command per workload that replaces the unconverged pods, with how many of its pods
 /// wait for it when more than one, grouped by workload (at most `max`, then how many more).
-pub fn restart_commands(pods: &[MeshedPod], tally: &Tally<BundleState>, max: usize) -> Vec<String> {
-    let unconverged: BTreeSet<_> = tally.unconverged.iter().map(|p| &p.pod).collect();
+pub fn restart_commands<S>(tally: &Tally<S>, max: usize) -> Vec<String> {
     let mut by_command: std::collections::BTreeMap<String, usize> = Default::default();
-    for p in pods.iter().filter(|p| unconverged.contains(&p.pod)) {
-        *by_command.entry(p.restart_command()).or_default() += 1;
+    for p in &tally.unconverged {
+        *by_command
+            .entry(restart_command(&p.pod, p.owner.as_deref()))
+            .or_default() += 1;
     }
     let total = by_command.len();
     let mut out: Vec<String> = by_command
@@ -45,7 +45,6 @@ pub fn restart_commands(pods: &[MeshedPod], tally: &Tally<BundleState>, max: usi
 /// although the expanded bundle has not reached every pod: proxies still holding only the old
 /// root reject certificates from that issuer.
 pub fn decide_propagation(
-    pods: &[MeshedPod],
     tally: &Tally<BundleState>,
     issuer_early: Option<&Certificate>,
 ) -> Outcome {
@@ -59,7 +58,7 @@ pub fn decide_propagation(
         .take(10)
         .map(|p| p.pod.to_string())
         .collect();
-    let commands = restart_commands(pods, tally, 5);
+    let commands = restart_commands(tally, 5);
     if let Some(issuer) = issuer_early {
         return Outcome::blocked(format!(
             "the identity issuer was re-issued under the new trust anchor (issuer {}, valid from {}) before every meshed pod \
@@ -158,7 +157,7 @@ impl AwaitPropagation {
                 }
             }
         }
-        Ok(decide_propagation(&pods, &tally, early.as_ref()))
+        Ok(decide_propagation(&tally, early.as_ref()))
     }
 }
 
@@ -166,7 +165,7 @@ impl AwaitPropagation {
 pub(crate) mod tests {
     use super::*;
     use crate::bundle::trust_root_sha256;
-    use crate::observe::PodRef;
+    use crate::observe::{MeshedPod, PodRef};
     use crate::pki::testing::{issued, root};
 
     pub(crate) fn pod(ns: &str, name: &str, bundle: Option<&str>) -> MeshedPod {
@@ -200,7 +199,7 @@ pub(crate) mod tests {
             pod("linkerd", "linkerd-destination-1", None), // control plane: not counted
         ];
         let tally = bundle_convergence(&pods, b);
-        let Outcome::Wait { reason, .. } = decide_propagation(&pods, &tally, None) else {
+        let Outcome::Wait { reason, .. } = decide_propagation(&tally, None) else {
             panic!("expected to wait");
         };
         assert!(reason.starts_with("1/3 meshed pods"), "{reason}");
@@ -220,12 +219,12 @@ pub(crate) mod tests {
         assert!(reason.contains("emojivoto/voting-2"));
         let done = vec![pod("emojivoto", "web-1", Some(b))];
         assert_eq!(
-            decide_propagation(&done, &bundle_convergence(&done, b), None),
+            decide_propagation(&bundle_convergence(&done, b), None),
             Outcome::Done
         );
         // No meshed workloads at all: nothing to wait for.
         assert_eq!(
-            decide_propagation(&[], &bundle_convergence(&[], b), None),
+            decide_propagation(&bundle_convergence(&[], b), None),
             Outcome::Done
         );
     }
@@ -237,7 +236,7 @@ pub(crate) mod tests {
         let issuer = issued("identity", &new, true).parsed();
         let pods = vec![pod("emojivoto", "web-1", Some("old\n"))];
         let tally = bundle_convergence(&pods, b);
-        let Outcome::Blocked { message } = decide_propagation(&pods, &tally, Some(&issuer)) else {
+        let Outcome::Blocked { message } = decide_propagation(&tally, Some(&issuer)) else {
             panic!("expected a block");
         };
         assert!(
@@ -251,7 +250,7 @@ pub(crate) mod tests {
         );
         let fixed = vec![pod("emojivoto", "web-1", Some(b))];
         assert_eq!(
-            decide_propagation(&fixed, &bundle_convergence(&fixed, b), Some(&issuer)),
+            decide_propagation(&bundle_convergence(&fixed, b), Some(&issuer)),
             Outcome::Done
         );
     }
@@ -263,7 +262,7 @@ pub(crate) mod tests {
             .map(|i| pod("emojivoto", &format!("app{i}-1"), Some("old\n")))
             .collect();
         let tally = bundle_convergence(&pods, b);
-        let commands = restart_commands(&pods, &tally, 5);
+        let commands = restart_commands(&tally, 5);
         assert_eq!(commands.len(), 6, "{commands:?}");
         assert_eq!(commands[5], "and 2 more workload(s)");
         assert!(commands[0].ends_with("deployment/app0"), "{commands:?}");
