@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod observe;
 pub mod pki;
 pub mod probe;
+pub mod probe_cache;
 pub mod read;
 pub mod rotation;
 pub mod runner;

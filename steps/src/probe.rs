@@ -93,7 +93,8 @@ pub fn pod_identity(sa: &str, ns: &str, linkerd_ns: &str, trust_domain: &str) ->
 }
 
 /// Probes every pod with at most `cfg.concurrency` in flight and returns `judge`'s verdict on
-/// each answer, in the order of `pods`; `on_done` is called after each.
+/// each answer, in the order of `pods`; `on_done` is called with each pod and its verdict as
+/// it arrives.
 ///
 /// Every probe is its own task, so the TLS handshakes and `judge` (a signature check, say)
 /// spread over the runtime's worker threads and overlap the network waits of the probes still
@@ -115,7 +116,7 @@ pub async fn probe_pods<T>(
     pods: Vec<MeshedPod>,
     cfg: &ProbeConfig,
     judge: impl Fn(ProbeOutcome) -> T + Send + Sync + 'static,
-    on_done: impl Fn(),
+    on_done: impl Fn(&MeshedPod, &T),
 ) -> Vec<(MeshedPod, T)>
 where
     T: Send + 'static,
@@ -143,13 +144,15 @@ where
     }
     while let Some(joined) = in_flight.join_next().await {
         match joined {
-            Ok((i, verdict)) => slots[i].1 = Some(verdict),
+            Ok((i, verdict)) => {
+                on_done(&slots[i].0, &verdict);
+                slots[i].1 = Some(verdict);
+            }
             // A probe that panicked is a bug: re-raise it rather than lose the pod.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Cancelled (the runtime is shutting down): judged below as unreachable.
             Err(_) => {}
         }
-        on_done();
         if let Some(i) = pending.next() {
             spawn(&mut in_flight, i, slots[i].0.clone());
         }
@@ -667,7 +670,7 @@ mod tests {
             pods.clone(),
             &cfg,
             |o| o,
-            || {
+            |_, _| {
                 done.fetch_add(1, Ordering::SeqCst);
             },
         )

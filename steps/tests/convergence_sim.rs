@@ -74,7 +74,7 @@ async fn demo_pods_are_observed_converged_and_probed_both_ways() {
             workloads,
             &cfg,
             move |o| (cert_state(&o, &judge_by), o),
-            || {},
+            |_, _| {},
         )
         .await;
         for (p, (_, o)) in &results {
@@ -100,7 +100,7 @@ async fn demo_pods_are_observed_converged_and_probed_both_ways() {
         trust_domain: "cluster.local".into(),
         linkerd_ns: "linkerd".into(),
     };
-    let results = probe_pods(&client, vec![gone.clone()], &cfg, |o| o, || {}).await;
+    let results = probe_pods(&client, vec![gone.clone()], &cfg, |o| o, |_, _| {}).await;
     assert!(
         matches!(&results[0].1, ProbeOutcome::Unreachable(_)),
         "{:?}",
@@ -113,7 +113,7 @@ async fn demo_pods_are_observed_converged_and_probed_both_ways() {
         mode: ProbeMode::Direct,
         ..cfg
     };
-    let results = probe_pods(&client, vec![gone], &direct, |o| o, || {}).await;
+    let results = probe_pods(&client, vec![gone], &direct, |o| o, |_, _| {}).await;
     assert_eq!(
         results[0].1,
         ProbeOutcome::Unreachable("pod has no IP yet".into())

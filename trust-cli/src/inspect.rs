@@ -414,7 +414,7 @@ pub async fn inspect(
                     cert_state_under(&o, &judge_by, &roots)
                 }
             },
-            || bar.inc(1),
+            |_, _| bar.inc(1),
         )
         .await;
         bar.finish_and_clear();

@@ -4,11 +4,13 @@ use super::guard::{check_bundle_write, check_superset};
 use super::invariant::{
     foreign_roots, guard, judge, read_expectation, Expectation, Guard, Stage, Verdict, BUNDLE_DRIFT,
 };
+use super::propagation::restart_commands;
 use super::{anchor::write_previous_anchor, names, POLL};
 use crate::bundle::Bundle;
 use crate::convergence::{cert_convergence, cert_state, CertState};
 use crate::pki::{short_fingerprint, Certificate};
 use crate::probe::{probe_pods, ProbeOutcome};
+use crate::probe_cache::{look, Backoff, ProbeCache};
 use crate::read::{self, TrustBundle};
 use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
@@ -203,7 +205,13 @@ impl ReconcileBundle {
     }
 }
 
-pub struct ReduceBundle;
+/// Waits, probing through a [`ProbeCache`] (only pods whose answer can have changed), until
+/// every live certificate chains to the new root; then decides on a fresh probe of every
+/// proxy before it drops the old roots.
+#[derive(Default)]
+pub struct ReduceBundle {
+    probes: ProbeCache,
+}
 
 #[async_trait]
 impl Step for ReduceBundle {
@@ -269,15 +277,46 @@ impl ReduceBundle {
                 .into_iter()
                 .filter(|p| !p.deleting && p.has_proxy)
                 .collect();
-            let judge_by = active_issuer.clone();
-            let probed = probe_pods(
+            let cfg = ctx.probe_config();
+            let backoff = Backoff::for_refresh_interval(
+                POLL,
+                &ctx.spec.workload_certificate_refresh_interval,
+            );
+            let on_issuer = active_issuer.clone();
+            let settled = move |o: &ProbeOutcome| cert_state(o, &on_issuer) == CertState::Active;
+            let total = pods.len();
+            let (answers, probed) = look(
                 &ctx.client,
-                pods,
-                &ctx.probe_config(),
-                move |o| (cert_state(&o, &judge_by), o),
-                || {},
+                &cfg,
+                &self.probes,
+                pods.clone(),
+                &settled,
+                backoff,
             )
             .await;
+            let answers = if probed < total && answers.iter().all(|(_, o)| settled(o)) {
+                // Every remembered answer says yes: the decision to drop the old roots still
+                // rests on a fresh look at every proxy.
+                let memory = self.probes.clone();
+                probe_pods(
+                    &ctx.client,
+                    pods,
+                    &cfg,
+                    |o| o,
+                    move |p, o| memory.record(p, o, std::time::Instant::now(), backoff),
+                )
+                .await
+            } else {
+                answers
+            };
+            let judge_by = active_issuer.clone();
+            let probed: Vec<_> = answers
+                .into_iter()
+                .map(|(p, o)| {
+                    let state = cert_state(&o, &judge_by);
+                    (p, (state, o))
+                })
+                .collect();
             let (judged, results): (Vec<_>, Vec<_>) = probed
                 .into_iter()
                 .map(|(p, (state, outcome))| ((p.clone(), state), (p, outcome)))
@@ -313,9 +352,15 @@ impl ReduceBundle {
                     .chain(control_plane_unprobed)
                     .take(10)
                     .collect();
+                let commands = restart_commands(&tally, 5);
+                let fix = if commands.is_empty() {
+                    String::new()
+                } else {
+                    format!("; to move the workload pods now: {}", commands.join("; "))
+                };
                 return Ok(Reduce::Outcome(Outcome::wait(
                     format!(
-                        "not reducing the trust bundle while pods are unconverged or unreachable ({}/{} workload pods converged): {}",
+                        "not reducing the trust bundle while pods are unconverged or unreachable ({}/{} workload pods converged): {}{fix}",
                         tally.converged,
                         tally.target,
                         list.join(", ")

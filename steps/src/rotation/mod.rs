@@ -75,7 +75,7 @@ pub fn workflow() -> Workflow {
             Phase::RefreshingControlPlane,
             names::AWAIT_ISSUER,
         )),
-        Box::new(bundle::ReduceBundle),
+        Box::new(bundle::ReduceBundle::default()),
         Box::new(control_plane::RollControlPlane::new(
             names::ROLL_CONTROL_PLANE_REDUCED,
             Phase::RefreshingControlPlane,

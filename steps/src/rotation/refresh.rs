@@ -8,10 +8,11 @@
 
 use super::bundle::describe;
 use super::invariant::Guarded;
+use super::propagation::restart_commands;
 use super::{names, POLL};
 use crate::convergence::{cert_convergence, cert_state, CertState, Tally};
 use crate::observe::MeshedPod;
-use crate::probe::probe_pods;
+use crate::probe_cache::{look, Backoff, ProbeCache};
 use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
 use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
@@ -261,47 +262,27 @@ pub fn decide_refresh(tally: &Tally<CertState>, interval: &str, managed: bool) -
         format!("pods restarted during propagation renew within {interval}; restart the others")
     } else {
         format!(
-            "a data plane operator renews them within {interval}; without one, restart the workloads \
-             (e.g. `kubectl -n <namespace> rollout restart deploy`) or wait up to 24h"
+            "a data plane operator renews them within {interval}; without one, wait up to 24h or restart them"
         )
     };
     Outcome::wait(
         format!(
-            "{}/{} meshed pods serve a workload certificate from the active issuer; {how}; not yet: {}",
+            "{}/{} meshed pods serve a workload certificate from the active issuer; {how}: {}; not yet: {}",
             tally.converged,
             tally.target,
+            restart_commands(tally, 5).join("; "),
             pods.join(", ")
         ),
         POLL,
     )
 }
 
-/// Remembers which pods already serve a certificate from the active issuer: such a pod never
-/// goes back, so it is not probed again while the issuer stays the same. (ReduceBundle, the
-/// guard rail, always probes everything afresh.)
+/// Probes through a [`ProbeCache`]: a pod already on the active issuer is not probed again
+/// while it runs, and a pod that is not is probed again with backoff while its answer stays
+/// the same.
 #[derive(Default)]
 pub struct AccelerateRefresh {
-    converged: std::sync::Mutex<ConvergedCache>,
-}
-
-/// Pod (`namespace/name`) → the fingerprint of the issuer it was seen converged on.
-type ConvergedCache = std::collections::HashMap<String, String>;
-
-/// Splits `pods` into already-known results (converged on `issuer_fp`) and pods to probe,
-/// forgetting cached pods that are gone.
-pub fn split_known(
-    cache: &mut ConvergedCache,
-    pods: Vec<MeshedPod>,
-    issuer_fp: &str,
-) -> (Vec<(MeshedPod, CertState)>, Vec<MeshedPod>) {
-    let present: std::collections::HashSet<String> =
-        pods.iter().map(|p| p.pod.to_string()).collect();
-    cache.retain(|k, fp| present.contains(k) && fp == issuer_fp);
-    let (known, probe): (Vec<_>, Vec<_>) = pods
-        .into_iter()
-        .partition(|p| cache.contains_key(&p.pod.to_string()));
-    let known = known.into_iter().map(|p| (p, CertState::Active)).collect();
-    (known, probe)
+    probes: ProbeCache,
 }
 
 #[async_trait]
@@ -354,28 +335,25 @@ impl AccelerateRefresh {
             ..Default::default()
         });
         let pods: Vec<_> = pods.into_iter().filter(|p| p.is_workload()).collect();
-        let (mut results, to_probe) = match self.converged.lock() {
-            Ok(mut cache) => split_known(&mut cache, pods, issuer.fingerprint()),
-            Err(_) => (Vec::new(), pods),
-        };
-        let judge_by = issuer.clone();
-        let probed = probe_pods(
+        let on_issuer = issuer.clone();
+        let (answers, _) = look(
             &ctx.client,
-            to_probe,
             &ctx.probe_config(),
-            move |o| (cert_state(&o, &judge_by), leaf_not_after(&o)),
-            || {},
+            &self.probes,
+            pods,
+            move |o| cert_state(o, &on_issuer) == CertState::Active,
+            Backoff::for_refresh_interval(POLL, &interval),
         )
         .await;
-        if let Ok(mut cache) = self.converged.lock() {
-            for (p, (state, _)) in &probed {
-                if *state == CertState::Active {
-                    cache.insert(p.pod.to_string(), issuer.fingerprint().to_string());
-                }
-            }
-        }
-        let patience = renewal_patience(probed.iter().map(|(_, judged)| judged));
-        results.extend(probed.into_iter().map(|(p, (state, _))| (p, state)));
+        let judged: Vec<_> = answers
+            .into_iter()
+            .map(|(p, o)| (p, (cert_state(&o, &issuer), leaf_not_after(&o))))
+            .collect();
+        let patience = renewal_patience(judged.iter().map(|(_, judged)| judged));
+        let results: Vec<_> = judged
+            .into_iter()
+            .map(|(p, (state, _))| (p, state))
+            .collect();
         let tally = cert_convergence(&results);
         progress.merge(Progress {
             workload_certificates: Some(tally.to_status(Some(Time(ctx.now)))),
@@ -472,28 +450,6 @@ mod tests {
     }
 
     #[test]
-    fn converged_pods_are_not_probed_again_until_the_issuer_changes() {
-        use crate::rotation::propagation::tests::pod;
-        let mut cache = ConvergedCache::new();
-        let a = pod("app", "a", None);
-        let b = pod("app", "b", None);
-        cache.insert("app/a".into(), "issuer1".into());
-        cache.insert("app/gone".into(), "issuer1".into());
-        let (known, probe) = split_known(&mut cache, vec![a.clone(), b.clone()], "issuer1");
-        assert_eq!(known.len(), 1);
-        assert_eq!(known[0].0, a);
-        assert_eq!(probe, vec![b.clone()]);
-        assert!(
-            !cache.contains_key("app/gone"),
-            "pods that are gone are forgotten"
-        );
-        // Another issuer: everything is probed again.
-        let (known, probe) = split_known(&mut cache, vec![a.clone(), b.clone()], "issuer2");
-        assert!(known.is_empty());
-        assert_eq!(probe.len(), 2);
-    }
-
-    #[test]
     fn waits_naming_unreachable_pods() {
         use crate::convergence::PodStatus;
         use crate::observe::PodRef;
@@ -514,6 +470,31 @@ mod tests {
                 && reason.contains("app/web-1 (unreachable: connection refused)"),
             "{reason}"
         );
+        assert!(
+            reason.contains("kubectl -n app delete pod web-1 (a bare pod: nothing recreates it)"),
+            "{reason}"
+        );
+        // Several pods of one workload: one command, with the count.
+        let other = |name: &str| PodStatus {
+            pod: PodRef::new("app", name),
+            owner: Some("statefulset/db".into()),
+            state: CertState::OtherIssuer {
+                issuer_fingerprint: None,
+            },
+        };
+        let tally = Tally {
+            converged: 0,
+            target: 2,
+            unconverged: vec![other("db-0"), other("db-1")],
+        };
+        let Outcome::Wait { reason, .. } = decide_refresh(&tally, "5m", true) else {
+            panic!()
+        };
+        assert!(
+            reason.contains("kubectl -n app rollout restart statefulset/db (2 pods)"),
+            "{reason}"
+        );
+        assert_eq!(reason.matches("rollout restart").count(), 1, "{reason}");
         let done = Tally::<CertState> {
             converged: 2,
             target: 2,

@@ -1,0 +1,268 @@
+//! What waiting steps remember of their probes, so that a step that looks every few seconds
+//! probes only the pods whose answer can have changed.
+//!
+//! A proxy's certificate changes only when the proxy renews it or starts again. So, per pod:
+//! - a new pod, a restarted proxy container or a new pod IP (a new *incarnation*) is probed;
+//! - an answer the caller calls *settled* (a certificate from the active issuer: it never goes
+//!   back) is kept while the incarnation lasts;
+//! - any other answer (an old issuer, unreachable, timed out, invalid) is probed again after a
+//!   backoff that starts at `first` and doubles each time the answer comes back the same, up to
+//!   `max` (the refresh interval: a proxy renews within it); a different answer resets it.
+//!
+//! Answers are recorded as they arrive ([`ProbeCache::record`] from the probe's judge), so a
+//! look cut short by the step's timeout still keeps what it learned.
+//!
+//! The cache only decides *when* to probe. Judging stays with the caller, on every look, so a
+//! cached answer is judged afresh against the issuer of the moment.
+
+use crate::observe::{MeshedPod, PodRef};
+use crate::probe::{probe_pods, ProbeConfig, ProbeOutcome};
+use jiff::Timestamp;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// When to probe a pod again whose answer is not settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+/// What makes a pod's answer new: the pod, its proxy container's start, its IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Incarnation {
+    created_at: Option<Timestamp>,
+    proxy_started_at: Option<Timestamp>,
+    ip: Option<String>,
+    admin_port: u16,
+}
+
+impl Incarnation {
+    fn of(p: &MeshedPod) -> Self {
+        Self {
+            created_at: p.created_at,
+            proxy_started_at: p.proxy_started_at,
+            ip: p.ip.clone(),
+            admin_port: p.admin_port,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    incarnation: Incarnation,
+    outcome: ProbeOutcome,
+    probed_at: Instant,
+    /// How long after `probed_at` an unsettled answer is probed again.
+    wait: Duration,
+}
+
+/// The remembered answers of one waiting step. Cloning shares the memory.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeCache {
+    entries: Arc<Mutex<HashMap<PodRef, Entry>>>,
+}
+
+/// One look's plan: answers still good, and the pods to probe now.
+#[derive(Debug)]
+pub struct Plan {
+    pub cached: Vec<(MeshedPod, ProbeOutcome)>,
+    pub probe: Vec<MeshedPod>,
+}
+
+impl Backoff {
+    /// A waiting step's: from its poll interval, up to the workload-certificate refresh
+    /// interval (a proxy renews within it) but at most 30 s, so that a person's fix is seen
+    /// within half a minute.
+    pub fn for_refresh_interval(poll: Duration, refresh_interval: &str) -> Self {
+        let interval = trust_rotation_crds::parse_proxy_duration(refresh_interval)
+            .unwrap_or(Duration::from_secs(300));
+        Self {
+            first: poll,
+            max: interval.min(Duration::from_secs(30)).max(poll),
+        }
+    }
+}
+
+impl ProbeCache {
+    /// Splits `pods` into cached answers and pods due for a probe at `now`; forgets pods
+    /// that are gone. `settled` says which answers can no longer change.
+    pub fn plan(
+        &self,
+        pods: Vec<MeshedPod>,
+        now: Instant,
+        settled: impl Fn(&ProbeOutcome) -> bool,
+    ) -> Plan {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let present: std::collections::HashSet<&PodRef> = pods.iter().map(|p| &p.pod).collect();
+        entries.retain(|k, _| present.contains(k));
+        let mut plan = Plan {
+            cached: Vec::new(),
+            probe: Vec::new(),
+        };
+        for p in pods {
+            match entries.get(&p.pod) {
+                Some(e)
+                    if e.incarnation == Incarnation::of(&p)
+                        && (settled(&e.outcome) || now < e.probed_at + e.wait) =>
+                {
+                    plan.cached.push((p, e.outcome.clone()));
+                }
+                _ => plan.probe.push(p),
+            }
+        }
+        plan
+    }
+
+    /// Records an answer as it arrives: the same answer as last time for the same
+    /// incarnation doubles the wait before the next probe; anything new resets it.
+    pub fn record(&self, pod: &MeshedPod, outcome: &ProbeOutcome, now: Instant, backoff: Backoff) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let incarnation = Incarnation::of(pod);
+        let wait = match entries.get(&pod.pod) {
+            Some(e) if e.incarnation == incarnation && e.outcome == *outcome => {
+                (e.wait * 2).min(backoff.max)
+            }
+            _ => backoff.first.min(backoff.max),
+        };
+        entries.insert(
+            pod.pod.clone(),
+            Entry {
+                incarnation,
+                outcome: outcome.clone(),
+                probed_at: now,
+                wait,
+            },
+        );
+    }
+}
+
+/// One look at `pods` through `cache`: probes the pods that are due (recording each answer
+/// as it arrives) and returns every pod with its answer, remembered or fresh, and how many
+/// were probed.
+pub async fn look(
+    client: &kube::Client,
+    cfg: &ProbeConfig,
+    cache: &ProbeCache,
+    pods: Vec<MeshedPod>,
+    settled: impl Fn(&ProbeOutcome) -> bool,
+    backoff: Backoff,
+) -> (Vec<(MeshedPod, ProbeOutcome)>, usize) {
+    let Plan { mut cached, probe } = cache.plan(pods, Instant::now(), settled);
+    let probed = probe.len();
+    let memory = cache.clone();
+    let fresh = probe_pods(
+        client,
+        probe,
+        cfg,
+        |o| o,
+        move |p, o| memory.record(p, o, Instant::now(), backoff),
+    )
+    .await;
+    cached.extend(fresh);
+    (cached, probed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rotation::propagation::tests::pod;
+
+    const B: Backoff = Backoff {
+        first: Duration::from_secs(2),
+        max: Duration::from_secs(60),
+    };
+
+    fn probed(plan: &Plan) -> Vec<String> {
+        plan.probe.iter().map(|p| p.pod.to_string()).collect()
+    }
+
+    fn good() -> ProbeOutcome {
+        ProbeOutcome::Chain(Vec::new())
+    }
+
+    fn settled(o: &ProbeOutcome) -> bool {
+        matches!(o, ProbeOutcome::Chain(_))
+    }
+
+    #[test]
+    fn a_settled_answer_is_kept_until_the_pod_changes() {
+        let c = ProbeCache::default();
+        let t0 = Instant::now();
+        let web = pod("emojivoto", "web-1", None);
+        assert_eq!(
+            probed(&c.plan(vec![web.clone()], t0, settled)),
+            ["emojivoto/web-1"]
+        );
+        c.record(&web, &good(), t0, B);
+        let later = t0 + Duration::from_secs(3600);
+        let plan = c.plan(vec![web.clone()], later, settled);
+        assert!(plan.probe.is_empty(), "settled: {plan:?}");
+        assert_eq!(plan.cached.len(), 1);
+        // Its proxy restarted: the answer may differ.
+        let mut restarted = web.clone();
+        restarted.proxy_started_at = Some(Timestamp::from_second(1_800_000_000).unwrap());
+        assert_eq!(
+            probed(&c.plan(vec![restarted], later, settled)),
+            ["emojivoto/web-1"]
+        );
+        // A new IP (a reused name on another address) too.
+        let mut moved = web.clone();
+        moved.ip = Some("127.0.10.9".into());
+        assert_eq!(
+            probed(&c.plan(vec![moved], later, settled)),
+            ["emojivoto/web-1"]
+        );
+    }
+
+    #[test]
+    fn an_unchanged_unsettled_answer_backs_off_to_the_refresh_interval_and_a_change_resets_it() {
+        let c = ProbeCache::default();
+        let stuck = pod("emojivoto", "voting-1", None);
+        let timed_out = ProbeOutcome::TimedOut;
+        let mut now = Instant::now();
+        let mut probes = 0;
+        let mut waits = Vec::new();
+        let mut last = now;
+        // Look every second for ten minutes.
+        for _ in 0..600 {
+            if !c.plan(vec![stuck.clone()], now, settled).probe.is_empty() {
+                probes += 1;
+                waits.push((now - last).as_secs());
+                last = now;
+                c.record(&stuck, &timed_out, now, B);
+            }
+            now += Duration::from_secs(1);
+        }
+        assert_eq!(&waits[1..6], [2, 4, 8, 16, 32], "doubling: {waits:?}");
+        assert!(waits[6..].iter().all(|w| *w == 60), "capped: {waits:?}");
+        assert!(probes < 20, "{probes} probes in ten minutes");
+        // The answer changes: back to the first wait.
+        c.record(&stuck, &ProbeOutcome::Unreachable("refused".into()), now, B);
+        assert!(c
+            .plan(vec![stuck.clone()], now + Duration::from_secs(1), settled)
+            .probe
+            .is_empty());
+        assert_eq!(
+            probed(&c.plan(vec![stuck.clone()], now + Duration::from_secs(2), settled)),
+            ["emojivoto/voting-1"]
+        );
+    }
+
+    #[test]
+    fn gone_pods_are_forgotten_and_judging_stays_with_the_caller() {
+        let c = ProbeCache::default();
+        let t0 = Instant::now();
+        let web = pod("emojivoto", "web-1", None);
+        c.record(&web, &good(), t0, B);
+        // The caller no longer calls it settled (a new issuer): probed again once due.
+        let plan = c.plan(vec![web.clone()], t0 + Duration::from_secs(1), |_| false);
+        assert!(plan.probe.is_empty() && plan.cached.len() == 1, "{plan:?}");
+        let plan = c.plan(vec![web.clone()], t0 + Duration::from_secs(2), |_| false);
+        assert_eq!(probed(&plan), ["emojivoto/web-1"]);
+        // Gone, then back with the same name: probed, not remembered.
+        c.plan(Vec::new(), t0, settled);
+        assert_eq!(probed(&c.plan(vec![web], t0, settled)), ["emojivoto/web-1"]);
+    }
+}
