@@ -223,6 +223,8 @@ pub fn cert_state_under(
 pub struct PodStatus<S> {
     pub pod: PodRef,
     pub owner: Option<String>,
+    /// What a person does to replace it ([`MeshedPod::restart_command`]).
+    pub fix: String,
     pub state: S,
 }
 
@@ -259,6 +261,7 @@ impl<S: Converged> Tally<S> {
                 t.unconverged.push(PodStatus {
                     pod: pod.pod.clone(),
                     owner: pod.owner.clone(),
+                    fix: pod.restart_command(),
                     state,
                 });
             }
@@ -289,8 +292,8 @@ impl<S> Tally<S> {
     }
 }
 
-/// Trust-bundle convergence of the workload pods (control plane and deleting pods excluded;
-/// a pod without a proxy counts as unconverged).
+/// Trust-bundle convergence of the workload pods (control plane excluded; a Terminating pod
+/// counts until it is gone; a pod without a proxy counts as unconverged).
 pub fn bundle_convergence(pods: &[MeshedPod], bundle_value: &str) -> Tally<BundleState> {
     Tally::from_states(pods.iter().map(|p| (p, bundle_state(p, bundle_value))))
 }
@@ -356,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn bundle_tally_excludes_control_plane_and_deleting() {
+    fn bundle_tally_excludes_control_plane_and_counts_terminating_pods() {
         let mut current = pod("app", "b-current");
         current.trust_root_sha256 = Some(trust_root_sha256(BUNDLE));
         let stale = pod("app", "a-stale");
@@ -366,17 +369,23 @@ mod tests {
         deleting.deleting = true;
         let cp = pod("linkerd", "linkerd-destination");
         let t = bundle_convergence(&[current, noproxy, stale, deleting, cp], BUNDLE);
-        assert_eq!((t.converged, t.target), (1, 3));
+        assert_eq!((t.converged, t.target), (1, 4));
         let names: Vec<String> = t.unconverged.iter().map(|p| p.pod.to_string()).collect();
-        assert_eq!(names, vec!["app/a-stale", "app/c-noproxy"]);
+        assert_eq!(
+            names,
+            vec!["app/a-stale", "app/c-noproxy", "app/d-deleting"]
+        );
         assert_eq!(t.unconverged[1].state, BundleState::NoProxy);
         assert_eq!(
             t.unconverged[0].owner.as_deref(),
             Some("deployment/a-stale")
         );
         let s = t.to_status(None);
-        assert_eq!(s.summary, "1/3");
-        assert_eq!(s.unconverged, vec!["app/a-stale", "app/c-noproxy"]);
+        assert_eq!(s.summary, "1/4");
+        assert_eq!(
+            s.unconverged,
+            vec!["app/a-stale", "app/c-noproxy", "app/d-deleting"]
+        );
         assert!(!t.is_complete());
         let empty = bundle_convergence(&[], BUNDLE);
         assert!(empty.is_complete());
@@ -520,7 +529,7 @@ mod tests {
                 prop_assert_eq!(t.converged as usize + t.unconverged.len(), workloads.len());
                 let expected_current = workloads.iter().filter(|(p, c, _)| p.has_proxy && *c).count();
                 prop_assert_eq!(t.converged as usize, expected_current);
-                // Sorted, and never a control-plane or deleting pod.
+                // Sorted, and never a control-plane pod.
                 prop_assert!(t.unconverged.windows(2).all(|w| w[0].pod <= w[1].pod));
                 prop_assert!(t.unconverged.iter().all(|u| u.pod.namespace != "linkerd"));
                 let s = t.to_status(None);

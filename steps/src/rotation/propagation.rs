@@ -4,7 +4,6 @@
 use super::invariant::Guarded;
 use super::{refresh, POLL};
 use crate::convergence::{bundle_convergence, BundleState, Tally};
-use crate::observe::restart_command;
 use crate::pki::{short_fingerprint, Certificate};
 use crate::step::{Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
@@ -17,9 +16,7 @@ use trust_rotation_crds::Phase;
 pub fn restart_commands<S>(tally: &Tally<S>, max: usize) -> Vec<String> {
     let mut by_command: std::collections::BTreeMap<String, usize> = Default::default();
     for p in &tally.unconverged {
-        *by_command
-            .entry(restart_command(&p.pod, p.owner.as_deref()))
-            .or_default() += 1;
+        *by_command.entry(p.fix.clone()).or_default() += 1;
     }
     let total = by_command.len();
     let mut out: Vec<String> = by_command

@@ -459,6 +459,7 @@ mod tests {
             unconverged: vec![PodStatus {
                 pod: PodRef::new("app", "web-1"),
                 owner: None,
+                fix: "kubectl -n app delete pod web-1 (a bare pod: nothing recreates it)".into(),
                 state: CertState::Unreachable("connection refused".into()),
             }],
         };
@@ -471,13 +472,14 @@ mod tests {
             "{reason}"
         );
         assert!(
-            reason.contains("kubectl -n app delete pod web-1 (a bare pod: nothing recreates it)"),
+            reason.contains("kubectl -n app delete pod web-1"),
             "{reason}"
         );
         // Several pods of one workload: one command, with the count.
         let other = |name: &str| PodStatus {
             pod: PodRef::new("app", name),
             owner: Some("statefulset/db".into()),
+            fix: "kubectl -n app rollout restart statefulset/db".into(),
             state: CertState::OtherIssuer {
                 issuer_fingerprint: None,
             },
