@@ -23,8 +23,8 @@ SCRIPTS := e2e/walkthrough.sh e2e/demo.sh e2e/kind/run.sh e2e/charts/apply-to-si
 # faketime: the operator's chaos tests run a replica whose clock is 30 s ahead (libfaketime).
 DEBIAN_TOOLS := shellcheck curl faketime
 
-# `make bench` runs every `[[bench]]` target of the workspace (cluster-sim's and
-# linkerd-trust's, e.g. mesh_scale and inspect); a new bench target is
+# `make bench` runs every `[[bench]]` target of the workspace (cluster-sim's,
+# linkerd-trust's and the steps', e.g. mesh_scale, inspect, probe_cost); a new bench target is
 # picked up by itself. Narrow it with e.g. `make bench BENCH_ARGS="-p linkerd-trust"`.
 BENCH_ARGS ?= --workspace
 
