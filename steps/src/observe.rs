@@ -54,7 +54,8 @@ pub struct MeshedPod {
     pub ip: Option<String>,
     /// The pod's `Ready` condition is `True`.
     pub ready: bool,
-    /// `metadata.deletionTimestamp` is set: the pod is going away and no longer counts.
+    /// `metadata.deletionTimestamp` is set: the pod is Terminating. Its proxy still serves
+    /// (and is an mTLS peer) until the pod is gone, so it still counts.
     pub deleting: bool,
     /// The pod runs in the Linkerd control-plane namespace.
     pub control_plane: bool,
@@ -76,15 +77,24 @@ pub struct MeshedPod {
 }
 
 impl MeshedPod {
-    /// Whether this pod counts towards convergence: outside the control plane and not being
-    /// deleted.
+    /// Whether this pod counts towards convergence: outside the control plane. A Terminating
+    /// pod counts until it is gone: its proxy serves with the bundle and certificate it has
+    /// until then, so moving on without it (renewing the issuer, removing a root) breaks its
+    /// mTLS while it still serves.
     pub fn is_workload(&self) -> bool {
-        !self.control_plane && !self.deleting
+        !self.control_plane
     }
 
     /// What a person does so that the injector gives this pod the current bundle: restart
-    /// its workload, wait for its Job, or delete it when nothing owns it.
+    /// its workload, wait for its Job, or delete it when nothing owns it; for a Terminating
+    /// pod, wait until it is gone.
     pub fn restart_command(&self) -> String {
+        if self.deleting {
+            let (ns, pod) = (&self.pod.namespace, &self.pod.name);
+            return format!(
+                "wait for pod {pod} to finish terminating (it serves until it is gone; kubectl -n {ns} get pod {pod})"
+            );
+        }
         restart_command(&self.pod, self.owner.as_deref())
     }
 }
@@ -549,18 +559,25 @@ mod tests {
     #[test]
     fn deleting_bare_pod_and_defaults() {
         let mut v = web_pod();
-        v["metadata"]["deletionTimestamp"] = json!("2026-01-02T04:00:00Z");
         v["metadata"]["labels"] = json!({ "linkerd.io/control-plane-ns": "linkerd" });
         v["spec"]["serviceAccountName"] = json!(null);
         v["status"]["podIP"] = json!("");
-        let m = meshed_pod_from(&pod(v), "linkerd").unwrap();
-        assert!(m.deleting && !m.is_workload());
+        let m = meshed_pod_from(&pod(v.clone()), "linkerd").unwrap();
+        assert!(!m.deleting);
         assert_eq!(m.owner, None);
         assert_eq!(m.service_account, "default");
         assert_eq!(m.ip, None);
         assert_eq!(
             m.restart_command(),
             "kubectl -n emojivoto delete pod web-5f8c-abcde (a bare pod: nothing recreates it)"
+        );
+        // Terminating, it still serves: it counts until it is gone, and the fix is to wait.
+        v["metadata"]["deletionTimestamp"] = json!("2026-01-02T04:00:00Z");
+        let m = meshed_pod_from(&pod(v), "linkerd").unwrap();
+        assert!(m.deleting && m.is_workload());
+        assert_eq!(
+            m.restart_command(),
+            "wait for pod web-5f8c-abcde to finish terminating (it serves until it is gone; kubectl -n emojivoto get pod web-5f8c-abcde)"
         );
     }
 

@@ -219,7 +219,8 @@ pub fn pods_at_risk<'p>(
         needed.push(e.to.fingerprint());
     }
     pods.iter()
-        .filter(|p| p.has_proxy && !p.deleting)
+        // A Terminating pod serves until it is gone: it is at risk like any other.
+        .filter(|p| p.has_proxy)
         .filter_map(|p| {
             let lacks: Vec<String> = match p.trust_anchors_env.as_deref().map(Bundle::parse) {
                 Some(Ok(carried)) => needed
