@@ -317,6 +317,7 @@ mod tests {
             ip: Some("127.0.0.2".into()),
             ready: true,
             deleting: false,
+            deletion_deadline: None,
             control_plane: ns == "linkerd",
             has_proxy: true,
             trust_root_sha256: None,

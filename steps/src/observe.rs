@@ -57,6 +57,9 @@ pub struct MeshedPod {
     /// `metadata.deletionTimestamp` is set: the pod is Terminating. Its proxy still serves
     /// (and is an mTLS peer) until the pod is gone, so it still counts.
     pub deleting: bool,
+    /// `metadata.deletionTimestamp`: when a Terminating pod's grace period ends (the kubelet
+    /// kills it then).
+    pub deletion_deadline: Option<Timestamp>,
     /// The pod runs in the Linkerd control-plane namespace.
     pub control_plane: bool,
     /// A `linkerd-proxy` container exists (in `containers` or `initContainers`).
@@ -118,6 +121,52 @@ pub fn restart_command(pod: &PodRef, owner: Option<&str>) -> String {
         Some(_) => format!("kubectl -n {ns} delete pod {pod}"),
         None => format!("kubectl -n {ns} delete pod {pod} (a bare pod: nothing recreates it)"),
     }
+}
+
+/// How long past its grace period a Terminating pod may take to go away (the kubelet's
+/// SIGKILL, its status report, the API server's removal) before it is called stuck.
+pub const TERMINATION_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Names the pods among `waiting` (those a step waits for) that stay Terminating well past
+/// their grace period: something holds them (a finalizer, a node that stopped reporting)
+/// and waiting does not help. `None` when there are none.
+pub fn stuck_terminating<'a>(
+    waiting: impl IntoIterator<Item = &'a MeshedPod>,
+    now: Timestamp,
+) -> Option<String> {
+    let stuck: Vec<&MeshedPod> = waiting
+        .into_iter()
+        .filter(|p| {
+            p.deletion_deadline.is_some_and(|d| {
+                now.duration_since(d).as_secs_f64() > TERMINATION_SLACK.as_secs_f64()
+            })
+        })
+        .collect();
+    if stuck.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = stuck
+        .iter()
+        .take(10)
+        .map(|p| {
+            let deadline = p
+                .deletion_deadline
+                .map(|d| d.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_default();
+            format!("{} (grace period ended {deadline})", p.pod)
+        })
+        .collect();
+    let first = stuck[0];
+    let (ns, name) = (&first.pod.namespace, &first.pod.name);
+    Some(format!(
+        "{} pod(s) stay Terminating past their grace period and still count, since their proxies may still serve with \
+         the trust roots and certificate they had: {}. Find what holds each (`kubectl -n {ns} describe pod {name}`: a \
+         finalizer, a node that stopped reporting) and remove that, or remove the pod (`kubectl -n {ns} delete pod {name} \
+         --grace-period=0 --force`, only once its node is gone or its containers are stopped); the rotation continues \
+         by itself once they are gone",
+        stuck.len(),
+        names.join(", ")
+    ))
 }
 
 /// Owner kinds `kubectl rollout restart` understands.
@@ -274,6 +323,7 @@ pub fn meshed_pod_from(pod: &Pod, linkerd_ns: &str) -> Option<MeshedPod> {
             .filter(|s| !s.is_empty()),
         ready,
         deleting: meta.deletion_timestamp.is_some(),
+        deletion_deadline: meta.deletion_timestamp.as_ref().map(|t| t.0),
         has_proxy: proxy.is_some(),
         trust_root_sha256: meta
             .annotations

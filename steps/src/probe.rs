@@ -528,6 +528,7 @@ mod tests {
             ip: ip.map(|i| i.to_string()),
             ready: true,
             deleting: false,
+            deletion_deadline: None,
             control_plane: false,
             has_proxy: true,
             trust_root_sha256: None,

@@ -4,7 +4,7 @@ use super::guard::{check_bundle_write, check_superset};
 use super::invariant::{
     foreign_roots, guard, judge, read_expectation, Expectation, Guard, Stage, Verdict, BUNDLE_DRIFT,
 };
-use super::propagation::restart_commands;
+use super::propagation::{restart_commands, stuck_terminating_block};
 use super::{anchor::write_previous_anchor, names, POLL};
 use crate::bundle::Bundle;
 use crate::convergence::{cert_convergence, cert_state, CertState};
@@ -275,7 +275,9 @@ impl ReduceBundle {
             let pods: Vec<_> = meshed_pods(&ctx.client, &ctx.spec, ctx.pods.as_deref())
                 .await?
                 .into_iter()
-                .filter(|p| !p.deleting && p.has_proxy)
+                // A Terminating pod still serves until it is gone: its certificate must
+                // chain to the new root too.
+                .filter(|p| p.has_proxy)
                 .collect();
             let cfg = ctx.probe_config();
             let backoff = Backoff::for_refresh_interval(
@@ -344,6 +346,11 @@ impl ReduceBundle {
                     format!("{} ({why})", p.pod)
                 })
                 .collect();
+            if let Some(block) =
+                stuck_terminating_block(&tally, judged.iter().map(|(p, _)| p), ctx.now)
+            {
+                return Ok(Reduce::Outcome(block));
+            }
             if !tally.is_complete() || !control_plane_unprobed.is_empty() {
                 let list: Vec<String> = tally
                     .unconverged

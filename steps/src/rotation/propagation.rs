@@ -4,6 +4,7 @@
 use super::invariant::Guarded;
 use super::{refresh, POLL};
 use crate::convergence::{bundle_convergence, BundleState, Tally};
+use crate::observe::{stuck_terminating, MeshedPod, PodRef};
 use crate::pki::{short_fingerprint, Certificate};
 use crate::step::{Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
@@ -34,6 +35,22 @@ pub fn restart_commands<S>(tally: &Tally<S>, max: usize) -> Vec<String> {
         out.push(format!("and {} more workload(s)", total - max));
     }
     out
+}
+
+/// A block naming the pods the tally waits for that stay Terminating past their grace
+/// period (waiting cannot help); `None` when there are none.
+pub fn stuck_terminating_block<'a, S>(
+    tally: &Tally<S>,
+    pods: impl IntoIterator<Item = &'a MeshedPod>,
+    now: jiff::Timestamp,
+) -> Option<Outcome> {
+    if tally.unconverged.is_empty() {
+        return None;
+    }
+    let waiting: std::collections::BTreeSet<&PodRef> =
+        tally.unconverged.iter().map(|p| &p.pod).collect();
+    stuck_terminating(pods.into_iter().filter(|p| waiting.contains(&p.pod)), now)
+        .map(Outcome::blocked)
 }
 
 /// The decision of AwaitPropagation over what it observed.
@@ -154,7 +171,13 @@ impl AwaitPropagation {
                 }
             }
         }
-        Ok(decide_propagation(&tally, early.as_ref()))
+        let decision = decide_propagation(&tally, early.as_ref());
+        if matches!(decision, Outcome::Wait { .. }) {
+            if let Some(block) = stuck_terminating_block(&tally, &pods, ctx.now) {
+                return Ok(block);
+            }
+        }
+        Ok(decision)
     }
 }
 
@@ -162,7 +185,7 @@ impl AwaitPropagation {
 pub(crate) mod tests {
     use super::*;
     use crate::bundle::trust_root_sha256;
-    use crate::observe::{MeshedPod, PodRef};
+    use crate::observe::PodRef;
     use crate::pki::testing::{issued, root};
 
     pub(crate) fn pod(ns: &str, name: &str, bundle: Option<&str>) -> MeshedPod {
@@ -176,6 +199,7 @@ pub(crate) mod tests {
             ip: Some("127.0.10.1".into()),
             ready: true,
             deleting: false,
+            deletion_deadline: None,
             control_plane: ns == "linkerd",
             has_proxy: true,
             trust_root_sha256: bundle.map(trust_root_sha256),
@@ -250,6 +274,52 @@ pub(crate) mod tests {
             decide_propagation(&bundle_convergence(&fixed, b), Some(&issuer)),
             Outcome::Done
         );
+    }
+
+    #[test]
+    fn a_pod_terminating_past_its_grace_period_blocks_naming_it_and_the_way_out() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let b = "BUNDLE\n";
+        let mut slow = pod("emojivoto", "web-1", Some("old\n"));
+        slow.deleting = true;
+        // Within its grace period (and the slack after it): waited for.
+        slow.deletion_deadline = Some(now - jiff::SignedDuration::from_secs(10));
+        let pods = vec![slow.clone(), pod("emojivoto", "voting-1", Some(b))];
+        let tally = bundle_convergence(&pods, b);
+        assert_eq!(tally.unconverged.len(), 1, "a Terminating pod still counts");
+        assert!(stuck_terminating_block(&tally, &pods, now).is_none());
+        let Outcome::Wait { reason, .. } = decide_propagation(&tally, None) else {
+            panic!("expected to wait");
+        };
+        assert!(
+            reason.contains("wait for pod web-1 to finish terminating"),
+            "{reason}"
+        );
+        // Long past it: blocked, naming the pod, why it counts and how to get it out.
+        slow.deletion_deadline = Some(now - jiff::SignedDuration::from_secs(120));
+        let pods = vec![slow, pod("emojivoto", "voting-1", Some(b))];
+        let tally = bundle_convergence(&pods, b);
+        let Some(Outcome::Blocked { message }) = stuck_terminating_block(&tally, &pods, now) else {
+            panic!("expected a block");
+        };
+        assert!(
+            message.contains("emojivoto/web-1 (grace period ended"),
+            "{message}"
+        );
+        assert!(
+            message.contains("kubectl -n emojivoto describe pod web-1"),
+            "{message}"
+        );
+        assert!(
+            message.contains("kubectl -n emojivoto delete pod web-1 --grace-period=0 --force"),
+            "{message}"
+        );
+        // A converged Terminating pod is not waited for, stuck or not.
+        let mut done = pod("emojivoto", "web-2", Some(b));
+        done.deleting = true;
+        done.deletion_deadline = Some(now - jiff::SignedDuration::from_secs(120));
+        let pods = vec![done];
+        assert!(stuck_terminating_block(&bundle_convergence(&pods, b), &pods, now).is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use super::bundle::describe;
 use super::invariant::Guarded;
-use super::propagation::restart_commands;
+use super::propagation::{restart_commands, stuck_terminating_block};
 use super::{names, POLL};
 use crate::convergence::{cert_convergence, cert_state, CertState, Tally};
 use crate::observe::MeshedPod;
@@ -359,6 +359,11 @@ impl AccelerateRefresh {
             workload_certificates: Some(tally.to_status(Some(Time(ctx.now)))),
             ..Default::default()
         });
+        if let Some(block) =
+            stuck_terminating_block(&tally, results.iter().map(|(p, _)| p), ctx.now)
+        {
+            return Ok(block);
+        }
         let mut outcome = decide_refresh(&tally, &interval, ctx.spec.manage_proxy_refresh_env);
         if let Some(until) = patience {
             // Every pod left answers and still serves a valid certificate: it renews from the
