@@ -88,6 +88,13 @@ impl MeshedPod {
         !self.control_plane
     }
 
+    /// A Pending pod that never started: no IP, no proxy ever running. It holds no
+    /// certificate yet (its proxy gets one from the issuer of the moment when it starts), so
+    /// it is no target for certificate probes; its bundle still counts.
+    pub fn never_started(&self) -> bool {
+        self.ip.is_none() && self.proxy_started_at.is_none()
+    }
+
     /// What a person does so that the injector gives this pod the current bundle: restart
     /// its workload, wait for its Job, or delete it when nothing owns it; for a Terminating
     /// pod, wait until it is gone.
@@ -604,6 +611,16 @@ mod tests {
         assert!(!m.ready);
         assert_eq!(m.ip, None);
         assert_eq!(m.proxy_started_at, None);
+    }
+
+    #[test]
+    fn a_pending_pod_that_never_started_is_no_certificate_target_but_counts() {
+        let running = meshed_pod_from(&pod(web_pod()), "linkerd").unwrap();
+        assert!(!running.never_started());
+        let mut v = web_pod();
+        v["status"] = json!({ "phase": "Pending" });
+        let pending = meshed_pod_from(&pod(v), "linkerd").unwrap();
+        assert!(pending.never_started() && pending.is_workload());
     }
 
     #[test]

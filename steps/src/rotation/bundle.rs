@@ -276,8 +276,8 @@ impl ReduceBundle {
                 .await?
                 .into_iter()
                 // A Terminating pod still serves until it is gone: its certificate must
-                // chain to the new root too.
-                .filter(|p| p.has_proxy)
+                // chain to the new root too. A pod that never started holds none yet.
+                .filter(|p| p.has_proxy && !p.never_started())
                 .collect();
             let cfg = ctx.probe_config();
             let backoff = Backoff::for_refresh_interval(

@@ -334,7 +334,10 @@ impl AccelerateRefresh {
             active_issuer: Some(issuer.summary()),
             ..Default::default()
         });
-        let pods: Vec<_> = pods.into_iter().filter(|p| p.is_workload()).collect();
+        let pods: Vec<_> = pods
+            .into_iter()
+            .filter(|p| p.is_workload() && !p.never_started())
+            .collect();
         let on_issuer = issuer.clone();
         let (answers, _) = look(
             &ctx.client,
