@@ -461,37 +461,6 @@ async fn a_status_lost_after_the_issuer_moved_is_resumed_without_reducing_early(
     sim.shutdown().await;
 }
 
-/// A bare meshed pod (no owner) in the application namespace, injected like `web`'s pods:
-/// `kubectl rollout restart` never replaces it.
-async fn create_bare_meshed_pod(client: &kube::Client, name: &str) {
-    use k8s_openapi::api::core::v1::Pod;
-    let api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
-    let template = api
-        .list(&ListParams::default().labels("linkerd.io/control-plane-ns"))
-        .await
-        .expect("pods")
-        .items
-        .into_iter()
-        .next()
-        .expect("a meshed pod to copy");
-    let mut labels = template.metadata.labels.clone().unwrap_or_default();
-    labels.retain(|k, _| !k.starts_with("linkerd.io/proxy-") && k != "pod-template-hash");
-    let pod = Pod {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(APP_NS.into()),
-            labels: Some(labels),
-            annotations: template.metadata.annotations.clone(),
-            ..Default::default()
-        },
-        spec: template.spec.clone(),
-        status: None,
-    };
-    api.create(&kube::api::PostParams::default(), &pod)
-        .await
-        .expect("bare pod created");
-}
-
 /// Notes of the PhaseChanged Events, as `kubectl describe` shows them (one per Event object).
 async fn phase_change_notes(client: &kube::Client) -> Vec<String> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());

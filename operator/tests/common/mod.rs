@@ -8,7 +8,7 @@ pub mod recorder;
 
 use cluster_sim::{Durations, Sim, SimConfig, Topology};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -98,6 +98,23 @@ pub async fn create_rotation(client: &kube::Client, name: &str) {
         }
     }
     panic!("could not create the TrustAnchorRotation {name}");
+}
+
+/// The `demo-all-kinds` topology (three Nodes; a StatefulSet with a PDB, a DaemonSet and a
+/// CronJob in `emojivoto`), with the CRD and the rotation installed.
+pub async fn start_all_kinds_sim() -> Sim {
+    let sim = Sim::start(SimConfig {
+        topology: Topology::DemoAllKinds,
+        durations: Durations {
+            workload_cert_lifetime: Duration::from_secs(600),
+            ..Durations::fast()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("the simulator starts");
+    install_rotation(&sim.client()).await;
+    sim
 }
 
 /// The demo topology with no CRD installed yet.
@@ -349,20 +366,25 @@ pub async fn cmctl_renew(client: &kube::Client, ns: &str, name: &str) {
 
 /// What `kubectl -n <ns> rollout restart deploy` does.
 pub async fn rollout_restart(client: &kube::Client, ns: &str) {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    restart_every::<Deployment>(client, ns).await;
+}
+
+/// What `kubectl -n <ns> rollout restart deploy/NAME`, `sts/NAME` or `ds/NAME` does: the
+/// template annotation `kubectl.kubernetes.io/restartedAt`.
+pub async fn rollout_restart_one<K>(client: &kube::Client, ns: &str, name: &str)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let now = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.fZ")
         .to_string();
-    for d in api
-        .list(&ListParams::default())
-        .await
-        .expect("deployments")
-        .items
-    {
-        let name = d.metadata.name.unwrap_or_default();
-        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}});
-        api.patch(
-            &name,
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}});
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            name,
             &PatchParams {
                 field_manager: Some("kubectl-rollout".into()),
                 ..Default::default()
@@ -371,11 +393,66 @@ pub async fn rollout_restart(client: &kube::Client, ns: &str) {
         )
         .await
         .expect("restart");
+}
+
+/// `kubectl rollout restart` of every object of kind `K` in `ns`, one by one.
+async fn restart_every<K>(client: &kube::Client, ns: &str)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    for o in api.list(&ListParams::default()).await.expect("list").items {
+        let name = o.meta().name.clone().unwrap_or_default();
+        rollout_restart_one::<K>(client, ns, &name).await;
     }
 }
 
+/// What a person does for each workload of `ns` with its own command:
+/// `kubectl rollout restart deploy/NAME`, `sts/NAME`, `ds/NAME`.
+pub async fn rollout_restart_all_kinds(client: &kube::Client, ns: &str) {
+    restart_every::<Deployment>(client, ns).await;
+    restart_every::<StatefulSet>(client, ns).await;
+    restart_every::<DaemonSet>(client, ns).await;
+}
+
+/// A bare meshed pod (no owner) in the application namespace, injected like `web`'s pods:
+/// `kubectl rollout restart` never replaces it.
+pub async fn create_bare_meshed_pod(client: &kube::Client, name: &str) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
+    let template = api
+        .list(&ListParams::default().labels("linkerd.io/proxy-deployment=web"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .next()
+        .expect("a meshed pod to copy");
+    let mut labels = template.metadata.labels.clone().unwrap_or_default();
+    labels.retain(|k, _| !k.starts_with("linkerd.io/proxy-") && k != "pod-template-hash");
+    let mut spec = template.spec.clone().unwrap_or_default();
+    // A new pod: the scheduler places it (the template's Node binding is not copied).
+    spec.node_name = None;
+    let pod = Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(APP_NS.into()),
+            labels: Some(labels),
+            annotations: template.metadata.annotations.clone(),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    };
+    api.create(&PostParams::default(), &pod)
+        .await
+        .expect("bare pod created");
+}
+
 /// The guide's steps 3 and 4 from WaitingForIdentityRotation: renew the issuer, restart the
-/// data plane twice, and wait for Synced. Returns the final status.
+/// data plane twice (every Deployment, StatefulSet and DaemonSet of `emojivoto`), and wait for Synced. Returns the final status.
 pub async fn finish_from_identity_rotation(
     client: &kube::Client,
     timeout: Duration,
@@ -388,7 +465,7 @@ pub async fn finish_from_identity_rotation(
         timeout,
     )
     .await;
-    rollout_restart(client, APP_NS).await;
+    rollout_restart_all_kinds(client, APP_NS).await;
     wait_phase(
         client,
         Phase::RemovingOldTrustRoots,
@@ -396,7 +473,7 @@ pub async fn finish_from_identity_rotation(
         timeout,
     )
     .await;
-    rollout_restart(client, APP_NS).await;
+    rollout_restart_all_kinds(client, APP_NS).await;
     wait_status(client, "Synced", timeout, |s| {
         s.phase == Some(Phase::Synced) && s.rotation.is_none()
     })
