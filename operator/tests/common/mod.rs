@@ -34,8 +34,13 @@ pub async fn start_sim() -> Sim {
 
 /// The demo topology plus `extra_pods` meshed pods across many namespaces.
 pub async fn start_sim_with(extra_pods: usize) -> Sim {
+    start_topology(Topology::Demo, extra_pods).await
+}
+
+/// `topology` plus `extra_pods`, with the CRD and the rotation installed.
+async fn start_topology(topology: Topology, extra_pods: usize) -> Sim {
     let sim = Sim::start(SimConfig {
-        topology: Topology::Demo,
+        topology,
         pods: extra_pods,
         // Fast, but workload certificates live long enough that they move onto the new
         // issuer only when the guide's restart asks them to (so every phase is observable).
@@ -103,18 +108,7 @@ pub async fn create_rotation(client: &kube::Client, name: &str) {
 /// The `demo-all-kinds` topology (three Nodes; a StatefulSet with a PDB, a DaemonSet and a
 /// CronJob in `emojivoto`), with the CRD and the rotation installed.
 pub async fn start_all_kinds_sim() -> Sim {
-    let sim = Sim::start(SimConfig {
-        topology: Topology::DemoAllKinds,
-        durations: Durations {
-            workload_cert_lifetime: Duration::from_secs(600),
-            ..Durations::fast()
-        },
-        ..Default::default()
-    })
-    .await
-    .expect("the simulator starts");
-    install_rotation(&sim.client()).await;
-    sim
+    start_topology(Topology::DemoAllKinds, 0).await
 }
 
 /// The demo topology with no CRD installed yet.
