@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo` and `make e2e-sim`: a full trust-anchor rotation on the cluster simulator.
 #
-# Starts `cluster-sim serve --topology demo` (cert-manager, Linkerd and meshed workloads,
+# Starts `cluster-sim serve --topology demo-all-kinds` (cert-manager, Linkerd and the
+# meshed emojivoto Deployments plus a StatefulSet, a DaemonSet and a CronJob on three Nodes,
 # all simulated on loopback), installs the CRD and the default TrustAnchorRotation from
 # this repository's charts, runs `trust-rotation-operator` out of cluster with the flags
 # the chart gives it (leader election off: there is one replica), then runs
@@ -77,9 +78,9 @@ free_port() {
 }
 
 started=$SECONDS
-banner "Starting the cluster simulator (demo topology)"
+banner "Starting the cluster simulator (demo topology with every workload kind)"
 read -r -a sim_extra <<<"$SIM_ARGS"
-"$BIN_DIR/cluster-sim" serve --topology demo --kubeconfig "$KUBECONFIG" "${sim_extra[@]}" >"$WORK/sim.log" 2>&1 &
+"$BIN_DIR/cluster-sim" serve --topology demo-all-kinds --kubeconfig "$KUBECONFIG" "${sim_extra[@]}" >"$WORK/sim.log" 2>&1 &
 PIDS+=("$!")
 await 60 "${PIDS[0]}" "waiting for $KUBECONFIG" test -s "$KUBECONFIG"
 "$KUBECTL" get pods --all-namespaces -l linkerd.io/control-plane-ns=linkerd \

@@ -110,7 +110,7 @@ workload_namespaces() {
 }
 
 restart_data_plane() {
-  local ns deploy
+  local ns kind workload
   if [[ $DRY_RUN == 1 && $WORKLOAD_NAMESPACES == auto ]]; then
     run "${KUBE[@]}" -n '<each meshed namespace>' rollout restart deploy
     return
@@ -121,9 +121,16 @@ restart_data_plane() {
       run "${KUBE[@]}" -n "$ns" rollout status deploy/'<each>' --timeout="$TIMEOUT"
       continue
     fi
-    for deploy in $("${KUBE[@]}" -n "$ns" get deploy -o name); do
-      run "${KUBE[@]}" -n "$ns" rollout status "$deploy" --timeout="$TIMEOUT" ||
-        die "$ns/$deploy did not finish rolling out"
+    # The guide's mesh has Deployments only; StatefulSets and DaemonSets are restarted the
+    # same way, each with its own kind (Jobs' pods get the new bundle on their next run).
+    for kind in statefulset daemonset; do
+      if [[ -n $("${KUBE[@]}" -n "$ns" get "$kind" -o name) ]]; then
+        run "${KUBE[@]}" -n "$ns" rollout restart "$kind"
+      fi
+    done
+    for workload in $("${KUBE[@]}" -n "$ns" get deploy,statefulset,daemonset -o name); do
+      run "${KUBE[@]}" -n "$ns" rollout status "$workload" --timeout="$TIMEOUT" ||
+        die "$ns/$workload did not finish rolling out"
     done
   done
 }
