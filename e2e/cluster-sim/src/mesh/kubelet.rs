@@ -86,6 +86,40 @@ impl IpAllocator {
         Err(last.unwrap_or_else(|| std::io::Error::other("no free loopback address")))
     }
 
+    /// A requested IP (see [`requested_ip`]), with its admin port bound when `port` is set.
+    /// Fails while another pod holds it, as the CNI's sandbox setup would.
+    pub fn claim(
+        &self,
+        ip: Ipv4Addr,
+        port: Option<u16>,
+    ) -> std::io::Result<Option<std::net::TcpListener>> {
+        if !self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .insert(ip)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("requested pod IP {ip} is in use by another pod"),
+            ));
+        }
+        let Some(port) = port else {
+            return Ok(None);
+        };
+        match std::net::TcpListener::bind((ip, port)) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                Ok(Some(l))
+            }
+            Err(e) => {
+                self.release(ip);
+                Err(e)
+            }
+        }
+    }
+
     pub fn release(&self, ip: Ipv4Addr) {
         self.state
             .lock()
@@ -260,6 +294,20 @@ pub fn proxy_container(pod: &Value) -> Option<&Value> {
 /// The port the proxy's admin server binds: `LINKERD2_PROXY_ADMIN_LISTEN_ADDR` in the
 /// proxy container's env (what linkerd2-proxy reads), else its `linkerd-admin` port,
 /// else 4191.
+/// Calico's annotation for a pod that asks for specific addresses (a JSON list).
+pub const REQUESTED_IPS_ANNOTATION: &str = "cni.projectcalico.org/ipAddrs";
+
+/// The loopback address a pod asks for with [`REQUESTED_IPS_ANNOTATION`], if any (the first
+/// one; addresses outside 127.0.0.0/8 are ignored: the simulator only uses loopback).
+pub fn requested_ip(pod: &Value) -> Option<Ipv4Addr> {
+    let raw = pod["metadata"]["annotations"][REQUESTED_IPS_ANNOTATION].as_str()?;
+    let ips: Vec<String> = serde_json::from_str(raw).ok()?;
+    ips.first()?
+        .parse::<Ipv4Addr>()
+        .ok()
+        .filter(|ip| ip.is_loopback())
+}
+
 pub fn proxy_admin_port(pod: &Value) -> u16 {
     let Some(c) = proxy_container(pod) else {
         return super::PROXY_ADMIN_PORT;
@@ -1150,11 +1198,13 @@ async fn run_pod(
         }
     };
     let admin_port = proxy_admin_port(&pod);
-    let (ip, listener) = if meshed {
-        let (ip, l) = shared.ips.allocate_bound(admin_port)?;
-        (ip, Some(l))
-    } else {
-        (shared.ips.allocate(), None)
+    let (ip, listener) = match requested_ip(&pod) {
+        Some(ip) => (ip, shared.ips.claim(ip, meshed.then_some(admin_port))?),
+        None if meshed => {
+            let (ip, l) = shared.ips.allocate_bound(admin_port)?;
+            (ip, Some(l))
+        }
+        None => (shared.ips.allocate(), None),
     };
     let _ip_guard = IpGuard {
         shared: shared.clone(),
@@ -1588,6 +1638,25 @@ mod tests {
             assert!(o[3] != 0 && o[3] != 255);
             assert!(seen.insert(ip), "{ip} handed out twice");
         }
+    }
+
+    #[test]
+    fn a_requested_ip_is_claimed_once_and_free_again_when_released() {
+        let a = IpAllocator::new(5);
+        let pod = json!({"metadata": {"annotations": {
+            REQUESTED_IPS_ANNOTATION: "[\"127.77.0.9\"]"
+        }}});
+        let ip = requested_ip(&pod).expect("requested");
+        assert_eq!(ip, Ipv4Addr::new(127, 77, 0, 9));
+        assert!(a.claim(ip, None).is_ok());
+        let e = a.claim(ip, None).expect_err("in use");
+        assert!(e.to_string().contains("in use by another pod"), "{e}");
+        a.release(ip);
+        assert!(a.claim(ip, None).is_ok(), "free again once its pod is gone");
+        let elsewhere = json!({"metadata": {"annotations": {
+            REQUESTED_IPS_ANNOTATION: "[\"10.0.0.5\"]"
+        }}});
+        assert_eq!(requested_ip(&elsewhere), None, "loopback only");
     }
 
     #[test]
