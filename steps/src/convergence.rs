@@ -318,6 +318,7 @@ mod tests {
             ready: true,
             deleting: false,
             deletion_deadline: None,
+            proxy_version: None,
             control_plane: ns == "linkerd",
             has_proxy: true,
             trust_root_sha256: None,

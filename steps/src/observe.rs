@@ -60,6 +60,9 @@ pub struct MeshedPod {
     /// `metadata.deletionTimestamp`: when a Terminating pod's grace period ends (the kubelet
     /// kills it then).
     pub deletion_deadline: Option<Timestamp>,
+    /// The proxy's version: the injector's `linkerd.io/proxy-version` annotation, else the
+    /// proxy image's tag.
+    pub proxy_version: Option<String>,
     /// The pod runs in the Linkerd control-plane namespace.
     pub control_plane: bool,
     /// A `linkerd-proxy` container exists (in `containers` or `initContainers`).
@@ -331,6 +334,13 @@ pub fn meshed_pod_from(pod: &Pod, linkerd_ns: &str) -> Option<MeshedPod> {
         ready,
         deleting: meta.deletion_timestamp.is_some(),
         deletion_deadline: meta.deletion_timestamp.as_ref().map(|t| t.0),
+        proxy_version: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PROXY_VERSION_ANNOTATION))
+            .cloned()
+            .filter(|v| !v.is_empty())
+            .or_else(|| proxy.and_then(image_tag)),
         has_proxy: proxy.is_some(),
         trust_root_sha256: meta
             .annotations
@@ -342,6 +352,17 @@ pub fn meshed_pod_from(pod: &Pod, linkerd_ns: &str) -> Option<MeshedPod> {
         created_at: meta.creation_timestamp.as_ref().map(|t| t.0),
         admin_port: proxy_admin_port(proxy, meta.annotations.as_ref()),
     })
+}
+
+/// The annotation the proxy injector sets to the proxy's version.
+pub const PROXY_VERSION_ANNOTATION: &str = "linkerd.io/proxy-version";
+
+/// The tag of a container's image (`cr.l5d.io/linkerd/proxy:edge-24.1.1` → `edge-24.1.1`).
+fn image_tag(c: &Container) -> Option<String> {
+    let image = c.image.as_deref()?;
+    let image = image.split('@').next()?;
+    let (_, tag) = image.rsplit_once(':')?;
+    (!tag.contains('/') && !tag.is_empty()).then(|| tag.to_string())
 }
 
 /// The annotation that moves a pod's proxy admin server to another port.
@@ -611,6 +632,42 @@ mod tests {
         assert!(!m.ready);
         assert_eq!(m.ip, None);
         assert_eq!(m.proxy_started_at, None);
+    }
+
+    #[test]
+    fn the_proxy_version_comes_from_the_injector_annotation_else_the_image_tag() {
+        let mut v = web_pod();
+        assert_eq!(
+            meshed_pod_from(&pod(v.clone()), "linkerd")
+                .unwrap()
+                .proxy_version,
+            None,
+            "an untagged image and no annotation"
+        );
+        v["spec"]["containers"][1]["image"] = json!("cr.l5d.io/linkerd/proxy:edge-24.11.8");
+        assert_eq!(
+            meshed_pod_from(&pod(v.clone()), "linkerd")
+                .unwrap()
+                .proxy_version
+                .as_deref(),
+            Some("edge-24.11.8")
+        );
+        v["spec"]["containers"][1]["image"] = json!("registry:5000/proxy");
+        assert_eq!(
+            meshed_pod_from(&pod(v.clone()), "linkerd")
+                .unwrap()
+                .proxy_version,
+            None,
+            "a registry port is no tag"
+        );
+        v["metadata"]["annotations"]["linkerd.io/proxy-version"] = json!("stable-2.14.10");
+        assert_eq!(
+            meshed_pod_from(&pod(v), "linkerd")
+                .unwrap()
+                .proxy_version
+                .as_deref(),
+            Some("stable-2.14.10")
+        );
     }
 
     #[test]

@@ -86,6 +86,16 @@ pub enum ProbeOutcome {
     Rejected(String),
 }
 
+impl ProbeOutcome {
+    /// When the presented leaf certificate expires, if a chain was presented.
+    pub fn leaf_not_after(&self) -> Option<jiff::Timestamp> {
+        match self {
+            ProbeOutcome::Chain(chain) => chain.first().map(Certificate::not_after),
+            _ => None,
+        }
+    }
+}
+
 /// The identity a meshed pod's proxy serves:
 /// `<sa>.<ns>.serviceaccount.identity.<linkerd_ns>.<trust_domain>`.
 pub fn pod_identity(sa: &str, ns: &str, linkerd_ns: &str, trust_domain: &str) -> String {
@@ -529,6 +539,7 @@ mod tests {
             ready: true,
             deleting: false,
             deletion_deadline: None,
+            proxy_version: None,
             control_plane: false,
             has_proxy: true,
             trust_root_sha256: None,

@@ -88,6 +88,10 @@ pub struct PodRow {
     pub certificate: &'static str,
     /// Issuer fingerprint (other-issuer) or the reason (unreachable, invalid).
     pub certificate_detail: Option<String>,
+    /// When the certificate the proxy presented expires (RFC 3339), null when none was read.
+    pub certificate_expires: Option<String>,
+    /// The proxy's version (the injector's `linkerd.io/proxy-version`, else the image tag).
+    pub proxy_version: Option<String>,
     pub fix: String,
 }
 
@@ -182,23 +186,27 @@ pub fn fix_for(pod: &MeshedPod, bundle: BundleState, cert: Option<&CertState>) -
     }
 }
 
+/// What the probe of one pod found: the verdict and when the presented certificate expires.
+pub type Probed = (CertState, Option<jiff::Timestamp>);
+
 /// Builds the rows of unconverged workload pods, in namespace/name order.
 pub fn rows(
     pods: &[MeshedPod],
-    probes: Option<&[(MeshedPod, CertState)]>,
+    probes: Option<&[(MeshedPod, Probed)]>,
     bundle_value: &str,
 ) -> Vec<PodRow> {
-    let by_pod: Option<std::collections::HashMap<&PodRef, &CertState>> =
+    let by_pod: Option<std::collections::HashMap<&PodRef, &Probed>> =
         probes.map(|ps| ps.iter().map(|(p, s)| (&p.pod, s)).collect());
     let mut out: Vec<PodRow> = Vec::new();
     for pod in pods.iter().filter(|p| p.is_workload()) {
         let b = bundle_state(pod, bundle_value);
-        let c = by_pod.as_ref().map(|m| {
+        let probed = by_pod.as_ref().map(|m| {
             m.get(&pod.pod)
-                .map(|s| (*s).clone())
-                .unwrap_or(CertState::Unreachable("not probed".into()))
+                .map(|(s, expires)| ((*s).clone(), *expires))
+                .unwrap_or((CertState::Unreachable("not probed".into()), None))
         });
-        let cert_ok = c.as_ref().is_none_or(|c| c.is_converged());
+        let c = probed.as_ref().map(|(s, _)| s);
+        let cert_ok = c.is_none_or(|c| c.is_converged());
         if b.is_converged() && cert_ok {
             continue;
         }
@@ -209,9 +217,14 @@ pub fn rows(
             ip: pod.ip.clone(),
             ready: pod.ready,
             bundle: b.as_str(),
-            certificate: c.as_ref().map(CertState::as_str).unwrap_or("not-probed"),
-            certificate_detail: c.as_ref().and_then(|c| c.detail().map(str::to_string)),
-            fix: fix_for(pod, b, c.as_ref()),
+            certificate: c.map(CertState::as_str).unwrap_or("not-probed"),
+            certificate_detail: c.and_then(|c| c.detail().map(str::to_string)),
+            certificate_expires: probed
+                .as_ref()
+                .and_then(|(_, e)| *e)
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            proxy_version: pod.proxy_version.clone(),
+            fix: fix_for(pod, b, c),
         });
     }
     out.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
@@ -296,7 +309,7 @@ pub fn render_text(report: &Report, wide: bool) -> String {
         .set_content_arrangement(ContentArrangement::Disabled);
     let mut header = vec!["NAMESPACE", "POD", "OWNER"];
     if wide {
-        header.extend(["IP", "READY"]);
+        header.extend(["IP", "READY", "PROXY", "EXPIRES"]);
     }
     header.extend(["BUNDLE", "CERTIFICATE", "FIX"]);
     table.set_header(header);
@@ -309,6 +322,8 @@ pub fn render_text(report: &Report, wide: bool) -> String {
         if wide {
             row.push(r.ip.clone().unwrap_or_else(|| "-".into()));
             row.push(if r.ready { "true" } else { "false" }.into());
+            row.push(r.proxy_version.clone().unwrap_or_else(|| "-".into()));
+            row.push(r.certificate_expires.clone().unwrap_or_else(|| "-".into()));
         }
         row.extend([
             match r.bundle {
@@ -408,11 +423,12 @@ pub async fn inspect(
             workloads,
             &cfg,
             move |o| {
-                if strict {
+                let state = if strict {
                     cert_state(&o, &judge_by)
                 } else {
                     cert_state_under(&o, &judge_by, &roots)
-                }
+                };
+                (state, o.leaf_not_after())
             },
             |_, _| bar.inc(1),
         )
@@ -422,7 +438,12 @@ pub async fn inspect(
     };
 
     let bundle_tally = bundle_convergence(&pods, &bundle_value);
-    let cert_tally = probes.as_deref().map(cert_convergence);
+    let judged: Option<Vec<(MeshedPod, CertState)>> = probes.as_ref().map(|ps| {
+        ps.iter()
+            .map(|(p, (state, _))| (p.clone(), state.clone()))
+            .collect()
+    });
+    let cert_tally = judged.as_deref().map(cert_convergence);
     let status_ref = status.as_ref();
     Ok(Report {
         rotation: args.operator.rotation.clone(),
@@ -446,7 +467,7 @@ pub async fn inspect(
                 .map(|t| Counts::from(&t.to_status(None))),
         },
         active_issuer: active_issuer.fingerprint().to_string(),
-        previous_issuer: probes.as_deref().and_then(previous_issuer),
+        previous_issuer: judged.as_deref().and_then(previous_issuer),
         pods: rows(&pods, probes.as_deref(), &bundle_value),
     })
 }
@@ -505,6 +526,8 @@ mod tests {
                     bundle: "current",
                     certificate: "other-issuer",
                     certificate_detail: Some("cd".repeat(32)),
+                    certificate_expires: Some("2026-12-03T10:00:00Z".into()),
+                    proxy_version: Some("edge-24.11.8".into()),
                     fix: "kubectl -n emojivoto rollout restart deployment/web".into(),
                 },
                 PodRow {
@@ -516,6 +539,8 @@ mod tests {
                     bundle: "current",
                     certificate: "timed-out",
                     certificate_detail: None,
+                    certificate_expires: None,
+                    proxy_version: None,
                     fix: "kubectl -n emojivoto logs emoji-1 -c linkerd-proxy".into(),
                 },
             ],
@@ -544,6 +569,11 @@ emojivoto  emoji-1  -               current  timed out                kubectl -n
         assert!(wide.contains(&format!("old issuer {}", "cd".repeat(32))));
         assert!(wide.contains("127.1.0.2"));
         assert!(wide.contains(&"ab".repeat(32)));
+        assert!(wide.contains("PROXY") && wide.contains("EXPIRES"), "{wide}");
+        assert!(
+            wide.contains("edge-24.11.8") && wide.contains("2026-12-03T10:00:00Z"),
+            "{wide}"
+        );
     }
 
     #[test]
@@ -575,11 +605,13 @@ emojivoto  emoji-1  -               current  timed out                kubectl -n
                 "bundle",
                 "certificate",
                 "certificateDetail",
+                "certificateExpires",
                 "fix",
                 "ip",
                 "namespace",
                 "owner",
                 "pod",
+                "proxyVersion",
                 "ready"
             ]
         );

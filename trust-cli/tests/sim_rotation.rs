@@ -95,6 +95,12 @@ async fn inspect_follows_a_whole_rotation() {
         assert_eq!(p["bundle"], "current", "{p:#}");
         assert_eq!(p["certificate"], "other-issuer", "{p:#}");
         assert_eq!(p["certificateDetail"], old_issuer.as_str(), "{p:#}");
+        // When the old certificate expires (so when the proxy renews by itself at the
+        // latest), and which proxy runs there.
+        let expires = p["certificateExpires"].as_str().expect("an expiry");
+        let expires: jiff::Timestamp = expires.parse().expect("RFC 3339");
+        assert!(expires > jiff::Timestamp::now(), "{p:#}");
+        assert_eq!(p["proxyVersion"], "edge-sim", "{p:#}");
     }
     assert_eq!(r["observed"]["workloadCertificates"]["summary"], "0/4");
 

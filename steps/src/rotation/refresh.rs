@@ -219,14 +219,6 @@ pub async fn withdraw_env(client: &kube::Client) -> Result<(), StepError> {
     Ok(())
 }
 
-/// When a leaf's proxy must have renewed at the latest: the certificate's expiry.
-fn leaf_not_after(outcome: &crate::probe::ProbeOutcome) -> Option<jiff::Timestamp> {
-    match outcome {
-        crate::probe::ProbeOutcome::Chain(chain) => chain.first().map(|leaf| leaf.not_after()),
-        _ => None,
-    }
-}
-
 /// How long waiting for natural renewal is expected to take: until the last of the
 /// unconverged pods' certificates expires, if every unconverged pod answered with a
 /// certificate from another issuer (it renews by itself before expiry). `None` as soon as one
@@ -350,7 +342,7 @@ impl AccelerateRefresh {
         .await;
         let judged: Vec<_> = answers
             .into_iter()
-            .map(|(p, o)| (p, (cert_state(&o, &issuer), leaf_not_after(&o))))
+            .map(|(p, o)| (p, (cert_state(&o, &issuer), o.leaf_not_after())))
             .collect();
         let patience = renewal_patience(judged.iter().map(|(_, judged)| judged));
         let results: Vec<_> = judged
