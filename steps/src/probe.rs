@@ -302,7 +302,17 @@ where
     }
     match result {
         Ok(_) => ProbeOutcome::Unreachable("TLS handshake completed without a certificate".into()),
-        Err(e) => ProbeOutcome::Unreachable(format!("TLS handshake: {e}")),
+        // A TLS server answered our ClientHello with a fatal alert: something is there, but it
+        // will not answer as this pod's proxy (another pod's proxy on a reused IP, say).
+        Err(e) => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls::Error::AlertReceived(alert)) => ProbeOutcome::Rejected(format!(
+                "the TLS server there refused to answer as {identity} (alert {alert:?}): another pod may hold this address now"
+            )),
+            _ => ProbeOutcome::Unreachable(format!("TLS handshake: {e}")),
+        },
     }
 }
 
