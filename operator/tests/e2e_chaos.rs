@@ -408,10 +408,11 @@ async fn rotation_under_chaos(how: Disruption, skewed_standby: bool, faults: boo
             hit.step
         );
         // Judged on the successor's own clock from when it saw the last renewal, not by
-        // comparing wall clocks: a standby 30 s ahead takes over after one lease, and the
-        // other replica takes over from it after one lease too.
+        // comparing wall clocks: a standby 30 s ahead takes over after one lease (about 2 s
+        // here), and the other replica from it too. Comparing wall clocks would take 30 s
+        // or never; the bound leaves room for a loaded machine.
         assert!(
-            hit.took_over_at - hit.at < LEASE * 4,
+            hit.took_over_at - hit.at < Duration::from_secs(20),
             "{} took {:?} to take over in {}",
             slots[1 - hit.leader].prefix,
             hit.took_over_at - hit.at,
