@@ -31,7 +31,7 @@ use trust_rotation_crds::{
     CONTROL_PLANE_NS_LABEL, DEFAULT_ROTATION_NAME,
 };
 use trust_rotation_steps::metrics::Metrics;
-use trust_rotation_steps::observe::{meshed_pod_from, MeshedPod};
+use trust_rotation_steps::observe::{meshed_pod_from, MeshedPod, PodRef};
 use trust_rotation_steps::rotation;
 use trust_rotation_steps::runner::transition::{set_condition, EventKind, EventRecord};
 use trust_rotation_steps::runner::{
@@ -76,6 +76,16 @@ impl PodSource for PodCache {
             .as_ref()
             .is_some_and(|f| f.stale(Instant::now()));
         (mesh.synced && !stale).then(|| mesh.pods.values().cloned().collect())
+    }
+
+    /// Drops a pod the API server says is gone. Should the watch still deliver it, it comes
+    /// back as the watch says.
+    fn forget_pod(&self, linkerd_ns: &str, pod: &PodRef) {
+        if let Ok(mut meshes) = self.meshes.write() {
+            if let Some(mesh) = meshes.get_mut(linkerd_ns) {
+                mesh.pods.remove(&pod.to_string());
+            }
+        }
     }
 }
 
@@ -824,6 +834,10 @@ mod tests {
         assert_eq!(names(&cache), Some(vec!["app/c".into()]));
         assert!(!cache.apply("linkerd", watcher::Event::InitDone));
         assert_eq!(names(&cache), Some(vec!["app/d".into()]));
+        // A deletion the watch never delivered: the step that found the pod gone drops it.
+        cache.forget_pod("linkerd", &PodRef::new("app", "d"));
+        assert_eq!(names(&cache), Some(vec![]));
+        cache.forget_pod("other", &PodRef::new("app", "d"));
     }
 
     #[test]

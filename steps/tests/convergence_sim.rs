@@ -276,3 +276,99 @@ async fn an_ip_reused_by_a_pod_of_another_identity_is_never_taken_for_the_old_po
     assert_eq!(cert_state(&own[0].1, &active), CertState::Active);
     sim.shutdown().await;
 }
+
+/// Remembers which pods the step told it to forget.
+#[derive(Default)]
+struct Forgetful(std::sync::Mutex<Vec<String>>);
+
+impl trust_rotation_steps::snapshot::PodSource for Forgetful {
+    fn meshed_pods(&self, _: &str) -> Option<Vec<trust_rotation_steps::observe::MeshedPod>> {
+        None
+    }
+    fn forget_pod(&self, _: &str, pod: &trust_rotation_steps::observe::PodRef) {
+        self.0.lock().unwrap().push(pod.to_string());
+    }
+}
+
+/// A pod view can hold a pod whose deletion it never heard of. Once a step has waited past
+/// the stall timeout, it re-reads the pods it waits for before naming them: the one the API
+/// server no longer has is dropped (and forgotten by the cache); the live one stays named.
+/// Before the stall timeout nothing is re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_step_drops_the_pods_the_api_server_no_longer_has() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use trust_rotation_crds::{
+        Phase, RotationRecord, StepRecord, StepState, TrustAnchorRotationSpec,
+    };
+    use trust_rotation_steps::snapshot::gone_if_stalled;
+    use trust_rotation_steps::step::{ProbeSettings, StepContext};
+    let sim = Sim::start(SimConfig {
+        topology: Topology::Demo,
+        durations: Durations::fast(),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("demo starts");
+    let client = sim.client();
+    let mut pods = list_meshed_pods(&client, "linkerd").await.expect("list");
+    pods.retain(|p| p.is_workload());
+    let mut ghost = pods[0].clone();
+    ghost.pod.name = "web-deleted-long-ago".into();
+    pods.push(ghost);
+    let stale = format!("{}\n# not what any pod carries", "x");
+    let tally = bundle_convergence(&pods, &stale);
+    assert_eq!(tally.unconverged.len(), pods.len());
+
+    let now = jiff::Timestamp::now();
+    let ctx = |quiet_for: i64| {
+        let spec = TrustAnchorRotationSpec::default();
+        let record = StepRecord {
+            name: "AwaitPropagation".into(),
+            phase: Phase::PropagatingTrustRoots,
+            state: StepState::Waiting,
+            attempts: 1,
+            started_at: Some(Time(now - jiff::SignedDuration::from_secs(quiet_for))),
+            finished_at: None,
+            last_progress_time: Some(Time(now - jiff::SignedDuration::from_secs(quiet_for))),
+            message: None,
+        };
+        let rotation = RotationRecord {
+            id: "r".into(),
+            trigger: "test".into(),
+            from_anchor: None,
+            to_anchor: None,
+            superseded_anchors: vec![],
+            started_at: Time(now),
+            finished_at: None,
+            trace_parent: None,
+        };
+        let source = std::sync::Arc::new(Forgetful::default());
+        let ctx = StepContext::new(
+            client.clone(),
+            "cluster".into(),
+            spec,
+            rotation,
+            vec![record],
+            now,
+            now,
+            ProbeSettings::default(),
+        )
+        .with_pods(Some(source.clone()));
+        (ctx, source)
+    };
+    // Waiting for a minute (stall timeout 5m): nothing is re-read.
+    let (fresh, source) = ctx(60);
+    let gone = gone_if_stalled(&fresh, "AwaitPropagation", &tally)
+        .await
+        .expect("read");
+    assert!(gone.is_empty() && source.0.lock().unwrap().is_empty());
+    // Stalled: the ghost is found gone and forgotten; live pods stay.
+    let (stalled, source) = ctx(600);
+    let gone = gone_if_stalled(&stalled, "AwaitPropagation", &tally)
+        .await
+        .expect("read");
+    let names: Vec<String> = gone.iter().map(ToString::to_string).collect();
+    assert_eq!(names, ["emojivoto/web-deleted-long-ago"]);
+    assert_eq!(*source.0.lock().unwrap(), names);
+    sim.shutdown().await;
+}

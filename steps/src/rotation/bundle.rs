@@ -14,6 +14,7 @@ use crate::probe_cache::{look, Backoff, ProbeCache};
 use crate::read::{self, TrustBundle};
 use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
+use crate::snapshot::gone_if_stalled;
 use crate::snapshot::meshed_pods;
 use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
@@ -319,11 +320,17 @@ impl ReduceBundle {
                     (p, (state, o))
                 })
                 .collect();
-            let (judged, results): (Vec<_>, Vec<_>) = probed
+            let (mut judged, mut results): (Vec<_>, Vec<_>) = probed
                 .into_iter()
                 .map(|(p, (state, outcome))| ((p.clone(), state), (p, outcome)))
                 .unzip();
-            let tally = cert_convergence(&judged);
+            let mut tally = cert_convergence(&judged);
+            let gone = gone_if_stalled(ctx, names::REDUCE_BUNDLE, &tally).await?;
+            if !gone.is_empty() {
+                judged.retain(|(p, _)| !gone.contains(&p.pod));
+                results.retain(|(p, _)| !gone.contains(&p.pod));
+                tally = cert_convergence(&judged);
+            }
             progress.merge(Progress {
                 workload_certificates: Some(tally.to_status(Some(
                     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ctx.now),

@@ -6,6 +6,7 @@ use super::{refresh, POLL};
 use crate::convergence::{bundle_convergence, BundleState, Tally};
 use crate::observe::{stuck_terminating, MeshedPod, PodRef};
 use crate::pki::{short_fingerprint, Certificate};
+use crate::snapshot::gone_if_stalled;
 use crate::step::{Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -147,14 +148,19 @@ impl AwaitPropagation {
         let Guarded {
             observed,
             expectation,
-            pods,
+            mut pods,
         } = guarded;
         if self.expanded {
             // ReconcileBundle published it already; this catches namespaces that gained
             // meshed pods since.
             refresh::publish_env_to_meshed_namespaces(ctx, &pods).await?;
         }
-        let tally = bundle_convergence(&pods, &observed.value);
+        let mut tally = bundle_convergence(&pods, &observed.value);
+        let gone = gone_if_stalled(ctx, self.name, &tally).await?;
+        if !gone.is_empty() {
+            pods.retain(|p| !gone.contains(&p.pod));
+            tally = bundle_convergence(&pods, &observed.value);
+        }
         progress.merge(Progress {
             trust_bundle: Some(tally.to_status(Some(Time(ctx.now)))),
             ..Default::default()

@@ -15,6 +15,7 @@ use crate::observe::MeshedPod;
 use crate::probe_cache::{look, Backoff, ProbeCache};
 use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
+use crate::snapshot::gone_if_stalled;
 use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Namespace;
@@ -345,11 +346,16 @@ impl AccelerateRefresh {
             .map(|(p, o)| (p, (cert_state(&o, &issuer), o.leaf_not_after())))
             .collect();
         let patience = renewal_patience(judged.iter().map(|(_, judged)| judged));
-        let results: Vec<_> = judged
+        let mut results: Vec<_> = judged
             .into_iter()
             .map(|(p, (state, _))| (p, state))
             .collect();
-        let tally = cert_convergence(&results);
+        let mut tally = cert_convergence(&results);
+        let gone = gone_if_stalled(ctx, names::ACCELERATE_REFRESH, &tally).await?;
+        if !gone.is_empty() {
+            results.retain(|(p, _)| !gone.contains(&p.pod));
+            tally = cert_convergence(&results);
+        }
         progress.merge(Progress {
             workload_certificates: Some(tally.to_status(Some(Time(ctx.now)))),
             ..Default::default()
