@@ -20,7 +20,6 @@ use common::recorder::{Recorded, Recorder};
 use common::*;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher::{self, watcher};
@@ -85,42 +84,15 @@ struct Hit {
     back_at: Instant,
 }
 
-async fn lease(client: &kube::Client) -> Option<Lease> {
-    Api::<Lease>::namespaced(client.clone(), "linkerd")
-        .get_opt("trust-rotation-operator")
-        .await
-        .ok()
-        .flatten()
-}
-
-async fn holder(client: &kube::Client) -> Option<String> {
-    lease(client)
-        .await
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity)
-        .filter(|h| !h.is_empty())
-}
-
 async fn leader_slot(client: &kube::Client, prefixes: [&str; 2]) -> usize {
     let deadline = Instant::now() + T;
     loop {
-        if let Some(h) = holder(client).await {
+        if let Some(h) = lease_holder(client).await {
             if let Some(i) = prefixes.iter().position(|p| h.starts_with(p)) {
                 return i;
             }
         }
         assert!(Instant::now() < deadline, "no replica took the Lease");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_holder(client: &kube::Client, prefix: &str) -> Instant {
-    let deadline = Instant::now() + T;
-    loop {
-        if holder(client).await.is_some_and(|h| h.starts_with(prefix)) {
-            return Instant::now();
-        }
-        assert!(Instant::now() < deadline, "{prefix} never took the Lease");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -489,7 +461,7 @@ async fn a_replica_under_libfaketime_writes_times_thirty_seconds_ahead() {
     );
     op.wait_ready().await;
     wait_holder(&client, "skewed-").await;
-    let renew = lease(&client)
+    let renew = operator_lease(&client)
         .await
         .and_then(|l| l.spec)
         .and_then(|s| s.renew_time)

@@ -10,7 +10,6 @@ mod common;
 
 use common::recorder::Recorder;
 use common::*;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
 use std::time::{Duration, Instant};
@@ -20,31 +19,6 @@ use trust_rotation_steps::runner::{store, KubeStatusStore, StatusStore};
 const T: Duration = Duration::from_secs(60);
 /// The tests' `--lease-duration`.
 const LEASE: Duration = Duration::from_secs(2);
-
-async fn lease_holder(client: &kube::Client) -> Option<String> {
-    Api::<Lease>::namespaced(client.clone(), "linkerd")
-        .get_opt("trust-rotation-operator")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity)
-        .filter(|h| !h.is_empty())
-}
-
-async fn wait_holder(client: &kube::Client, prefix: &str) -> Instant {
-    let deadline = Instant::now() + T;
-    loop {
-        if lease_holder(client)
-            .await
-            .is_some_and(|h| h.starts_with(prefix))
-        {
-            return Instant::now();
-        }
-        assert!(Instant::now() < deadline, "{prefix} never took the Lease");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn wait_metric(op: &Operator, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let mut last = String::new();

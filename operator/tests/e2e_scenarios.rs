@@ -244,19 +244,6 @@ async fn built_in_refresh_consumer_renews_certificates_without_a_restart_and_cle
     sim.shutdown().await;
 }
 
-async fn lease_holder(client: &kube::Client) -> Option<String> {
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client.clone(), "linkerd");
-    leases
-        .get_opt("trust-rotation-operator")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity)
-        .filter(|h| !h.is_empty())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     let sim = start_sim().await;

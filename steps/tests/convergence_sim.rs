@@ -14,6 +14,17 @@ use trust_rotation_steps::observe::{list_meshed_pods, meshed_selector, LIST_PAGE
 use trust_rotation_steps::pki::parse_pem_certificate;
 use trust_rotation_steps::probe::{probe_pods, ProbeConfig, ProbeMode, ProbeOutcome};
 
+/// The simulator's demo topology, fast.
+async fn demo() -> Sim {
+    Sim::start(SimConfig {
+        topology: Topology::Demo,
+        durations: Durations::fast(),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("demo starts")
+}
+
 async fn issuer(client: &kube::Client) -> trust_rotation_steps::pki::Certificate {
     let s = Api::<Secret>::namespaced(client.clone(), "linkerd")
         .get("linkerd-identity-issuer")
@@ -25,13 +36,7 @@ async fn issuer(client: &kube::Client) -> trust_rotation_steps::pki::Certificate
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_pods_are_observed_converged_and_probed_both_ways() {
-    let sim = Sim::start(SimConfig {
-        topology: Topology::Demo,
-        durations: Durations::fast(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("demo starts");
+    let sim = demo().await;
     let client = sim.client();
     let pods = list_meshed_pods(&client, "linkerd").await.expect("list");
     assert_eq!(
@@ -158,13 +163,7 @@ async fn listing_follows_continue_tokens_past_one_page() {
 /// own identity, and the probe calls that invalid, never evidence that the pod converged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ip_reused_by_a_pod_of_another_identity_is_never_taken_for_the_old_pod() {
-    let sim = Sim::start(SimConfig {
-        topology: Topology::Demo,
-        durations: Durations::fast(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("demo starts");
+    let sim = demo().await;
     let client = sim.client();
     let active = issuer(&client).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "emojivoto");
@@ -302,13 +301,7 @@ async fn a_stalled_step_drops_the_pods_the_api_server_no_longer_has() {
     };
     use trust_rotation_steps::snapshot::gone_if_stalled;
     use trust_rotation_steps::step::{ProbeSettings, StepContext};
-    let sim = Sim::start(SimConfig {
-        topology: Topology::Demo,
-        durations: Durations::fast(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("demo starts");
+    let sim = demo().await;
     let client = sim.client();
     let mut pods = list_meshed_pods(&client, "linkerd").await.expect("list");
     pods.retain(|p| p.is_workload());

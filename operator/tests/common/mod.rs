@@ -568,6 +568,45 @@ pub async fn deployment_generation(client: &kube::Client, ns: &str, name: &str) 
         .unwrap_or(0)
 }
 
+/// The operator's Lease.
+pub async fn operator_lease(
+    client: &kube::Client,
+) -> Option<k8s_openapi::api::coordination::v1::Lease> {
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), "linkerd")
+        .get_opt("trust-rotation-operator")
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Who holds the operator's Lease, if anyone.
+pub async fn lease_holder(client: &kube::Client) -> Option<String> {
+    operator_lease(client)
+        .await
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+/// Waits (up to 2 min) until a replica whose identity starts with `prefix` holds the Lease;
+/// returns when it was seen.
+pub async fn wait_holder(client: &kube::Client, prefix: &str) -> std::time::Instant {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if lease_holder(client)
+            .await
+            .is_some_and(|h| h.starts_with(prefix))
+        {
+            return std::time::Instant::now();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{prefix} never took the Lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub const CONTROL_PLANE: [&str; 3] = [
     "linkerd-proxy-injector",
     "linkerd-identity",
