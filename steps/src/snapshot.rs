@@ -35,8 +35,15 @@ pub async fn meshed_pods(
     Ok(list_meshed_pods(client, &spec.control_plane.namespace).await?)
 }
 
-/// Whether the step `step` has waited past the stall timeout without progress: its next
-/// message would be a stall, naming pods.
+/// How long after the stall timeout (and after each further stall timeout) a stalled step
+/// re-reads the pods it waits for. A stall can last hours (a person away, a natural renewal
+/// that is slow): re-reading on every look (every 2 s) would send up to [`CONFIRM_MAX`] GETs
+/// each time; within this window at the start of each period, a few looks do.
+pub const CONFIRM_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the step `step` has waited past the stall timeout without progress (its next
+/// message would be a stall, naming pods) and is within [`CONFIRM_WINDOW`] of the start of a
+/// stall-timeout period: the moments to re-read the pods it waits for.
 pub fn stalled(ctx: &StepContext, step: &str) -> bool {
     let timeout = ctx
         .spec
@@ -47,7 +54,11 @@ pub fn stalled(ctx: &StepContext, step: &str) -> bool {
         .find(|r| r.name == step)
         .and_then(|r| r.last_progress_time.as_ref().or(r.started_at.as_ref()))
         .and_then(|since| std::time::Duration::try_from(since.0.duration_until(ctx.now)).ok())
-        .is_some_and(|quiet| quiet >= timeout)
+        .is_some_and(|quiet| {
+            quiet >= timeout
+                && (quiet.as_millis() - timeout.as_millis()) % timeout.as_millis().max(1)
+                    < CONFIRM_WINDOW.as_millis()
+        })
 }
 
 /// Before a stalled step names the pods it waits for, it re-reads them (at most

@@ -292,7 +292,8 @@ impl trust_rotation_steps::snapshot::PodSource for Forgetful {
 /// A pod view can hold a pod whose deletion it never heard of. Once a step has waited past
 /// the stall timeout, it re-reads the pods it waits for before naming them: the one the API
 /// server no longer has is dropped (and forgotten by the cache); the live one stays named.
-/// Before the stall timeout nothing is re-read.
+/// Before the stall timeout nothing is re-read, and in a long stall only at the start of each
+/// stall-timeout period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_step_drops_the_pods_the_api_server_no_longer_has() {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -363,5 +364,12 @@ async fn a_stalled_step_drops_the_pods_the_api_server_no_longer_has() {
     let names: Vec<String> = gone.iter().map(ToString::to_string).collect();
     assert_eq!(names, ["emojivoto/web-deleted-long-ago"]);
     assert_eq!(*source.0.lock().unwrap(), names);
+    // Between re-reads of a long stall (two minutes into the second stall period), nothing
+    // is read: a stall of hours does not send GETs on every look.
+    let (between, source) = ctx(300 + 120);
+    let gone = gone_if_stalled(&between, "AwaitPropagation", &tally)
+        .await
+        .expect("read");
+    assert!(gone.is_empty() && source.0.lock().unwrap().is_empty());
     sim.shutdown().await;
 }
