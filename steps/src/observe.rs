@@ -108,28 +108,22 @@ impl MeshedPod {
                 "wait for pod {pod} to finish terminating (it serves until it is gone; kubectl -n {ns} get pod {pod})"
             );
         }
-        restart_command(&self.pod, self.owner.as_deref())
-    }
-}
-
-/// What a person does to replace pod `pod` owned by `owner` (`kind/name`): restart its
-/// workload, wait for its Job, or delete it when nothing owns it.
-pub fn restart_command(pod: &PodRef, owner: Option<&str>) -> String {
-    let ns = &pod.namespace;
-    let pod = &pod.name;
-    match owner.and_then(|o| o.split_once('/')) {
-        Some((kind, name)) if RESTARTABLE_KINDS.contains(&kind) => {
-            format!("kubectl -n {ns} rollout restart {kind}/{name}")
-        }
-        Some(("job", name)) => {
-            format!("wait for Job {name} to finish (or kubectl -n {ns} delete job {name})")
-        }
-        Some(("cronjob", name)) => format!(
+        let ns = &self.pod.namespace;
+        let pod = &self.pod.name;
+        match self.owner.as_deref().and_then(|o| o.split_once('/')) {
+            Some((kind, name)) if RESTARTABLE_KINDS.contains(&kind) => {
+                format!("kubectl -n {ns} rollout restart {kind}/{name}")
+            }
+            Some(("job", name)) => {
+                format!("wait for Job {name} to finish (or kubectl -n {ns} delete job {name})")
+            }
+            Some(("cronjob", name)) => format!(
             "wait for pod {pod} of CronJob {name} to finish (or kubectl -n {ns} delete pod {pod}); \
              its next runs get the current bundle"
         ),
-        Some(_) => format!("kubectl -n {ns} delete pod {pod}"),
-        None => format!("kubectl -n {ns} delete pod {pod} (a bare pod: nothing recreates it)"),
+            Some(_) => format!("kubectl -n {ns} delete pod {pod}"),
+            None => format!("kubectl -n {ns} delete pod {pod} (a bare pod: nothing recreates it)"),
+        }
     }
 }
 
