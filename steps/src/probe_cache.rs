@@ -151,17 +151,27 @@ pub async fn look(
 ) -> (Vec<(MeshedPod, ProbeOutcome)>, usize) {
     let Plan { mut cached, probe } = cache.plan(pods, Instant::now(), settled);
     let probed = probe.len();
+    cached.extend(sweep(client, cfg, cache, probe, backoff).await);
+    (cached, probed)
+}
+
+/// Probes every one of `pods` now, recording each answer in `cache` as it arrives.
+pub async fn sweep(
+    client: &kube::Client,
+    cfg: &ProbeConfig,
+    cache: &ProbeCache,
+    pods: Vec<MeshedPod>,
+    backoff: Backoff,
+) -> Vec<(MeshedPod, ProbeOutcome)> {
     let memory = cache.clone();
-    let fresh = probe_pods(
+    probe_pods(
         client,
-        probe,
+        pods,
         cfg,
         |o| o,
         move |p, o| memory.record(p, o, Instant::now(), backoff),
     )
-    .await;
-    cached.extend(fresh);
-    (cached, probed)
+    .await
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use super::{anchor::write_previous_anchor, names, POLL};
 use crate::bundle::Bundle;
 use crate::convergence::{cert_convergence, cert_state, CertState};
 use crate::pki::{short_fingerprint, Certificate};
-use crate::probe::{probe_pods, ProbeOutcome};
-use crate::probe_cache::{look, Backoff, ProbeCache};
+use crate::probe::ProbeOutcome;
+use crate::probe_cache::{look, sweep, Backoff, ProbeCache};
 use crate::read::{self, TrustBundle};
 use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
@@ -300,15 +300,7 @@ impl ReduceBundle {
             let answers = if probed < total && answers.iter().all(|(_, o)| settled(o)) {
                 // Every remembered answer says yes: the decision to drop the old roots still
                 // rests on a fresh look at every proxy.
-                let memory = self.probes.clone();
-                probe_pods(
-                    &ctx.client,
-                    pods,
-                    &cfg,
-                    |o| o,
-                    move |p, o| memory.record(p, o, std::time::Instant::now(), backoff),
-                )
-                .await
+                sweep(&ctx.client, &cfg, &self.probes, pods, backoff).await
             } else {
                 answers
             };
