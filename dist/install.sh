@@ -58,11 +58,11 @@ latest_tag() {
     if [ "$downloader" = curl ]; then
         location=$(curl -sSfL -o /dev/null -w '%{url_effective}' "$RELEASE_URL/latest") || return 1
     else
-        location=$(wget -S --spider "$RELEASE_URL/latest" 2>&1 | sed -n 's/^ *[Ll]ocation: *//p' | tail -n 1) || return 1
+        location=$(wget -S --spider "$RELEASE_URL/latest" 2>&1 | sed -n 's/^ *[Ll]ocation: *\([^ ]*\).*/\1/p' | tail -n 1) || return 1
     fi
     location=$(printf '%s' "$location" | tr -d '\r')
     case "$location" in
-        */tag/*) printf '%s\n' "${location##*/tag/}" ;;
+        */tag/v[0-9]*) printf '%s\n' "${location##*/tag/}" ;;
         *) return 1 ;;
     esac
 }
