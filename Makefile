@@ -19,7 +19,8 @@ E2E_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(PY)"
 
 CRD := crds/trust.linkerd.io_trustanchorrotations.yaml
 CHART_CRD := helm/trust-rotation-operator-crds/templates/trust.linkerd.io_trustanchorrotations.yaml
-SCRIPTS := e2e/walkthrough.sh e2e/demo.sh e2e/kind/run.sh e2e/charts/apply-to-sim.sh .ci/run
+SCRIPTS := e2e/walkthrough.sh e2e/demo.sh e2e/kind/run.sh e2e/charts/apply-to-sim.sh .ci/run \
+	dist/build.sh dist/install.sh
 # faketime: the operator's chaos tests run a replica whose clock is 30 s ahead (libfaketime).
 DEBIAN_TOOLS := shellcheck curl faketime
 
@@ -67,6 +68,34 @@ bins: toolchain
 .PHONY: sim-bin
 sim-bin: toolchain
 	$(CARGO) build --locked -p cluster-sim --bin cluster-sim
+
+# --- release -----------------------------------------------------------------------
+
+# `make dist` packages the host's binaries exactly as .github/workflows/release.yml packages each
+# target's (both run dist/build.sh): target/dist/linkerd-trust-v<version>-<target>.tar.gz, on
+# Linux trust-rotation-operator-v<version>-<target>.tar.gz, each with its .sha256, install.sh
+# and checksums.txt. The workflow sets e.g. CARGO="cargo zigbuild"
+# DIST_TARGET=x86_64-unknown-linux-musl. `make test` packages the dev build (DIST_PROFILE=dev,
+# see install-test): the tests have built it already, so nothing is compiled twice.
+DIST_TARGET ?= $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+DIST_PROFILE ?= release
+
+.PHONY: dist
+dist: toolchain ## Release archives + SHA-256 checksums for the host in target/dist (DIST_PROFILE=dev: no release build)
+	CARGO="$(CARGO)" DIST_TARGET="$(DIST_TARGET)" DIST_PROFILE="$(DIST_PROFILE)" dist/build.sh
+
+# install.sh against the archives `make dist` built, served from 127.0.0.1 under the names a
+# release gives them. The dev profile's archives by default: `make install-test
+# DIST_PROFILE=release` tests the release build's.
+.PHONY: install-test
+install-test: DIST_PROFILE = dev
+install-test: venv debian-tools dist ## install.sh from a loopback "release": install, checksum mismatch, unsupported OS/arch, 404
+	$(E2E_ENV) $(PY) -m pytest -q -p no:cacheprovider e2e/install
+
+.PHONY: workflow-lint
+workflow-lint: venv debian-tools ## actionlint (with shellcheck on run: blocks) and zizmor on .github/workflows
+	$(VENV)/bin/actionlint -shellcheck "$$(command -v shellcheck)"
+	$(VENV)/bin/zizmor --offline --config .github/zizmor.yml .github/workflows
 
 # --- code --------------------------------------------------------------------------
 
@@ -134,5 +163,5 @@ bench: toolchain ## Every benchmark (cargo bench targets of the workspace)
 # --- everything --------------------------------------------------------------------
 
 .PHONY: test
-test: lint unit crd-fresh chart-test scripts-lint chart-sim e2e-sim rbac-sim ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end (also under the chart RBAC)
+test: lint unit crd-fresh chart-test scripts-lint chart-sim e2e-sim rbac-sim workflow-lint install-test ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end (also under the chart RBAC), workflow lint, install.sh on make dist's archives
 	@echo "make test: all checks passed"
