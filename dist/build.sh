@@ -26,8 +26,6 @@ cd "$(dirname "$0")/.."
 read -r -a cargo <<<"${CARGO:-cargo}"
 DIST_PROFILE=${DIST_PROFILE:-release}
 DIST_DIR=${DIST_DIR:-target/dist}
-host=$(rustc -vV | sed -n 's/^host: //p')
-DIST_TARGET=${DIST_TARGET:-$host}
 
 die() { echo "dist: $*" >&2; exit 1; }
 
@@ -58,6 +56,9 @@ if [ "${1:-}" = checksums ]; then
     exit 0
 fi
 [ $# -eq 0 ] || die "usage: dist/build.sh [checksums]"
+
+host=$(rustc -vV | sed -n 's/^host: //p')
+DIST_TARGET=${DIST_TARGET:-$host}
 
 # The workspace's version and target directory, jq-free.
 read -r version target_dir < <("${cargo[0]}" metadata --no-deps --format-version 1 --locked | python3 -c '
