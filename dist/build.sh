@@ -78,7 +78,11 @@ case "$DIST_PROFILE" in
     dev) profile_dir=debug ;;
     *) profile_dir=$DIST_PROFILE ;;
 esac
-build=(build --locked --profile "$DIST_PROFILE")
+# `cargo zigbuild` is itself the build command; plain cargo needs `build`.
+case "${cargo[${#cargo[@]}-1]}" in
+    zigbuild) build=(--locked --profile "$DIST_PROFILE") ;;
+    *) build=(build --locked --profile "$DIST_PROFILE") ;;
+esac
 for b in "${bins[@]}"; do build+=(--bin "$b"); done
 # No --bin narrows the packages, so features unify as in the whole workspace's `cargo build
 # --bins`. An explicit --target, even the host's, would build into target/<triple>/ with host

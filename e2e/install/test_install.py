@@ -70,6 +70,7 @@ class Release:
     """A release's assets by name, and every path requested."""
     version: str
     assets: dict[str, bytes]
+    archive: str = ""  # the linkerd-trust archive's name for this platform
     requests: list[str] = field(default_factory=list)
     url: str = ""
 
@@ -151,13 +152,12 @@ def release(dist):
     new_top = f"linkerd-trust-v{v}-{target}"
     archive = repack((DIST / dist["cli"]).read_bytes(), old_top, new_top)
     name = f"{new_top}.tar.gz"
-    rel = Release(version=v, assets={
+    rel = Release(version=v, archive=name, assets={
         name: archive,
         f"{name}.sha256": f"{sha256(archive)}  {name}\n".encode(),
         "install.sh": (DIST / "install.sh").read_bytes(),
     })
     server = serve(rel)
-    rel.assets_name = name  # type: ignore[attr-defined]
     yield rel
     server.shutdown()
     server.server_close()
@@ -220,7 +220,7 @@ def test_install_latest(release, tmp_path):
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"Client version: {release.version}"
     # It asked for the latest release, then for this platform's archive and its checksum.
-    name = release.assets_name  # type: ignore[attr-defined]
+    name = release.archive
     assert f"/releases/download/v{release.version}/{name}" in release.requests
     assert f"/releases/download/v{release.version}/{name}.sha256" in release.requests
 
@@ -240,7 +240,7 @@ def test_install_pinned_version_into_linkerd2_dir(release, tmp_path):
 
 
 def test_checksum_mismatch_installs_nothing(release, tmp_path):
-    name = release.assets_name  # type: ignore[attr-defined]
+    name = release.archive
     release.assets[f"{name}.sha256"] = f"{'0' * 64}  {name}\n".encode()
     out = run_installer(release, tmp_path)
     assert out.returncode != 0
@@ -251,7 +251,7 @@ def test_checksum_mismatch_installs_nothing(release, tmp_path):
 
 def test_corrupt_archive_installs_nothing(release, tmp_path):
     """The archive changed after its checksum was published (the .sha256 is the original's)."""
-    name = release.assets_name  # type: ignore[attr-defined]
+    name = release.archive
     release.assets[name] = release.assets[name][:-100] + b"\0" * 100
     out = run_installer(release, tmp_path)
     assert out.returncode != 0
