@@ -121,7 +121,7 @@ def repack(archive: bytes, old_top: str, new_top: str) -> bytes:
     """The archive with its top directory renamed (the host's triple -> the release's)."""
     out = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as src, \
-            tarfile.open(fileobj=out, mode="w:gz") as dst:
+            tarfile.open(fileobj=out, mode="w:gz", compresslevel=1) as dst:
         for member in src.getmembers():
             data = src.extractfile(member).read() if member.isfile() else None
             member.name = new_top + member.name[len(old_top):]
@@ -143,15 +143,20 @@ def dist() -> dict:
     return {"version": version, "host": host, "names": names, "cli": cli[0]}
 
 
-@pytest.fixture
-def release(dist):
-    """The host's archive served under the release's name for this platform."""
-    target = release_target()
+@pytest.fixture(scope="module")
+def platform_archive(dist) -> tuple[str, bytes]:
+    """The host's archive, renamed (and repacked once) as the release's for this platform."""
     v = dist["version"]
     old_top = f"linkerd-trust-v{v}-{dist['host']}"
-    new_top = f"linkerd-trust-v{v}-{target}"
-    archive = repack((DIST / dist["cli"]).read_bytes(), old_top, new_top)
-    name = f"{new_top}.tar.gz"
+    new_top = f"linkerd-trust-v{v}-{release_target()}"
+    return f"{new_top}.tar.gz", repack((DIST / dist["cli"]).read_bytes(), old_top, new_top)
+
+
+@pytest.fixture
+def release(dist, platform_archive):
+    """A release serving this platform's archive, its .sha256 and install.sh."""
+    v = dist["version"]
+    name, archive = platform_archive
     rel = Release(version=v, archive=name, assets={
         name: archive,
         f"{name}.sha256": f"{sha256(archive)}  {name}\n".encode(),
