@@ -84,7 +84,8 @@ archive=linkerd-trust-$tag-$target.tar.gz
 url=$RELEASE_URL/download/$tag/$archive
 
 tmp=$(mktemp -d 2>/dev/null || mktemp -d -t linkerd-trust)
-trap 'rm -rf "$tmp"' EXIT INT TERM
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
 
 say "Downloading $url"
 download "$url" "$tmp/$archive" ||
