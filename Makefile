@@ -20,9 +20,13 @@ E2E_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(PY)"
 CRD := crds/trust.linkerd.io_trustanchorrotations.yaml
 CHART_CRD := helm/trust-rotation-operator-crds/templates/trust.linkerd.io_trustanchorrotations.yaml
 SCRIPTS := e2e/walkthrough.sh e2e/demo.sh e2e/kind/run.sh e2e/charts/apply-to-sim.sh .ci/run \
-	dist/build.sh dist/install.sh
+	dist/build.sh dist/install.sh e2e/check_one_build.sh
 # faketime: the operator's chaos tests run a replica whose clock is 30 s ahead (libfaketime).
 DEBIAN_TOOLS := shellcheck curl faketime
+
+# What a first `make demo` costs on a clean clone (measured: README, "Two commands").
+FIRST_BUILD_CRATES := 330
+FIRST_BUILD_MINUTES := 10
 
 # `make bench` runs every `[[bench]]` target of the workspace (cluster-sim's,
 # linkerd-trust's and the steps', e.g. mesh_scale, inspect, probe_cost); a new bench target is
@@ -63,6 +67,8 @@ build: toolchain ## Release binaries: linkerd-trust, trust-rotation-operator, cl
 
 .PHONY: bins
 bins: toolchain
+	@[ -x target/debug/linkerd-trust ] || echo "First build: cargo compiles about $(FIRST_BUILD_CRATES) crates, \
+	about $(FIRST_BUILD_MINUTES) minutes on a 2-core machine (cargo shows its progress below); later runs reuse them."
 	$(CARGO) build --locked --bins
 
 .PHONY: sim-bin
@@ -117,6 +123,13 @@ generate: toolchain ## Regenerate the CRD YAML from the Rust types (and the char
 unit: toolchain debian-tools
 	$(CARGO) test --locked --workspace
 
+# Every crate compiles once per profile: workspace-hack/ (cargo-hakari) gives all builds one
+# feature set, and this fails when a later build (bins, the simulator, crdgen) would compile a
+# dependency again after `cargo test`.
+.PHONY: one-build
+one-build: unit
+	e2e/check_one_build.sh
+
 .PHONY: crd-fresh
 crd-fresh: toolchain ## Fail when the committed CRD or the chart's copy differs from crdgen
 	@$(CARGO) run --locked -q -p trust-rotation-crds --bin crdgen | diff -u $(CRD) - \
@@ -163,5 +176,5 @@ bench: toolchain ## Every benchmark (cargo bench targets of the workspace)
 # --- everything --------------------------------------------------------------------
 
 .PHONY: test
-test: lint unit crd-fresh chart-test scripts-lint chart-sim e2e-sim rbac-sim workflow-lint install-test ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end (also under the chart RBAC), workflow lint, install.sh on make dist's archives
+test: lint unit one-build crd-fresh chart-test scripts-lint chart-sim e2e-sim rbac-sim workflow-lint install-test ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end (also under the chart RBAC), workflow lint, install.sh on make dist's archives
 	@echo "make test: all checks passed"
