@@ -50,3 +50,16 @@ pub const MAX_REFRESH_ENV: &str = "LINKERD2_PROXY_IDENTITY_MAX_REFRESH";
 pub const PROXY_CONTAINER: &str = "linkerd-proxy";
 /// The proxy admin port.
 pub const PROXY_ADMIN_PORT: u16 = 4191;
+
+/// Where releases publish the charts (OCI artifacts), as `helm install <this>/<chart>` takes
+/// them. The project's org is the one in the workspace's `repository` (trust-cli's
+/// `project_name` test holds them together).
+pub const CHART_REGISTRY: &str = "oci://ghcr.io/linkerd-trust/charts";
+
+/// `helm install` of the CRD chart then the operator chart from the release matching `version`.
+pub fn operator_install_command(namespace: &str, version: &str) -> String {
+    format!(
+        "helm install -n {namespace} trust-rotation-operator-crds {CHART_REGISTRY}/trust-rotation-operator-crds --version {version} --wait && \
+         helm install -n {namespace} trust-rotation-operator {CHART_REGISTRY}/trust-rotation-operator --version {version} --wait"
+    )
+}

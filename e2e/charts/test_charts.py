@@ -231,7 +231,7 @@ def test_pod_is_locked_down_and_unmeshed(default_docs) -> None:
 def test_deployment_runs_the_operator_with_its_flags_and_probes(default_docs) -> None:
     dep = one(default_docs, "Deployment")
     [c] = dep["spec"]["template"]["spec"]["containers"]
-    assert c["image"] == "ghcr.io/linkerd-trust-rotation/trust-rotation-operator:0.1.0"
+    assert c["image"] == "ghcr.io/linkerd-trust/trust-rotation-operator:0.1.0"
     assert c["args"] == [
         "--admin-addr=0.0.0.0:9990", "--log-level=info", "--log-format=json",
         "--leader-election=true", "--lease-namespace=linkerd",

@@ -62,9 +62,11 @@ pub async fn startup_checks(client: &kube::Client) -> anyhow::Result<()> {
     match tars.list(&ListParams::default().limit(1)).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => anyhow::bail!(
-            "the TrustAnchorRotation CRD ({CRD_NAME}) is not installed: install it first with \
-             `helm install -n linkerd trust-rotation-operator-crds <chart>` or \
-             `kubectl apply -f crds/trust.linkerd.io_trustanchorrotations.yaml`"
+            "the TrustAnchorRotation CRD ({CRD_NAME}) is not installed: install the charts first: `{}`",
+            trust_rotation_crds::operator_install_command(
+                trust_rotation_crds::DEFAULT_LINKERD_NAMESPACE,
+                env!("CARGO_PKG_VERSION")
+            )
         ),
         Err(e) => anyhow::bail!("cannot list TrustAnchorRotations ({CRD_NAME}): {e}"),
     }

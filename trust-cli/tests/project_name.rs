@@ -58,7 +58,8 @@ fn tracked_texts() -> Vec<(String, String)> {
 /// image) or `ghcr.io/<org>/charts/` (the charts).
 fn second_spellings(texts: &[(String, String)]) -> Vec<String> {
     let (org, name) = project();
-    let reference = Regex::new(r"(github\.com|ghcr\.io)/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)").unwrap();
+    let reference =
+        Regex::new(r"(github\.com|ghcr\.io)/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)").unwrap();
     let mut wrong = Vec::new();
     for (path, text) in texts {
         for (n, line) in text.lines().enumerate() {
@@ -153,7 +154,11 @@ fn charts_point_at_the_released_image_and_the_repository() {
         )
         .unwrap();
         assert_eq!(meta["home"].as_str(), Some(REPOSITORY), "{chart} home");
-        assert_eq!(meta["sources"][0].as_str(), Some(REPOSITORY), "{chart} sources");
+        assert_eq!(
+            meta["sources"][0].as_str(),
+            Some(REPOSITORY),
+            "{chart} sources"
+        );
         assert_eq!(
             meta["appVersion"].as_str(),
             Some(env!("CARGO_PKG_VERSION")),

@@ -863,12 +863,14 @@ async fn check_during_installation_warns_that_the_operator_is_not_installed_yet(
 
     const HINTS: &str =
         "https://github.com/linkerd-trust/trust-rotation-operator/blob/main/docs/checks.md";
+    // The charts of the release that matches this CLI.
+    let version = env!("CARGO_PKG_VERSION");
     let not_installed = format!(
         "\
 linkerd-trust-operator
 ----------------------
 ‼ TrustAnchorRotation CRD is installed
-    the trust-rotation operator is not installed yet (no trustanchorrotations.trust.linkerd.io CRD). It can be installed by running `helm install -n linkerd trust-rotation-operator-crds helm/trust-rotation-operator-crds --wait && helm install -n linkerd trust-rotation-operator helm/trust-rotation-operator --wait`
+    the trust-rotation operator is not installed yet (no trustanchorrotations.trust.linkerd.io CRD). It can be installed by running `helm install -n linkerd trust-rotation-operator-crds oci://ghcr.io/linkerd-trust/charts/trust-rotation-operator-crds --version {version} --wait && helm install -n linkerd trust-rotation-operator oci://ghcr.io/linkerd-trust/charts/trust-rotation-operator --version {version} --wait`
     see {HINTS}#ltr-crd-installed for hints
 
 Status check results are √

@@ -435,10 +435,7 @@ pub(super) fn trust_roots_unowned(ctx: &Ctx) -> Run<'_> {
 
 /// How to install the operator, for the "not installed yet" warning.
 fn install_command(ns: &str) -> String {
-    format!(
-        "helm install -n {ns} trust-rotation-operator-crds helm/trust-rotation-operator-crds --wait && \
-         helm install -n {ns} trust-rotation-operator helm/trust-rotation-operator --wait"
-    )
+    trust_rotation_crds::operator_install_command(ns, crate::version::CLIENT_VERSION)
 }
 
 pub(super) fn crd_installed(ctx: &Ctx) -> Run<'_> {

@@ -23,8 +23,8 @@ use trust_rotation_steps::pki::Certificate;
 use trust_rotation_steps::read::{ReadError, TrustBundle};
 
 /// Where every check's hint lives: `docs/checks.md` of this repository, one heading per anchor.
-pub const HINT_BASE: &str =
-    "https://github.com/linkerd-trust/trust-rotation-operator/blob/main/docs/checks.md#";
+/// The repository is the workspace's `repository` (Cargo.toml), the project's one spelling.
+pub const HINT_BASE: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/checks.md#");
 
 /// How long before expiry the anchor check warns.
 pub const ANCHOR_WARN_WITHIN: Duration = Duration::from_secs(60 * 86_400);
