@@ -13,11 +13,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 CARGO=${CARGO:-cargo}
 
-# The cargo builds that follow `cargo test --workspace` in `make test` (see the Makefile).
+# The cargo builds that follow `cargo test --workspace` in `make test` (see the Makefile) and
+# `make demo`.
 builds=(
   "--bins"
   "-p cluster-sim --bin cluster-sim"
   "-p trust-rotation-crds --bin crdgen"
+  # make install-test's `make dist DIST_PROFILE=dev` (dist/build.sh)
+  "--profile dev --bin linkerd-trust --bin trust-rotation-operator"
 )
 
 status=0

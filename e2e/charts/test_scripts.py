@@ -116,11 +116,19 @@ def test_scripts_never_sleep(script: str) -> None:
     assert not re.search(r"^\s*[^#]*\bsleep\s+[0-9]", text, re.M), f"{script} waits with sleep"
 
 
-def test_dockerfile_is_multi_stage_locked_and_non_root() -> None:
+def test_dockerfile_is_multi_stage_static_locked_and_non_root() -> None:
     text = (REPO / "Dockerfile").read_text()
-    stages = re.findall(r"^FROM (\S+)", text, re.M)
-    assert len(stages) == 2 and "distroless" in stages[-1] and stages[-1].endswith(":nonroot")
-    assert "cargo build --release --locked -p trust-rotation-operator" in text
+    stages = re.findall(r"^FROM (.+?)(?: AS \S+)?$", text, re.M)
+    assert len(stages) == 2
+    # The build runs on the builder's platform and cross-compiles (no emulation per arch)...
+    assert stages[0].startswith("--platform=$BUILDPLATFORM "), stages[0]
+    # ...to a static musl binary, on an image with no libc: distroless static, non-root.
+    assert stages[-1] == "gcr.io/distroless/static-debian12:nonroot", stages[-1]
+    assert re.search(
+        r"cargo zigbuild --release --locked --target \"\$triple\" -p trust-rotation-operator", text
+    )
+    assert "amd64) triple=x86_64-unknown-linux-musl" in text
+    assert "arm64) triple=aarch64-unknown-linux-musl" in text
     [user] = re.findall(r"^USER (\S+)$", text, re.M)
     # The chart's pod security context runs the same ids the image declares.
     from render import render
