@@ -175,6 +175,99 @@ pub struct TrustAnchorRotationSpec {
     /// anchors this rotation replaced are removed.
     #[serde(default)]
     pub remove_unknown_roots: bool,
+
+    /// What the operator does by itself instead of waiting for a person. Everything is off
+    /// by default: the user guide's manual steps stay as they are.
+    #[serde(default)]
+    pub automation: Automation,
+}
+
+/// What the operator automates, and where it waits for a person's approval first.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Automation {
+    /// `Manual` (default): a person re-issues the identity issuer when the rotation waits in
+    /// WaitingForIdentityRotation (`cmctl renew` or `linkerd trust renew issuer`).
+    /// `Automatic`: once every meshed pod carries the expanded trust bundle, the operator
+    /// triggers the re-issuance itself, as `cmctl renew` does (condition `Issuing=True` on
+    /// the issuer's Certificate), once per rotation, and records it in
+    /// `status.rotation.issuerRenewal`.
+    #[serde(default)]
+    pub issuer_renewal: RenewalMode,
+
+    /// Points where the rotation waits for `linkerd trust approve <step>`.
+    #[serde(default)]
+    pub approvals: Approvals,
+}
+
+/// Who re-issues a certificate during a rotation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RenewalMode {
+    /// A person does (the user guide's step).
+    #[default]
+    Manual,
+    /// The operator does, when the rotation is ready for it.
+    Automatic,
+}
+
+/// Where a rotation parks, with `blockingMessage: awaiting approval: ...`, until a person
+/// approves with `linkerd trust approve <step>` (the annotation `trust.linkerd.io/approve`
+/// naming the step and the rotation's id).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approvals {
+    /// Wait for approval `IssuerRenewal` once the trust bundle has propagated, before the
+    /// identity issuer is re-issued (by the operator with `issuerRenewal: Automatic`).
+    #[serde(default)]
+    pub before_issuer_renewal: bool,
+    /// Wait for approval `RootRemoval` before the old trust anchor is removed from the
+    /// trust bundle (ReduceBundle).
+    #[serde(default)]
+    pub before_root_removal: bool,
+}
+
+/// A step of a rotation a person may have to approve.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ApprovalGate {
+    /// Re-issuing the identity issuer from the new trust anchor.
+    IssuerRenewal,
+    /// Removing the old trust anchor from the trust bundle.
+    RootRemoval,
+}
+
+impl ApprovalGate {
+    pub const ALL: [ApprovalGate; 2] = [ApprovalGate::IssuerRenewal, ApprovalGate::RootRemoval];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalGate::IssuerRenewal => "IssuerRenewal",
+            ApprovalGate::RootRemoval => "RootRemoval",
+        }
+    }
+
+    /// Whether `spec` asks for this approval.
+    pub fn required(self, approvals: &Approvals) -> bool {
+        match self {
+            ApprovalGate::IssuerRenewal => approvals.before_issuer_renewal,
+            ApprovalGate::RootRemoval => approvals.before_root_removal,
+        }
+    }
+}
+
+impl fmt::Display for ApprovalGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ApprovalGate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ApprovalGate::ALL
+            .into_iter()
+            .find(|g| g.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown step {s:?} to approve (IssuerRenewal or RootRemoval)"))
+    }
 }
 
 impl Default for TrustAnchorRotationSpec {
@@ -191,6 +284,7 @@ impl Default for TrustAnchorRotationSpec {
             paused: false,
             stall_timeout: default_stall_timeout(),
             remove_unknown_roots: false,
+            automation: Automation::default(),
         }
     }
 }
@@ -647,6 +741,43 @@ pub struct RotationRecord {
     /// in one trace, across operator restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
+    /// The operator's own re-issuance of the identity issuer in this rotation
+    /// (`spec.automation.issuerRenewal: Automatic`), recorded once it triggered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_renewal: Option<IssuerRenewalRecord>,
+    /// Approvals consumed by this rotation (`linkerd trust approve`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalRecord>,
+}
+
+/// The operator triggered the identity issuer's re-issuance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRenewalRecord {
+    /// The rotation id it was triggered for (a rotation retargeted to a newer anchor has a
+    /// new id and re-issues the issuer again).
+    pub rotation_id: String,
+    /// When the operator set `Issuing=True` on the issuer's Certificate.
+    pub triggered_at: Time,
+    /// Fingerprint of the issuer it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_issuer: Option<String>,
+}
+
+/// An approval the rotation consumed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRecord {
+    /// What was approved.
+    pub step: ApprovalGate,
+    /// The rotation id the approval named.
+    pub rotation_id: String,
+    /// Who wrote the approval annotation, as the API server recorded it (the field manager
+    /// of `metadata.annotations`, e.g. `linkerd-trust`, `kubectl-annotate`, `argocd-controller`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// When the operator consumed it.
+    pub consumed_at: Time,
 }
 
 // === validation ===

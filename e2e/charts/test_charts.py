@@ -260,6 +260,8 @@ def test_default_trust_anchor_rotation_is_the_guides(default_docs) -> None:
         "stallTimeout": D["DEFAULT_STALL_TIMEOUT"],
         "manageProxyRefreshEnv": False,
         "trustDomain": D["DEFAULT_TRUST_DOMAIN"],
+        "automation": {"issuerRenewal": "Manual",
+                       "approvals": {"beforeIssuerRenewal": False, "beforeRootRemoval": False}},
         "trustAnchor": {"namespace": cm, "certificate": D["DEFAULT_TRUST_ANCHOR"], "secret": D["DEFAULT_TRUST_ANCHOR"]},
         "previousAnchor": {"namespace": cm, "name": D["DEFAULT_PREVIOUS_ANCHOR"]},
         "identityIssuer": {"namespace": l5d, "certificate": D["DEFAULT_IDENTITY_ISSUER"], "secret": D["DEFAULT_IDENTITY_ISSUER"]},
@@ -307,6 +309,8 @@ NON_DEFAULT: dict[str, Any] = {
     "trustAnchorRotation": {
         "workloadCertificateRefreshInterval": "300s",
         "manageProxyRefreshEnv": True,
+        "automation": {"issuerRenewal": "Automatic",
+                       "approvals": {"beforeIssuerRenewal": True, "beforeRootRemoval": True}},
         "trustAnchor": {"namespace": "pki", "certificate": "root", "secret": "root-tls"},
         "previousAnchor": {"namespace": "pki", "name": "root-previous"},
         "identityIssuer": {"namespace": "mesh", "certificate": "issuer", "secret": "issuer-tls"},
@@ -357,6 +361,10 @@ def test_custom_names_move_rbac_with_them(custom_docs) -> None:
     assert grants[("*cluster*", "", "pods/portforward", "")] == {"create"}
     assert grants[("*cluster*", "", "namespaces", "")] == read | {"patch"}
     assert grants[("mesh", "", "events", "")] == read
+    # issuerRenewal: Automatic re-issues the identity issuer's Certificate, by name only.
+    assert grants[("mesh", "cert-manager.io", "certificates", "issuer")] == {"get"}
+    assert grants[("mesh", "cert-manager.io", "certificates/status", "issuer")] == {"update"}
+    assert not [k for k in grants if k[1] == "cert-manager.io" and k[3] not in ("", "issuer")]
     # Nothing is left pointing at the default names.
     assert not [k for k in grants if k[0] in ("cert-manager", "linkerd")]
 
@@ -365,6 +373,7 @@ def test_optional_grants_are_absent_by_default(default_docs) -> None:
     grants = rbac_grants(default_docs)
     assert "pods/portforward" not in {k[2] for k in grants}
     assert "patch" not in grants[("*cluster*", "", "namespaces", "")]
+    assert "certificates/status" not in {k[2] for k in grants}
 
 
 def test_custom_trust_anchor_rotation(custom_docs) -> None:
@@ -377,6 +386,8 @@ def test_custom_trust_anchor_rotation(custom_docs) -> None:
     assert spec["manageProxyRefreshEnv"] is True
     assert spec["trustRoots"] == {"namespace": "mesh", "name": "roots", "key": "bundle.pem"}
     assert spec["controlPlane"]["otherDeployments"] == ["dst", "policy"]
+    assert spec["automation"] == {"issuerRenewal": "Automatic",
+                                  "approvals": {"beforeIssuerRenewal": True, "beforeRootRemoval": True}}
 
 
 def test_monitoring_objects_select_the_operator(custom_docs) -> None:

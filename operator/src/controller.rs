@@ -446,8 +446,8 @@ impl Watches {
         .abort_handle()
     }
 
-    /// Watches the TrustAnchorRotations: a new one, a spec change (generation) or a deletion
-    /// wakes the loop and re-targets the other watches; the operator's own status writes do
+    /// Watches the TrustAnchorRotations: a new one, a spec change (generation), an approval
+    /// (`trust.linkerd.io/approve`) or a deletion wakes the loop and re-targets the other watches; the operator's own status writes do
     /// not.
     fn spawn_rotation_watch(&self) {
         self.health
@@ -455,10 +455,18 @@ impl Watches {
         let this = self.clone();
         tokio::spawn(async move {
             let api: Api<TrustAnchorRotation> = Api::all(this.client.clone());
-            let mut seen: BTreeMap<String, (Option<i64>, TrustAnchorRotationSpec)> =
-                BTreeMap::new();
-            let mut staging: Option<BTreeMap<String, (Option<i64>, TrustAnchorRotationSpec)>> =
-                None;
+            // The generation, the spec and the approval annotation (an approval is a
+            // metadata change: it wakes the loop at once rather than at the next resync).
+            type Seen = (Option<i64>, TrustAnchorRotationSpec, Option<String>);
+            let approval = |o: &TrustAnchorRotation| {
+                o.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(trust_rotation_steps::rotation::approval::ANNOTATION))
+                    .cloned()
+            };
+            let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+            let mut staging: Option<BTreeMap<String, Seen>> = None;
             let mut synced = false;
             let mut stream = watcher(api, watcher::Config::default().timeout(WATCH_TIMEOUT_SECS))
                 .default_backoff()
@@ -471,9 +479,10 @@ impl Watches {
                     }
                     Ok(watcher::Event::InitApply(o)) => {
                         if let Some(s) = staging.as_mut() {
+                            let a = approval(&o);
                             s.insert(
                                 o.metadata.name.clone().unwrap_or_default(),
-                                (o.metadata.generation, o.spec),
+                                (o.metadata.generation, o.spec, a),
                             );
                         }
                         false
@@ -489,7 +498,8 @@ impl Watches {
                     Ok(watcher::Event::Apply(o)) => {
                         this.health.ok(ROTATIONS_WATCH);
                         let name = o.metadata.name.clone().unwrap_or_default();
-                        let entry = (o.metadata.generation, o.spec);
+                        let a = approval(&o);
+                        let entry = (o.metadata.generation, o.spec, a);
                         seen.insert(name, entry.clone()) != Some(entry)
                     }
                     Ok(watcher::Event::Delete(o)) => {
@@ -505,7 +515,7 @@ impl Watches {
                 };
                 if changed && synced {
                     let targets = WatchTargets::of_rotations(
-                        seen.iter().map(|(n, (_, spec))| (n.as_str(), spec)),
+                        seen.iter().map(|(n, (_, spec, _))| (n.as_str(), spec)),
                     );
                     this.follow(&targets);
                     this.wake.notify_one();

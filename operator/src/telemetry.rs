@@ -552,6 +552,8 @@ mod tests {
             ),
             finished_at: None,
             trace_parent: Some(tp.into()),
+            issuer_renewal: None,
+            approvals: Vec::new(),
         };
         tracing::subscriber::with_default(sub, || {
             let span = execution_span(&rotation, "AwaitPropagation", Phase::PropagatingTrustRoots);
@@ -647,6 +649,8 @@ mod tests {
             started_at: time(started),
             finished_at: None,
             trace_parent: Some(tp.clone()),
+            issuer_renewal: None,
+            approvals: Vec::new(),
         };
         let rec = trust_rotation_crds::StepRecord {
             name: "AwaitPropagation".into(),

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod certmanager;
 pub mod convergence;
 pub mod error;
 pub mod metrics;

@@ -9,7 +9,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
-use trust_rotation_crds::{parse_proxy_duration, Phase, TrustAnchorRotationStatus};
+use trust_rotation_crds::{parse_proxy_duration, ApprovalGate, Phase, TrustAnchorRotationStatus};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -33,6 +33,7 @@ pub struct Metrics {
     rotations_started: Counter,
     rotations_finished: Counter,
     rotations_retargeted: Counter,
+    approvals_pending: Family<Labels, Gauge>,
 }
 
 fn step_histogram() -> Histogram {
@@ -60,6 +61,7 @@ impl Metrics {
             rotations_started: Counter::default(),
             rotations_finished: Counter::default(),
             rotations_retargeted: Counter::default(),
+            approvals_pending: Family::default(),
         };
         registry.register(
             "trust_rotation_phase",
@@ -100,6 +102,11 @@ impl Metrics {
             "trust_rotation_workload_certificate_refresh_interval_seconds",
             "Accelerated workload-certificate refresh interval published to the data plane; 0 when no override is in effect",
             m.refresh_interval.clone(),
+        );
+        registry.register(
+            "trust_rotation_approvals_pending",
+            "1 while the rotation waits for `linkerd trust approve <step>` (spec.automation.approvals), per step; else 0",
+            m.approvals_pending.clone(),
         );
         registry.register(
             "trust_rotation_blocked",
@@ -151,6 +158,11 @@ impl Metrics {
                 .get_or_create(&vec![("phase", p.as_str().to_string())])
                 .set(0);
         }
+        for g in ApprovalGate::ALL {
+            m.approvals_pending
+                .get_or_create(&vec![("step", g.as_str().to_string())])
+                .set(0);
+        }
         m
     }
 
@@ -199,6 +211,15 @@ impl Metrics {
         self.refresh_interval.set(interval);
         self.blocked
             .set(i64::from(status.blocking_message.is_some()));
+        for gate in ApprovalGate::ALL {
+            let pending = status.blocking_message.as_deref().is_some_and(|m| {
+                m.strip_prefix("awaiting approval: ")
+                    .is_some_and(|rest| rest.starts_with(gate.as_str()))
+            });
+            self.approvals_pending
+                .get_or_create(&vec![("step", gate.as_str().to_string())])
+                .set(i64::from(pending));
+        }
         let expiry = |c: &Option<trust_rotation_crds::CertificateSummary>| {
             c.as_ref()
                 .and_then(|c| c.not_after.as_ref())
@@ -317,5 +338,27 @@ mod tests {
         assert!(!text.contains("fingerprint=\"ab12\""));
         assert!(text.contains("trust_rotation_active_issuer_info{fingerprint=\"ef56\"} 1"));
         assert!(text.contains("trust_rotation_workload_certificate_refresh_interval_seconds 0.0"));
+    }
+
+    #[test]
+    fn approvals_pending_follow_the_blocking_message() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let text = render(&registry);
+        assert!(text.contains("trust_rotation_approvals_pending{step=\"IssuerRenewal\"} 0"));
+        m.observe_status(&TrustAnchorRotationStatus {
+            blocking_message: Some("awaiting approval: RootRemoval (...)".into()),
+            ..Default::default()
+        });
+        let text = render(&registry);
+        assert!(
+            text.contains("trust_rotation_approvals_pending{step=\"RootRemoval\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("trust_rotation_approvals_pending{step=\"IssuerRenewal\"} 0"));
+        m.observe_status(&TrustAnchorRotationStatus::default());
+        assert!(
+            render(&registry).contains("trust_rotation_approvals_pending{step=\"RootRemoval\"} 0")
+        );
     }
 }

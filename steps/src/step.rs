@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use std::time::Duration;
 use trust_rotation_crds::{
-    CertificateSummary, Convergence, Phase, RotationRecord, StepRecord, TrustAnchorRotationSpec,
+    ApprovalRecord, CertificateSummary, Convergence, IssuerRenewalRecord, Phase, RotationRecord,
+    StepRecord, TrustAnchorRotationSpec,
 };
 
 /// How a step's single execution ended when it did not fail.
@@ -68,6 +69,7 @@ impl Outcome {
             outcome: self,
             progress,
             warnings: Vec::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -97,12 +99,24 @@ pub struct StepReport {
     /// on (for example a trust bundle restored after someone else rewrote it): the runner
     /// publishes each as a Warning Event on the TrustAnchorRotation.
     pub warnings: Vec<StepWarning>,
+    /// Something the operator did by itself or on a person's approval (it triggered a
+    /// certificate's re-issuance, consumed an approval): published as Normal Events.
+    pub notices: Vec<StepWarning>,
 }
 
 impl StepReport {
     /// This report with a Warning Event to publish.
     pub fn warn(mut self, reason: &'static str, note: impl Into<String>) -> Self {
         self.warnings.push(StepWarning {
+            reason,
+            note: note.into(),
+        });
+        self
+    }
+
+    /// This report with a Normal Event to publish.
+    pub fn notice(mut self, reason: &'static str, note: impl Into<String>) -> Self {
+        self.notices.push(StepWarning {
             reason,
             note: note.into(),
         });
@@ -232,6 +246,11 @@ pub struct Progress {
     pub refresh_interval: Option<Option<String>>,
     /// Roots in the bundle that are neither the anchor nor one a rotation replaces.
     pub foreign_roots: Option<Vec<CertificateSummary>>,
+    /// Approvals this execution consumed (recorded in `status.rotation.approvals`).
+    pub approvals: Vec<ApprovalRecord>,
+    /// The operator triggered the identity issuer's re-issuance
+    /// (`status.rotation.issuerRenewal`).
+    pub issuer_renewal: Option<IssuerRenewalRecord>,
 }
 
 impl Progress {
@@ -247,8 +266,10 @@ impl Progress {
             active_issuer,
             previous_anchor,
             refresh_interval,
-            foreign_roots
+            foreign_roots,
+            issuer_renewal
         );
+        self.approvals.extend(other.approvals);
     }
 }
 
@@ -287,6 +308,9 @@ pub struct StepContext {
     pub probe: ProbeSettings,
     /// The operator's pod cache, when it has one.
     pub pods: Option<std::sync::Arc<dyn crate::snapshot::PodSource>>,
+    /// The TrustAnchorRotation's approval annotation and who wrote it, as read for this
+    /// execution (see [`crate::rotation::approval`]).
+    pub approval: crate::rotation::approval::Annotation,
 }
 
 impl StepContext {
@@ -311,7 +335,14 @@ impl StepContext {
             now,
             probe,
             pods: None,
+            approval: Default::default(),
         }
+    }
+
+    /// With the approval annotation read from the TrustAnchorRotation.
+    pub fn with_approval(mut self, approval: crate::rotation::approval::Annotation) -> Self {
+        self.approval = approval;
+        self
     }
 
     /// Reads meshed pods from `pods` instead of listing them.

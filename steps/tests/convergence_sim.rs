@@ -335,6 +335,8 @@ async fn a_stalled_step_drops_the_pods_the_api_server_no_longer_has() {
             started_at: Time(now),
             finished_at: None,
             trace_parent: None,
+            issuer_renewal: None,
+            approvals: Vec::new(),
         };
         let source = std::sync::Arc::new(Forgetful::default());
         let ctx = StepContext::new(

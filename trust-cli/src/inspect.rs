@@ -671,6 +671,8 @@ emojivoto  emoji-1  -               current  timed out                kubectl -n
                 ),
                 finished_at: None,
                 trace_parent: None,
+                issuer_renewal: None,
+                approvals: Vec::new(),
             }),
             steps: vec![StepRecord {
                 name: names::ACCELERATE_REFRESH.into(),

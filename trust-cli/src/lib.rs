@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approve;
 pub mod bundle;
 pub mod certmanager;
 pub mod check;
@@ -45,6 +46,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Let a rotation parked at an approval point (spec.automation.approvals) go on: writes the
+    /// annotation trust.linkerd.io/approve: <STEP>@<rotation id> on the TrustAnchorRotation,
+    /// good for the rotation in progress only
+    Approve(ApproveArgs),
     /// Render the trust-roots ConfigMap from cert-manager's trust-anchor Secret
     /// (`linkerd trust bundle | kubectl apply -f -`); safe to re-run: mid-rotation it keeps
     /// the roots the rotation still needs, and it refuses a bundle that would break mTLS
@@ -87,6 +92,21 @@ pub struct BundleArgs {
     pub rotation: String,
     #[command(flatten)]
     pub names: names::PkiNames,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    /// What to approve: IssuerRenewal (re-issuing the identity issuer from the new anchor) or
+    /// RootRemoval (removing the old anchor from the trust bundle)
+    #[arg(value_parser = approve::parse_gate, value_name = "STEP")]
+    pub step: trust_rotation_crds::ApprovalGate,
+    /// The TrustAnchorRotation to approve on
+    #[arg(long, default_value = trust_rotation_crds::DEFAULT_ROTATION_NAME, value_name = "NAME")]
+    pub rotation: String,
+    /// The rotation id the approval is for (default: the rotation in progress,
+    /// .status.rotation.id)
+    #[arg(long, value_name = "ID")]
+    pub rotation_id: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -185,6 +205,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = cli.client.client().await?;
             let report = inspect::inspect(&client, &ns, &args).await?;
             out(&inspect::render(&report, args.output)?);
+        }
+        Command::Approve(args) => {
+            let client = cli.client.client().await?;
+            out(&approve::run(
+                &client,
+                &args.rotation,
+                args.step,
+                args.rotation_id.as_deref(),
+            )
+            .await?);
         }
         Command::Renew(args) => {
             let client = cli.client.client().await?;

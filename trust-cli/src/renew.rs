@@ -3,10 +3,8 @@
 //! subresource — so that the walkthrough needs no other tool.
 
 use crate::certmanager;
-use crate::client::{explain, explain_read, is_not_found};
+use crate::client::{explain, explain_read};
 use crate::names::PkiNames;
-use kube::api::{Api, DynamicObject, PostParams};
-use serde_json::{json, Value};
 use trust_rotation_crds::{Phase, StepState, TrustAnchorRotationStatus};
 use trust_rotation_steps::pki::short_fingerprint;
 use trust_rotation_steps::read;
@@ -20,75 +18,26 @@ pub enum Target {
     Issuer,
 }
 
-pub const REASON: &str = "ManuallyTriggered";
-pub const MESSAGE: &str = "Certificate re-issuance manually triggered";
+pub use certmanager::{Renewed, RENEW_MESSAGE as MESSAGE, RENEW_REASON as REASON};
 
-/// What happened.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Renewed {
-    Triggered,
-    AlreadyIssuing,
-}
-
-/// Sets `Issuing=True` on the Certificate `ns/name`, retrying on write conflicts.
+/// Sets `Issuing=True` on the Certificate `ns/name` ([`certmanager::renew`], shared with the
+/// operator), with the CLI's explanation of what failed.
 pub async fn trigger(client: &kube::Client, ns: &str, name: &str) -> anyhow::Result<Renewed> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns, &certmanager::certificate());
     let what = format!("Certificate {ns}/{name}");
-    for _ in 0..5 {
-        let mut cert = api.get(name).await.map_err(|e| {
-            if is_not_found(&e) {
-                anyhow::anyhow!("{what} not found (is cert-manager's PKI installed? names can be overridden by flags)")
-            } else {
-                anyhow::anyhow!(explain(&e, &format!("reading {what}")))
+    certmanager::renew(client, ns, name)
+        .await
+        .map_err(|e| match e {
+            certmanager::RenewError::NotFound => anyhow::anyhow!(
+            "{what} not found (is cert-manager's PKI installed? names can be overridden by flags)"
+        ),
+            certmanager::RenewError::Kube { doing, err } => {
+                anyhow::anyhow!(explain(&err, &format!("{doing} {what}")))
             }
-        })?;
-        if certmanager::condition(&cert, "Issuing").is_some_and(|c| c.status == "True") {
-            return Ok(Renewed::AlreadyIssuing);
-        }
-        let generation = cert.metadata.generation;
-        let now = jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
-        let mut condition = json!({
-            "type": "Issuing",
-            "status": "True",
-            "reason": REASON,
-            "message": MESSAGE,
-            "lastTransitionTime": now,
-        });
-        if let Some(g) = generation {
-            condition["observedGeneration"] = json!(g);
-        }
-        let status = cert
-            .data
-            .as_object_mut()
-            .map(|o| o.entry("status").or_insert_with(|| json!({})))
-            .ok_or_else(|| anyhow::anyhow!("{what} is not a JSON object"))?;
-        if !status.is_object() {
-            *status = json!({});
-        }
-        let conditions = status
-            .as_object_mut()
-            .map(|o| o.entry("conditions").or_insert_with(|| json!([])))
-            .ok_or_else(|| anyhow::anyhow!("{what} has a malformed status"))?;
-        match conditions.as_array_mut() {
-            Some(list) => {
-                list.retain(|c| c.get("type").and_then(Value::as_str) != Some("Issuing"));
-                list.push(condition);
-            }
-            None => *conditions = json!([condition]),
-        }
-        match api
-            .replace_status(name, &PostParams::default(), &cert)
-            .await
-        {
-            Ok(_) => return Ok(Renewed::Triggered),
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => anyhow::bail!(explain(&e, &format!("updating the status of {what}"))),
-        }
-    }
-    anyhow::bail!("{what} kept changing while we tried to update it (5 conflicts); try again")
+            certmanager::RenewError::Malformed(m) => anyhow::anyhow!("{what} {m}"),
+            certmanager::RenewError::Conflicts => anyhow::anyhow!(
+                "{what} kept changing while we tried to update it (5 conflicts); try again"
+            ),
+        })
 }
 
 /// Why renewing `target` now would break mTLS or undo a rotation in progress, given the
@@ -243,6 +192,8 @@ mod tests {
                 ),
                 finished_at: None,
                 trace_parent: None,
+                issuer_renewal: None,
+                approvals: Vec::new(),
             }),
             ..Default::default()
         }

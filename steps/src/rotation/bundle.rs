@@ -230,11 +230,30 @@ impl Step for ReduceBundle {
     }
 
     async fn run(&self, ctx: &StepContext) -> Result<StepReport, StepError> {
+        // The approval first (spec.automation.approvals.beforeRootRemoval): nothing is
+        // looked at or written before a person said so.
+        use super::approval::{self, Gate};
+        let approved = match approval::check(
+            trust_rotation_crds::ApprovalGate::RootRemoval,
+            &ctx.spec,
+            &ctx.rotation,
+            &ctx.approval,
+            ctx.now,
+        ) {
+            Gate::Open => None,
+            Gate::Awaiting(message) => return Ok(Outcome::blocked(message).into()),
+            Gate::Approved(a) => Some(a),
+        };
         let mut progress = Progress::default();
-        match self.execute(ctx, &mut progress).await? {
-            Reduce::Outcome(outcome) => Ok(outcome.with(progress)),
-            Reduce::Stopped(report) => Ok(*report),
+        let mut report = match self.execute(ctx, &mut progress).await? {
+            Reduce::Outcome(outcome) => outcome.with(progress),
+            Reduce::Stopped(report) => *report,
+        };
+        if let Some(a) = approved {
+            report = report.notice(approval::APPROVAL_CONSUMED, approval::consumed_note(&a));
+            report.progress.approvals.push(a);
         }
+        Ok(report)
     }
 }
 

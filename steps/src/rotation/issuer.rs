@@ -9,7 +9,13 @@ use crate::read::{self, IdentityEvent};
 use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
 
-use trust_rotation_crds::{CertificateRef, ControlPlaneRef, Phase};
+use super::approval::{self, Gate};
+use crate::certmanager;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use trust_rotation_crds::{
+    ApprovalGate, CertificateRef, ControlPlaneRef, IssuerRenewalRecord, Phase, RenewalMode,
+    RotationRecord, TrustAnchorRotationSpec,
+};
 
 /// Event reasons of the identity controller (on `Deployment/linkerd-identity`).
 pub const ISSUER_UPDATED: &str = "IssuerUpdated";
@@ -113,10 +119,47 @@ impl Step for AwaitIssuer {
         // The bundle invariant first: nothing advances on a broken bundle.
         let guarded = crate::guarded!(ctx);
         let mut progress = guarded.progress();
+        let mut notices = Vec::new();
         let outcome = self
-            .execute(ctx, guarded.expectation, &mut progress)
+            .execute(ctx, guarded.expectation, &mut progress, &mut notices)
             .await?;
-        Ok(outcome.with(progress))
+        Ok(notices
+            .into_iter()
+            .fold(outcome.with(progress), |r, (reason, note)| {
+                r.notice(reason, note)
+            }))
+    }
+}
+
+/// Event reason when the operator triggers the identity issuer's re-issuance.
+pub const ISSUER_RENEWAL_TRIGGERED: &str = "IssuerRenewalTriggered";
+
+/// What the automation does while the issuer is not yet signed by the new anchor (the trust
+/// bundle has propagated: this step runs only after AwaitPropagation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Automate {
+    /// `issuerRenewal: Manual`: wait for the person.
+    Manual,
+    /// Trigger the re-issuance now.
+    Trigger,
+    /// Triggered before in this rotation (at the time given): wait for cert-manager.
+    Triggered(String),
+}
+
+/// Pure: whether the operator triggers the re-issuance, given the spec and what the rotation
+/// recorded. Exactly once per rotation id (a retargeted rotation has a new id and re-issues
+/// again, from the newest anchor).
+pub fn automate(spec: &TrustAnchorRotationSpec, rotation: &RotationRecord) -> Automate {
+    if spec.automation.issuer_renewal != RenewalMode::Automatic {
+        return Automate::Manual;
+    }
+    match rotation
+        .issuer_renewal
+        .as_ref()
+        .filter(|r| r.rotation_id == rotation.id)
+    {
+        Some(r) => Automate::Triggered(r.triggered_at.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        None => Automate::Trigger,
     }
 }
 
@@ -127,6 +170,7 @@ impl AwaitIssuer {
         ctx: &StepContext,
         expectation: Expectation,
         progress: &mut Progress,
+        notices: &mut Vec<(&'static str, String)>,
     ) -> Result<Outcome, StepError> {
         let Expectation {
             to: new_root,
@@ -149,6 +193,14 @@ impl AwaitIssuer {
                 super::validate::issuer_block(issuer, ctx.now, &ctx.spec.identity_issuer)
             {
                 return Ok(Outcome::blocked(m));
+            }
+        }
+        if !issuer.is_signed_by(&new_root) {
+            if let Some(parked) = self.automation(ctx, issuer, progress, notices).await? {
+                return Ok(again_after_retarget(
+                    parked,
+                    &ctx.rotation.superseded_anchors,
+                ));
             }
         }
         let cp = &ctx.spec.control_plane;
@@ -181,6 +233,95 @@ impl AwaitIssuer {
         } else {
             again_after_retarget(outcome, &ctx.rotation.superseded_anchors)
         })
+    }
+}
+
+impl AwaitIssuer {
+    /// The approval gate and the automatic re-issuance, while the issuer is not yet signed by
+    /// the new anchor. `Some` is the outcome to return; `None` leaves it to the person
+    /// (`issuerRenewal: Manual`, approved or not asked).
+    async fn automation(
+        &self,
+        ctx: &StepContext,
+        issuer: &Certificate,
+        progress: &mut Progress,
+        notices: &mut Vec<(&'static str, String)>,
+    ) -> Result<Option<Outcome>, StepError> {
+        match approval::check(
+            ApprovalGate::IssuerRenewal,
+            &ctx.spec,
+            &ctx.rotation,
+            &ctx.approval,
+            ctx.now,
+        ) {
+            Gate::Open => {}
+            Gate::Awaiting(message) => return Ok(Some(Outcome::blocked(message))),
+            Gate::Approved(a) => {
+                notices.push((approval::APPROVAL_CONSUMED, approval::consumed_note(&a)));
+                progress.approvals.push(a);
+            }
+        }
+        let r = &ctx.spec.identity_issuer;
+        let what = format!("Certificate {}/{}", r.namespace, r.certificate);
+        match automate(&ctx.spec, &ctx.rotation) {
+            Automate::Manual => Ok(None),
+            Automate::Triggered(at) => Ok(Some(Outcome::wait(
+                format!(
+                    "the operator triggered the re-issuance of the identity issuer ({what}) at {at}                      (spec.automation.issuerRenewal: Automatic); waiting for cert-manager to issue it                      under the new trust anchor (`kubectl -n {} describe certificate {}` shows why if it does not)",
+                    r.namespace, r.certificate
+                ),
+                POLL,
+            ))),
+            Automate::Trigger => {
+                let renewed = certmanager::renew(&ctx.client, &r.namespace, &r.certificate)
+                    .await
+                    .map_err(|e| match e {
+                        certmanager::RenewError::NotFound => StepError::permanent(
+                            ErrorCategory::MissingResource,
+                            format!("{what} does not exist: the identity issuer cannot be re-issued"),
+                        ),
+                        certmanager::RenewError::Kube { doing, err } => {
+                            StepError::from_kube(format!("{doing} {what}"), err)
+                        }
+                        certmanager::RenewError::Malformed(m) => StepError::permanent(
+                            ErrorCategory::KubeDecode,
+                            format!("{what} {m}"),
+                        ),
+                        certmanager::RenewError::Conflicts => StepError::transient(
+                            ErrorCategory::KubeConflict,
+                            format!("{what} kept changing while its status was updated"),
+                        ),
+                    })?;
+                Ok(Some(match renewed {
+                    certmanager::Renewed::Triggered => {
+                        let note = format!(
+                            "triggered the re-issuance of the identity issuer {what} under the new trust anchor                              (replacing issuer {}), as `cmctl renew` does: the trust bundle has propagated to                              every meshed pod (spec.automation.issuerRenewal: Automatic)",
+                            short_fingerprint(issuer.fingerprint())
+                        );
+                        notices.push((ISSUER_RENEWAL_TRIGGERED, note));
+                        progress.issuer_renewal = Some(IssuerRenewalRecord {
+                            rotation_id: ctx.rotation.id.clone(),
+                            triggered_at: Time(ctx.now),
+                            replaced_issuer: Some(issuer.fingerprint().to_string()),
+                        });
+                        Outcome::wait(
+                            format!(
+                                "the operator triggered the re-issuance of the identity issuer ({what}); waiting                                  for cert-manager to issue it under the new trust anchor"
+                            ),
+                            POLL,
+                        )
+                    }
+                    // cert-manager is re-issuing it already (a routine renewal, or a person's):
+                    // nothing is triggered, the new issuer is awaited.
+                    certmanager::Renewed::AlreadyIssuing => Outcome::wait(
+                        format!(
+                            "cert-manager is already re-issuing the identity issuer ({what}); waiting for it"
+                        ),
+                        POLL,
+                    ),
+                }))
+            }
+        }
     }
 }
 

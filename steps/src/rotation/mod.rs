@@ -15,6 +15,7 @@
 //! | AwaitPropagationReduced | RemovingOldTrustRoots |
 
 pub mod anchor;
+pub mod approval;
 pub mod bundle;
 pub mod control_plane;
 pub mod guard;
@@ -186,6 +187,8 @@ mod tests {
             ),
             finished_at: None,
             trace_parent: None,
+            issuer_renewal: None,
+            approvals: Vec::new(),
         };
         assert_eq!(check_new_root(&b, &rotation, &anchor_ref), Ok(()));
         let newer = check_new_root(&c, &rotation, &anchor_ref).unwrap_err();

@@ -180,6 +180,8 @@ mod tests {
             started_at: Time(Timestamp::UNIX_EPOCH),
             finished_at: None,
             trace_parent: None,
+            issuer_renewal: None,
+            approvals: Vec::new(),
         }
     }
 

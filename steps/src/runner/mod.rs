@@ -395,7 +395,8 @@ impl Runner {
                 self.now(),
                 self.config.probe.clone(),
             )
-            .with_pods(self.pods.clone());
+            .with_pods(self.pods.clone())
+            .with_approval(crate::rotation::approval::Annotation::of(&tar.metadata));
             let began = Instant::now();
             let result =
                 match tokio::time::timeout(step.timeout(), step.run(&ctx).instrument(span.clone()))

@@ -309,6 +309,8 @@ pub fn start_rotation(
         started_at: Time(m.now),
         finished_at: None,
         trace_parent: Some(trace_parent),
+        issuer_renewal: None,
+        approvals: Vec::new(),
     });
     status.steps = steps.iter().map(pending_record).collect();
     status.phase = Some(first.phase);
@@ -549,8 +551,11 @@ pub fn after_run(
         ),
     };
     // What the step did that a person should hear about, whatever the outcome.
-    report.warnings.into_iter().fold(t, |t, w| {
+    let t = report.warnings.into_iter().fold(t, |t, w| {
         t.event(EventKind::Warning, w.reason, "Reconcile", w.note)
+    });
+    report.notices.into_iter().fold(t, |t, n| {
+        t.event(EventKind::Normal, n.reason, "Automate", n.note)
     })
 }
 
@@ -907,6 +912,20 @@ pub fn apply_progress(status: &mut TrustAnchorRotationStatus, p: Progress) {
     }
     if let Some(v) = p.foreign_roots {
         status.foreign_roots = v;
+    }
+    if let Some(rotation) = status.rotation.as_mut() {
+        if let Some(v) = p.issuer_renewal {
+            rotation.issuer_renewal = Some(v);
+        }
+        for a in p.approvals {
+            if !rotation
+                .approvals
+                .iter()
+                .any(|x| x.step == a.step && x.rotation_id == a.rotation_id)
+            {
+                rotation.approvals.push(a);
+            }
+        }
     }
 }
 

@@ -16,6 +16,8 @@ fn record(from: &Ca, to: &Ca) -> RotationRecord {
         started_at: Time(Timestamp::UNIX_EPOCH),
         finished_at: None,
         trace_parent: None,
+        issuer_renewal: None,
+        approvals: Vec::new(),
     }
 }
 

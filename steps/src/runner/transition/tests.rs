@@ -46,6 +46,8 @@ fn waiting(message: &str, blocked: Option<&str>) -> TrustAnchorRotationStatus {
             started_at: Time(at(0)),
             finished_at: None,
             trace_parent: None,
+            issuer_renewal: None,
+            approvals: Vec::new(),
         }),
         ..Default::default()
     }
