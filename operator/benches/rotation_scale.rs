@@ -1,0 +1,719 @@
+//! A full trust-anchor rotation at 1,000, 10,000 (and, when the simulator holds it, 50,000)
+//! meshed pods: what the operator costs the cluster and how quickly it reacts.
+//!
+//! Each size runs in its own child process (memory figures do not mix) holding the simulator
+//! (`demo-all-kinds` plus N pods spread over Deployments, StatefulSets and DaemonSets, 100 per
+//! `scale-NNN` namespace, with a CronJob firing in each). The child runs the operator binary
+//! with the chart's flags, drives the user guide's rotation as `e2e_walkthrough` does (renew the
+//! anchor, `rollout restart` every workload, renew the issuer, restart twice more) and prints
+//! one table: the operator's RSS and CPU seconds (from `/proc`), its API requests by verb and
+//! resource (the simulator's `/metrics`, `user_agent="trust-rotation-operator"`), the two
+//! reaction latencies (watched from outside), the probe sweep (from the operator's own step
+//! histogram), the rotation's wall time and the mTLS oracle's minimum. The figures also go to
+//! `target/bench/rotation_scale-<N>.json` so two commits can be compared.
+//!
+//! With two or more cores and `taskset`, the simulator's process runs on core 0 and the
+//! operator on core 1 (`ROTATION_BENCH_PIN=0` turns that off).
+//!
+//! `cargo bench -p trust-rotation-operator --bench rotation_scale` (in `make bench`) runs
+//! 1,000 and 10,000 pods; `ROTATION_BENCH_PODS=1000,10000,50000` picks sizes. Without
+//! `--bench` (`cargo test --bench rotation_scale`, `make bench-smoke` in CI) it runs 1,000 pods
+//! and checks only that the rotation completed with the oracle at 1.0 and that the table and
+//! the JSON were written: no timing assertion.
+
+#![forbid(unsafe_code)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::Api;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use trust_rotation_crds::{Phase, TrustAnchorRotation};
+
+const OPERATOR_UA: &str = "trust-rotation-operator";
+
+// === /proc ===
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime of `pid` in seconds (USER_HZ = 100 on Linux).
+fn proc_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // rest[0] is field 3; utime and stime are fields 14 and 15.
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+// === the simulator's request counters ===
+
+/// The operator's requests so far by (verb, resource), every code summed.
+fn operator_requests(sim: &cluster_sim::Sim) -> BTreeMap<(String, String), u64> {
+    let text = sim.metrics().render(sim.store());
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("cluster_sim_requests_total{") else {
+            continue;
+        };
+        let Some((labels, n)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        if label("user_agent") != OPERATOR_UA {
+            continue;
+        }
+        *out.entry((label("verb"), label("resource"))).or_default() +=
+            n.trim().parse::<u64>().unwrap_or(0);
+    }
+    out
+}
+
+fn minus(
+    a: &BTreeMap<(String, String), u64>,
+    b: &BTreeMap<(String, String), u64>,
+) -> BTreeMap<(String, String), u64> {
+    a.iter()
+        .map(|(k, n)| (k.clone(), n - b.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// A sample of the operator's own Prometheus text.
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+// === what the bench watches from outside ===
+
+#[derive(Default)]
+struct Seen {
+    /// (when, phase) each time the status' phase changed.
+    phases: Vec<(Instant, Phase)>,
+    /// When the anchor Secret's certificate changed.
+    anchor_changes: Vec<Instant>,
+    /// When the trust-roots ConfigMap's bundle changed.
+    bundle_changes: Vec<Instant>,
+    /// Every change to a meshed pod owned by a long-running workload (not a Job's).
+    pod_events: Vec<Instant>,
+}
+
+fn spawn_watchers(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
+    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(tars, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(tar)) = stream.next().await {
+            if let Some(p) = tar.status.and_then(|s| s.phase) {
+                let mut v = s.lock().unwrap();
+                if v.phases.last().map(|(_, q)| *q) != Some(p) {
+                    v.phases.push((Instant::now(), p));
+                }
+            }
+        }
+    });
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "cert-manager");
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let cfg = watcher::Config::default().fields("metadata.name=linkerd-trust-anchor");
+        let mut stream = watcher(secrets, cfg)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        let mut last: Option<Vec<u8>> = None;
+        while let Some(Ok(secret)) = stream.next().await {
+            let crt = secret
+                .data
+                .and_then(|mut d| d.remove("tls.crt"))
+                .map(|b| b.0);
+            if last.is_some() && crt != last {
+                s.lock().unwrap().anchor_changes.push(Instant::now());
+            }
+            last = crt;
+        }
+    });
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "linkerd");
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let cfg = watcher::Config::default().fields("metadata.name=linkerd-identity-trust-roots");
+        let mut stream = watcher(cms, cfg)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        let mut last: Option<String> = None;
+        while let Some(Ok(cm)) = stream.next().await {
+            let bundle = cm.data.and_then(|mut d| d.remove("ca-bundle.crt"));
+            if last.is_some() && bundle != last {
+                s.lock().unwrap().bundle_changes.push(Instant::now());
+            }
+            last = bundle;
+        }
+    });
+    let pods: Api<Pod> = Api::all(client.clone());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let cfg = watcher::Config::default().labels("linkerd.io/control-plane-ns=linkerd");
+        let mut stream = watcher(pods, cfg).default_backoff().boxed();
+        while let Some(Ok(ev)) = stream.next().await {
+            let pod = match ev {
+                watcher::Event::Apply(p) | watcher::Event::Delete(p) => p,
+                _ => continue,
+            };
+            let of_job = pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "Job");
+            if !of_job {
+                s.lock().unwrap().pod_events.push(Instant::now());
+            }
+        }
+    });
+}
+
+/// Nearest-rank percentile of `v` (sorted here), in seconds.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+// === one size, in its own process ===
+
+fn target_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    dir.canonicalize().unwrap_or(dir)
+}
+
+fn spawn_operator(kubeconfig: &Path, cpu: Option<usize>, log: &Path) -> Operator {
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        std::net::SocketAddr::from(([127, 0, 0, 1], l.local_addr().expect("bound").port()))
+    };
+    let bin = env!("CARGO_BIN_EXE_trust-rotation-operator");
+    let mut cmd = match cpu {
+        Some(c) => {
+            let mut t = tokio::process::Command::new("taskset");
+            t.args(["-c", &c.to_string(), bin]);
+            t
+        }
+        None => tokio::process::Command::new(bin),
+    };
+    // The chart's arguments and defaults (values.yaml), out of cluster as e2e/demo.sh runs it.
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg(format!("--admin-addr={admin}"))
+        .args([
+            "--log-level=info",
+            "--log-format=json",
+            "--leader-election=true",
+            "--lease-namespace=linkerd",
+            "--probe=direct",
+            "--probe-concurrency=50",
+            "--probe-timeout=5s",
+            "--resync-interval=30s",
+        ])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("the operator's log file"))
+        .kill_on_drop(true);
+    // `taskset` execs the operator: the pid is the operator's.
+    let child = cmd.spawn().expect("the operator binary starts");
+    Operator { child, admin }
+}
+
+/// Every namespace with workloads to restart: the application's and the scale namespaces.
+async fn restart_everything(client: &kube::Client, namespaces: &[String]) {
+    for ns in namespaces {
+        rollout_restart_all_kinds(client, ns).await;
+    }
+}
+
+fn child(pods: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(child_run(pods))
+}
+
+async fn child_run(pods: usize) -> anyhow::Result<()> {
+    let operator_cpu: Option<usize> = std::env::var("ROTATION_BENCH_OPERATOR_CPU")
+        .ok()
+        .and_then(|c| c.parse().ok());
+    // Bounds every wait: a stuck phase fails the run naming it (wait_status panics with the
+    // phase, step and status it saw).
+    let step_timeout = Duration::from_secs(120 + pods as u64 / 40);
+    let t = Instant::now();
+    let sim = cluster_sim::Sim::start(cluster_sim::SimConfig {
+        topology: cluster_sim::Topology::DemoAllKinds,
+        pods,
+        // The demo's seconds, with workload certificates that move to the new issuer only when
+        // the guide's restart asks them to (as in the operator's end-to-end tests).
+        durations: cluster_sim::Durations {
+            workload_cert_lifetime: Duration::from_secs(600),
+            ..cluster_sim::Durations::demo()
+        },
+        ..Default::default()
+    })
+    .await?;
+    let sim_start_s = t.elapsed().as_secs_f64();
+    let client = sim.client();
+    install_rotation(&client).await;
+    let namespaces = workload_namespaces(&client).await;
+    // Running meshed pods outside the control plane (a CronJob's finished pods are no target).
+    let workload = Api::<Pod>::all(client.clone())
+        .list(&kube::api::ListParams::default().labels("linkerd.io/control-plane-ns=linkerd"))
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() != Some("linkerd"))
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count();
+    eprintln!(
+        "rotation_scale {pods}: simulator up in {sim_start_s:.1}s ({workload} workload pods in {} namespaces)",
+        namespaces.len()
+    );
+
+    let log = std::env::temp_dir().join(format!("rotation_scale-{pods}-operator.log"));
+    let op = spawn_operator(sim.kubeconfig_path(), operator_cpu, &log);
+    let pid = op.child.id().expect("the operator runs");
+    op.wait_ready().await;
+    let t = Instant::now();
+    wait_status(&client, "Synced (before the rotation)", step_timeout, |s| {
+        s.phase == Some(Phase::Synced)
+            && s.trust_bundle
+                .as_ref()
+                .is_some_and(|b| b.target > 0 && b.converged == b.target)
+    })
+    .await;
+    let first_synced_s = t.elapsed().as_secs_f64();
+
+    // RSS sampler (VmHWM gives the peak; this keeps the curve's maximum over the rotation).
+    let rss_max = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let m = rss_max.clone();
+        tokio::spawn(async move {
+            loop {
+                m.fetch_max(
+                    proc_status_kib(pid, "VmRSS:"),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    spawn_watchers(&client, &seen);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let steady_before_kib = proc_status_kib(pid, "VmRSS:");
+    let cpu_before = proc_cpu_s(pid);
+    let requests_before = operator_requests(&sim);
+    sim.oracle().reset();
+
+    // The guide's rotation, as e2e_walkthrough drives it, with every kind restarted.
+    eprintln!("rotation_scale {pods}: rotating");
+    let t0 = Instant::now();
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    wait_phase(
+        &client,
+        Phase::PropagatingTrustRoots,
+        "AwaitPropagation",
+        step_timeout,
+    )
+    .await;
+    restart_everything(&client, &namespaces).await;
+    wait_phase(
+        &client,
+        Phase::WaitingForIdentityRotation,
+        "AwaitIssuer",
+        step_timeout,
+    )
+    .await;
+    cmctl_renew(&client, "linkerd", "linkerd-identity-issuer").await;
+    wait_phase(
+        &client,
+        Phase::RenewingWorkloadCerts,
+        "AccelerateRefresh",
+        step_timeout,
+    )
+    .await;
+    restart_everything(&client, &namespaces).await;
+    wait_phase(
+        &client,
+        Phase::RemovingOldTrustRoots,
+        "AwaitPropagationReduced",
+        step_timeout,
+    )
+    .await;
+    restart_everything(&client, &namespaces).await;
+    wait_status(&client, "Synced after the rotation", step_timeout, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty()
+    })
+    .await;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let cpu_rotation = proc_cpu_s(pid) - cpu_before;
+    let oracle = sim.oracle().report();
+    let requests_rotation = minus(&operator_requests(&sim), &requests_before);
+    let peak_during_kib = rss_max.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let steady_after_kib = proc_status_kib(pid, "VmRSS:");
+    let hwm_kib = proc_status_kib(pid, "VmHWM:");
+    let cpu_total = proc_cpu_s(pid);
+    let requests_total = operator_requests(&sim);
+    let op_metrics = op.metrics().await;
+    let proxies = Api::<Pod>::all(client.clone())
+        .list(&kube::api::ListParams::default().labels("linkerd.io/control-plane-ns=linkerd"))
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count();
+
+    // Reaction latencies, from what the watchers saw.
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let anchor_to_bundle: Vec<f64> = seen
+        .anchor_changes
+        .iter()
+        .filter_map(|a| {
+            seen.bundle_changes
+                .iter()
+                .find(|b| *b > a)
+                .map(|b| (*b - *a).as_secs_f64())
+        })
+        .collect();
+    let waits_on_pods = [
+        Phase::RefreshingControlPlane,
+        Phase::PropagatingTrustRoots,
+        Phase::RenewingWorkloadCerts,
+        Phase::RemovingOldTrustRoots,
+    ];
+    let mut converged_to_phase = Vec::new();
+    for w in seen.phases.windows(2) {
+        let ((entered, from), (left, to)) = (w[0], w[1]);
+        if !waits_on_pods.contains(&from) {
+            continue;
+        }
+        if let Some(last) = seen
+            .pod_events
+            .iter()
+            .filter(|e| **e > entered && **e <= left)
+            .max()
+        {
+            converged_to_phase.push((format!("{from} -> {to}"), (left - *last).as_secs_f64()));
+        }
+    }
+    let c2p: Vec<f64> = converged_to_phase.iter().map(|(_, s)| *s).collect();
+
+    // The probe sweep: ReduceBundle's final ("done") execution probes every live proxy afresh.
+    let sweep_sum = metric_value(
+        &op_metrics,
+        "trust_rotation_step_duration_seconds_sum{step=\"ReduceBundle\",outcome=\"done\"}",
+    );
+    let sweep_count = metric_value(
+        &op_metrics,
+        "trust_rotation_step_duration_seconds_count{step=\"ReduceBundle\",outcome=\"done\"}",
+    );
+    let sweep_s = match (sweep_sum, sweep_count) {
+        (Some(s), Some(c)) if c > 0.0 => Some(s / c),
+        _ => None,
+    };
+    let probes_per_s = sweep_s.map(|s| proxies as f64 / s);
+
+    let pinned = match operator_cpu {
+        Some(c) => format!("simulator and bench on core 0, operator on core {c} (taskset)"),
+        None => "not pinned".to_string(),
+    };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+
+    // The table.
+    let mut out = String::new();
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "\n== rotation_scale: {workload} running workload pods ({pods} + demo-all-kinds) in {} namespaces, {proxies} proxies ==",
+        namespaces.len()
+    );
+    let _ = writeln!(
+        out,
+        "   {profile} build; {pinned}; simulator up in {sim_start_s:.1}s, first Synced {first_synced_s:.1}s after /ready"
+    );
+    let row = |out: &mut String, k: &str, v: String| {
+        let _ = writeln!(out, "   {k:<52} {v}");
+    };
+    row(
+        &mut out,
+        "rotation wall time (anchor renewed -> Synced)",
+        format!("{wall_s:.1} s"),
+    );
+    row(
+        &mut out,
+        "oracle minimum (mTLS ok ratio during the rotation)",
+        format!("{} ({} samples)", oracle.min_ratio, oracle.samples),
+    );
+    row(
+        &mut out,
+        "RSS steady, Synced before the rotation",
+        format!("{:.1} MiB", mib(steady_before_kib)),
+    );
+    row(
+        &mut out,
+        "RSS peak (VmHWM, whole run)",
+        format!("{:.1} MiB", mib(hwm_kib)),
+    );
+    row(
+        &mut out,
+        "RSS peak sampled during the rotation",
+        format!("{:.1} MiB", mib(peak_during_kib)),
+    );
+    row(
+        &mut out,
+        "RSS steady, Synced after the rotation",
+        format!("{:.1} MiB", mib(steady_after_kib)),
+    );
+    row(
+        &mut out,
+        "CPU seconds (utime+stime): rotation / whole run",
+        format!(
+            "{cpu_rotation:.2} s / {cpu_total:.2} s ({:.0}% of a core during the rotation)",
+            100.0 * cpu_rotation / wall_s
+        ),
+    );
+    row(
+        &mut out,
+        "anchor Secret changed -> expanded bundle written",
+        format!(
+            "p50 {:.2} s, p99 {:.2} s (n={}, watched)",
+            percentile(&anchor_to_bundle, 50.0),
+            percentile(&anchor_to_bundle, 99.0),
+            anchor_to_bundle.len()
+        ),
+    );
+    row(
+        &mut out,
+        "last pod converged -> next phase in status",
+        format!(
+            "p50 {:.2} s, p99 {:.2} s (n={}, watched)",
+            percentile(&c2p, 50.0),
+            percentile(&c2p, 99.0),
+            c2p.len()
+        ),
+    );
+    for (t, s) in &converged_to_phase {
+        row(&mut out, &format!("  {t}"), format!("{s:.2} s"));
+    }
+    row(
+        &mut out,
+        "probe sweep (ReduceBundle's final look, every proxy)",
+        match (sweep_s, probes_per_s) {
+            (Some(s), Some(p)) => format!("{s:.2} s, {p:.0} probes/s (operator's step histogram)"),
+            _ => "not seen".into(),
+        },
+    );
+    let total_rot: u64 = requests_rotation.values().sum();
+    let total_all: u64 = requests_total.values().sum();
+    let _ = writeln!(
+        out,
+        "   operator API requests (simulator /metrics, by verb and resource): rotation {total_rot}, whole run {total_all}"
+    );
+    for ((verb, resource), n) in &requests_total {
+        let during = requests_rotation
+            .get(&(verb.clone(), resource.clone()))
+            .copied()
+            .unwrap_or(0);
+        let _ = writeln!(out, "     {verb:<8} {resource:<28} {during:>8} {n:>8}");
+    }
+    print!("{out}");
+
+    let figures = json!({
+        "bench": "rotation_scale",
+        "pods": pods,
+        "workload_pods": workload,
+        "namespaces": namespaces.len(),
+        "proxies": proxies,
+        "profile": profile,
+        "pinning": pinned,
+        "commit": std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        "simulator_start_s": sim_start_s,
+        "first_synced_s": first_synced_s,
+        "rotation_wall_s": wall_s,
+        "oracle_min_ratio": oracle.min_ratio,
+        "oracle_samples": oracle.samples,
+        "rss_steady_before_mib": mib(steady_before_kib),
+        "rss_peak_mib": mib(hwm_kib),
+        "rss_peak_during_rotation_mib": mib(peak_during_kib),
+        "rss_steady_after_mib": mib(steady_after_kib),
+        "cpu_rotation_s": cpu_rotation,
+        "cpu_total_s": cpu_total,
+        "anchor_to_bundle_s": anchor_to_bundle,
+        "converged_to_next_phase_s": converged_to_phase.iter().map(|(t, s)| json!({"transition": t, "s": s})).collect::<Vec<_>>(),
+        "probe_sweep_s": sweep_s,
+        "probes_per_s": probes_per_s,
+        "requests_rotation": requests_rotation.iter().map(|((v, r), n)| json!({"verb": v, "resource": r, "n": n})).collect::<Vec<_>>(),
+        "requests_total": requests_total.iter().map(|((v, r), n)| json!({"verb": v, "resource": r, "n": n})).collect::<Vec<_>>(),
+    });
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("rotation_scale-{pods}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
+    println!("   figures: {}", path.display());
+
+    let status = op.terminate().await;
+    anyhow::ensure!(status.success(), "the operator exits cleanly: {status:?}");
+    sim.shutdown().await;
+    anyhow::ensure!(
+        oracle.min_ratio >= 1.0,
+        "mTLS degraded during the rotation: min {} ({:?})",
+        oracle.min_ratio,
+        oracle.intervals
+    );
+    Ok(())
+}
+
+// === the parent: one child per size ===
+
+/// Whether to pin: two cores in this process' affinity and `taskset` on the PATH.
+fn can_pin() -> bool {
+    if std::env::var("ROTATION_BENCH_PIN").as_deref() == Ok("0") {
+        return false;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores >= 2
+        && std::process::Command::new("taskset")
+            .args(["-c", "0,1", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn run_size(pods: usize, pin: bool, smoke: bool) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = if pin {
+        let mut c = std::process::Command::new("taskset");
+        c.args(["-c", "0"]).arg(&exe);
+        c.env("ROTATION_BENCH_OPERATOR_CPU", "1");
+        c
+    } else {
+        std::process::Command::new(&exe)
+    };
+    cmd.env("ROTATION_BENCH_CHILD_PODS", pods.to_string());
+    // Its own process group: a timeout kills the child and the operator it started.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().map_err(|e| format!("could not start: {e}"))?;
+    let budget = Duration::from_secs(900 + pods as u64 / 10);
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => break,
+            Ok(Some(s)) => {
+                return Err(format!(
+                    "failed ({s}); its panic above names the phase it stuck in"
+                ))
+            }
+            Ok(None) if started.elapsed() > budget => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.wait();
+                return Err(format!("killed after {}s", budget.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if smoke {
+        let json = target_dir().join(format!("bench/rotation_scale-{pods}.json"));
+        let v: serde_json::Value = std::fs::read_to_string(&json)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| format!("{} was not written", json.display()))?;
+        if v["oracle_min_ratio"].as_f64() != Some(1.0) {
+            return Err(format!(
+                "oracle minimum {} is not 1.0",
+                v["oracle_min_ratio"]
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Ok(n) = std::env::var("ROTATION_BENCH_CHILD_PODS") {
+        return child(n.parse()?);
+    }
+    // `cargo bench` passes `--bench`; `cargo test --bench rotation_scale` (CI's smoke run)
+    // does not.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let default = if smoke { "1000" } else { "1000,10000" };
+    let sizes = std::env::var("ROTATION_BENCH_PODS").unwrap_or_else(|_| default.into());
+    let pin = can_pin();
+    println!(
+        "rotation_scale: sizes {sizes}; {}",
+        if pin {
+            "simulator pinned to core 0, operator to core 1"
+        } else {
+            "not pinned (fewer than 2 cores, no taskset, or ROTATION_BENCH_PIN=0)"
+        }
+    );
+    let mut failed = Vec::new();
+    for size in sizes.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let pods: usize = size.replace('_', "").parse()?;
+        if let Err(why) = run_size(pods, pin, smoke) {
+            println!("rotation_scale {pods} pods: SKIPPED/FAILED: {why}");
+            failed.push(pods);
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "sizes that did not complete: {failed:?}");
+    Ok(())
+}
