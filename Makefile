@@ -29,8 +29,9 @@ FIRST_BUILD_CRATES := 330
 FIRST_BUILD_MINUTES := 10
 
 # `make bench` runs every `[[bench]]` target of the workspace (cluster-sim's,
-# linkerd-trust's and the steps', e.g. mesh_scale, inspect, probe_cost); a new bench target is
-# picked up by itself. Narrow it with e.g. `make bench BENCH_ARGS="-p linkerd-trust"`.
+# linkerd-trust's, the steps' and the operator's, e.g. mesh_scale, inspect, probe_cost,
+# rotation_scale); a new bench target is picked up by itself. Narrow it with e.g. `make bench
+# BENCH_ARGS="-p linkerd-trust"`.
 BENCH_ARGS ?= --workspace
 
 .PHONY: help
@@ -173,8 +174,16 @@ e2e: $(if $(filter 1,$(DRY_RUN)),,build) ## The guide on a kind cluster (needs d
 bench: toolchain ## Every benchmark (cargo bench targets of the workspace)
 	$(CARGO) bench --locked --benches $(BENCH_ARGS)
 
+# CI's smoke run of the operator's rotation_scale bench: 1,000 pods, built in the test profile
+# (`cargo test --bench`, so `make test` compiles no dependency a second time, unlike `cargo
+# bench`); it checks that the rotation completes with mTLS intact and that the table and
+# target/bench/rotation_scale-1000.json are written, never how fast.
+.PHONY: bench-smoke
+bench-smoke: toolchain ## rotation_scale at 1,000 pods in the test profile (no timing assertion)
+	ROTATION_BENCH_PODS=1000 $(CARGO) test --locked -p trust-rotation-operator --bench rotation_scale
+
 # --- everything --------------------------------------------------------------------
 
 .PHONY: test
-test: lint unit one-build crd-fresh chart-test scripts-lint chart-sim e2e-sim rbac-sim workflow-lint install-test ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end (also under the chart RBAC), workflow lint, install.sh on make dist's archives
+test: lint unit one-build crd-fresh chart-test scripts-lint chart-sim e2e-sim bench-smoke rbac-sim workflow-lint install-test ## Every test: lint, unit, CRD freshness, charts, scripts, simulator end to end (also under the chart RBAC), the rotation bench's 1,000-pod smoke run, workflow lint, install.sh on make dist's archives
 	@echo "make test: all checks passed"
