@@ -714,6 +714,12 @@ fn main() -> anyhow::Result<()> {
             failed.push(pods);
         }
     }
-    anyhow::ensure!(failed.is_empty(), "sizes that did not complete: {failed:?}");
+    // The smoke run fails on any size; `make bench` goes on to the other benches, with the
+    // line above saying which size did not complete.
+    if smoke {
+        anyhow::ensure!(failed.is_empty(), "sizes that did not complete: {failed:?}");
+    } else if !failed.is_empty() {
+        println!("rotation_scale: sizes that did not complete: {failed:?}");
+    }
     Ok(())
 }
