@@ -245,6 +245,8 @@ fn spawn_operator(kubeconfig: &Path, cpu: Option<usize>, log: &Path) -> Operator
         }
         None => tokio::process::Command::new(bin),
     };
+    // Its log (stdout and stderr, one file offset) is kept for a run that fails.
+    let out = std::fs::File::create(log).expect("the operator's log file");
     // The chart's arguments and defaults (values.yaml), out of cluster as e2e/demo.sh runs it.
     cmd.arg("--kubeconfig")
         .arg(kubeconfig)
@@ -261,8 +263,8 @@ fn spawn_operator(kubeconfig: &Path, cpu: Option<usize>, log: &Path) -> Operator
         ])
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).expect("the operator's log file"))
+        .stdout(out.try_clone().expect("the operator's log file"))
+        .stderr(out)
         .kill_on_drop(true);
     // `taskset` execs the operator: the pid is the operator's.
     let child = cmd.spawn().expect("the operator binary starts");
@@ -323,6 +325,7 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
 
     let log = std::env::temp_dir().join(format!("rotation_scale-{pods}-operator.log"));
     let op = spawn_operator(sim.kubeconfig_path(), operator_cpu, &log);
+    eprintln!("rotation_scale {pods}: operator log {}", log.display());
     let pid = op.child.id().expect("the operator runs");
     op.wait_ready().await;
     let t = Instant::now();
