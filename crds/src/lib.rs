@@ -7,7 +7,7 @@
 
 #![forbid(unsafe_code)]
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -183,7 +183,7 @@ pub struct TrustAnchorRotationSpec {
 }
 
 /// What the operator automates, and where it waits for a person's approval first.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Automation {
     /// `Manual` (default): a person re-issues the identity issuer when the rotation waits in
@@ -198,6 +198,86 @@ pub struct Automation {
     /// Points where the rotation waits for `linkerd trust approve <step>`.
     #[serde(default)]
     pub approvals: Approvals,
+
+    /// `Manual` (default): a person restarts the meshed workloads where the rotation waits for
+    /// them (`kubectl rollout restart`, named in the waiting message). `Automatic`: the
+    /// operator restarts the meshed Deployments, StatefulSets and DaemonSets whose pods hold
+    /// the rotation itself, as `kubectl rollout restart` does (the pod-template annotation
+    /// `kubectl.kubernetes.io/restartedAt`), `maxConcurrentWorkloads` at a time, waiting for
+    /// each rollout to complete and its pods to converge before the next. Each workload's
+    /// own rollout strategy bounds its pods' unavailability; a workload whose
+    /// PodDisruptionBudget allows no disruption is skipped and named. Bare pods and Job pods
+    /// are never deleted. Progress is recorded in `status.workloadRestarts`.
+    #[serde(default)]
+    pub workload_restarts: RenewalMode,
+
+    /// Only workloads in namespaces matching this label selector are restarted by the
+    /// operator (all namespaces when absent). The others are left to a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Only workloads (Deployments, StatefulSets, DaemonSets) whose own labels match this
+    /// selector are restarted by the operator (all when absent). The others are left to a
+    /// person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<LabelSelector>,
+
+    /// How many workloads the operator restarts at once (default 1, at least 1).
+    #[serde(default = "default_max_concurrent_workloads")]
+    #[schemars(transform = positive_int32)]
+    pub max_concurrent_workloads: u32,
+}
+
+fn default_max_concurrent_workloads() -> u32 {
+    1
+}
+
+impl Default for Automation {
+    fn default() -> Self {
+        Self {
+            issuer_renewal: RenewalMode::Manual,
+            approvals: Approvals::default(),
+            workload_restarts: RenewalMode::Manual,
+            namespace_selector: None,
+            workload_selector: None,
+            max_concurrent_workloads: default_max_concurrent_workloads(),
+        }
+    }
+}
+
+/// A workload the operator restarted, or would have and did not (`status.workloadRestarts`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRestartRecord {
+    /// The rotation it belongs to.
+    pub rotation_id: String,
+    /// The step that restarted it (a workload is restarted at most once per step).
+    pub step: String,
+    /// `namespace/kind/name`, kind lower-case: `emojivoto/deployment/web`.
+    pub workload: String,
+    /// Where it stands.
+    pub state: WorkloadRestartState,
+    /// When the operator patched its pod template (or decided to skip it).
+    pub at: Time,
+    /// Why it was skipped or is failing (a PodDisruptionBudget, `linkerd trust skip`, a
+    /// rollout past its progress deadline and its failing pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where one workload restart stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadRestartState {
+    /// Holds the step; waits for its turn (`maxConcurrentWorkloads`, a PodDisruptionBudget
+    /// that allows no disruption right now, or a stopped automation).
+    Pending,
+    /// Its pod template was patched; the rollout and its pods' convergence are awaited.
+    Restarting,
+    /// Rolled out, and its pods converged.
+    Restarted,
+    /// Not restarted by the operator (a PodDisruptionBudget allows no disruption, or a
+    /// person skipped it): its pods still hold the rotation until a person replaces them.
+    Skipped,
 }
 
 /// Who re-issues a certificate during a rotation.
@@ -296,6 +376,11 @@ fn non_negative_int32(schema: &mut schemars::Schema) {
     schema.insert("type".to_string(), "integer".into());
     schema.insert("format".to_string(), "int32".into());
     schema.insert("minimum".to_string(), 0.into());
+}
+
+fn positive_int32(schema: &mut schemars::Schema) {
+    non_negative_int32(schema);
+    schema.insert("minimum".to_string(), 1.into());
 }
 
 fn default_refresh_interval() -> String {
@@ -612,6 +697,11 @@ pub struct TrustAnchorRotationStatus {
     /// The most recent finished rotations, newest first (at most five).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RotationRecord>,
+    /// The operator's own workload restarts in the rotation in progress
+    /// (`spec.automation.workloadRestarts: Automatic`): a restart or a new leader resumes
+    /// from here without restarting a workload twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workload_restarts: Vec<WorkloadRestartRecord>,
 }
 
 /// Progress of one step of the workflow.

@@ -261,7 +261,8 @@ def test_default_trust_anchor_rotation_is_the_guides(default_docs) -> None:
         "manageProxyRefreshEnv": False,
         "trustDomain": D["DEFAULT_TRUST_DOMAIN"],
         "automation": {"issuerRenewal": "Manual",
-                       "approvals": {"beforeIssuerRenewal": False, "beforeRootRemoval": False}},
+                       "approvals": {"beforeIssuerRenewal": False, "beforeRootRemoval": False},
+                       "workloadRestarts": "Manual", "maxConcurrentWorkloads": 1},
         "trustAnchor": {"namespace": cm, "certificate": D["DEFAULT_TRUST_ANCHOR"], "secret": D["DEFAULT_TRUST_ANCHOR"]},
         "previousAnchor": {"namespace": cm, "name": D["DEFAULT_PREVIOUS_ANCHOR"]},
         "identityIssuer": {"namespace": l5d, "certificate": D["DEFAULT_IDENTITY_ISSUER"], "secret": D["DEFAULT_IDENTITY_ISSUER"]},
@@ -310,7 +311,10 @@ NON_DEFAULT: dict[str, Any] = {
         "workloadCertificateRefreshInterval": "300s",
         "manageProxyRefreshEnv": True,
         "automation": {"issuerRenewal": "Automatic",
-                       "approvals": {"beforeIssuerRenewal": True, "beforeRootRemoval": True}},
+                       "approvals": {"beforeIssuerRenewal": True, "beforeRootRemoval": True},
+                       "workloadRestarts": "Automatic", "maxConcurrentWorkloads": 2,
+                       "namespaceSelector": {"matchLabels": {"linkerd.io/is-control-plane": "false"}},
+                       "workloadSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]}},
         "trustAnchor": {"namespace": "pki", "certificate": "root", "secret": "root-tls"},
         "previousAnchor": {"namespace": "pki", "name": "root-previous"},
         "identityIssuer": {"namespace": "mesh", "certificate": "issuer", "secret": "issuer-tls"},
@@ -365,6 +369,11 @@ def test_custom_names_move_rbac_with_them(custom_docs) -> None:
     assert grants[("mesh", "cert-manager.io", "certificates", "issuer")] == {"get"}
     assert grants[("mesh", "cert-manager.io", "certificates/status", "issuer")] == {"update"}
     assert not [k for k in grants if k[1] == "cert-manager.io" and k[3] not in ("", "issuer")]
+    # workloadRestarts: Automatic restarts meshed workloads anywhere (a template patch, never
+    # create or delete) and reads the PodDisruptionBudgets that may forbid it.
+    for kind in ("deployments", "statefulsets", "daemonsets"):
+        assert grants[("*cluster*", "apps", kind, "")] == {"get", "patch"}
+    assert grants[("*cluster*", "policy", "poddisruptionbudgets", "")] == {"list"}
     # Nothing is left pointing at the default names.
     assert not [k for k in grants if k[0] in ("cert-manager", "linkerd")]
 
@@ -374,6 +383,7 @@ def test_optional_grants_are_absent_by_default(default_docs) -> None:
     assert "pods/portforward" not in {k[2] for k in grants}
     assert "patch" not in grants[("*cluster*", "", "namespaces", "")]
     assert "certificates/status" not in {k[2] for k in grants}
+    assert not [k for k in grants if k[0] == "*cluster*" and k[1] in ("apps", "policy")]
 
 
 def test_custom_trust_anchor_rotation(custom_docs) -> None:
@@ -386,8 +396,7 @@ def test_custom_trust_anchor_rotation(custom_docs) -> None:
     assert spec["manageProxyRefreshEnv"] is True
     assert spec["trustRoots"] == {"namespace": "mesh", "name": "roots", "key": "bundle.pem"}
     assert spec["controlPlane"]["otherDeployments"] == ["dst", "policy"]
-    assert spec["automation"] == {"issuerRenewal": "Automatic",
-                                  "approvals": {"beforeIssuerRenewal": True, "beforeRootRemoval": True}}
+    assert spec["automation"] == NON_DEFAULT["trustAnchorRotation"]["automation"]
 
 
 def test_monitoring_objects_select_the_operator(custom_docs) -> None:

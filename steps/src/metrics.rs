@@ -9,7 +9,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
-use trust_rotation_crds::{parse_proxy_duration, ApprovalGate, Phase, TrustAnchorRotationStatus};
+use trust_rotation_crds::{
+    parse_proxy_duration, ApprovalGate, Phase, TrustAnchorRotationStatus, WorkloadRestartState,
+};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -34,6 +36,9 @@ pub struct Metrics {
     rotations_finished: Counter,
     rotations_retargeted: Counter,
     approvals_pending: Family<Labels, Gauge>,
+    workloads_restarted: Gauge,
+    workloads_pending: Gauge,
+    workloads_skipped: Gauge,
 }
 
 fn step_histogram() -> Histogram {
@@ -62,6 +67,9 @@ impl Metrics {
             rotations_finished: Counter::default(),
             rotations_retargeted: Counter::default(),
             approvals_pending: Family::default(),
+            workloads_restarted: Gauge::default(),
+            workloads_pending: Gauge::default(),
+            workloads_skipped: Gauge::default(),
         };
         registry.register(
             "trust_rotation_phase",
@@ -107,6 +115,21 @@ impl Metrics {
             "trust_rotation_approvals_pending",
             "1 while the rotation waits for `linkerd trust approve <step>` (spec.automation.approvals), per step; else 0",
             m.approvals_pending.clone(),
+        );
+        registry.register(
+            "trust_rotation_workloads_restarted",
+            "Workload restarts the operator made in the latest rotation (spec.automation.workloadRestarts: Automatic; one per workload and step)",
+            m.workloads_restarted.clone(),
+        );
+        registry.register(
+            "trust_rotation_workloads_pending",
+            "Workloads whose pods hold the rotation and wait for the operator to restart them",
+            m.workloads_pending.clone(),
+        );
+        registry.register(
+            "trust_rotation_workloads_skipped",
+            "Workloads the operator did not restart in the latest rotation (a PodDisruptionBudget allowing no disruption, linkerd trust skip, OnDelete)",
+            m.workloads_skipped.clone(),
         );
         registry.register(
             "trust_rotation_blocked",
@@ -226,6 +249,19 @@ impl Metrics {
                 .map(|t| t.0.as_second() as f64)
                 .unwrap_or(0.0)
         };
+        let count = |s: WorkloadRestartState| {
+            status
+                .workload_restarts
+                .iter()
+                .filter(|r| r.state == s)
+                .count() as i64
+        };
+        self.workloads_restarted
+            .set(count(WorkloadRestartState::Restarting) + count(WorkloadRestartState::Restarted));
+        self.workloads_pending
+            .set(count(WorkloadRestartState::Pending));
+        self.workloads_skipped
+            .set(count(WorkloadRestartState::Skipped));
         self.anchor_expiry.set(expiry(&status.active_anchor));
         self.issuer_expiry.set(expiry(&status.active_issuer));
     }

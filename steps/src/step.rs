@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use std::time::Duration;
 use trust_rotation_crds::{
     ApprovalRecord, CertificateSummary, Convergence, IssuerRenewalRecord, Phase, RotationRecord,
-    StepRecord, TrustAnchorRotationSpec,
+    StepRecord, TrustAnchorRotationSpec, WorkloadRestartRecord,
 };
 
 /// How a step's single execution ended when it did not fail.
@@ -251,6 +251,9 @@ pub struct Progress {
     /// The operator triggered the identity issuer's re-issuance
     /// (`status.rotation.issuerRenewal`).
     pub issuer_renewal: Option<IssuerRenewalRecord>,
+    /// Every automatic workload restart record of one step (`status.workloadRestarts`): the
+    /// step's name and its records, which replace that step's records in the status.
+    pub workload_restarts: Option<(String, Vec<WorkloadRestartRecord>)>,
 }
 
 impl Progress {
@@ -267,7 +270,8 @@ impl Progress {
             previous_anchor,
             refresh_interval,
             foreign_roots,
-            issuer_renewal
+            issuer_renewal,
+            workload_restarts
         );
         self.approvals.extend(other.approvals);
     }
@@ -311,6 +315,10 @@ pub struct StepContext {
     /// The TrustAnchorRotation's approval annotation and who wrote it, as read for this
     /// execution (see [`crate::rotation::approval`]).
     pub approval: crate::rotation::approval::Annotation,
+    /// `status.workloadRestarts` as persisted before this execution.
+    pub workload_restarts: Vec<WorkloadRestartRecord>,
+    /// The TrustAnchorRotation's `trust.linkerd.io/skip` annotation (`linkerd trust skip`).
+    pub skip_annotation: Option<String>,
 }
 
 impl StepContext {
@@ -336,7 +344,20 @@ impl StepContext {
             probe,
             pods: None,
             approval: Default::default(),
+            workload_restarts: Vec::new(),
+            skip_annotation: None,
         }
+    }
+
+    /// With the automatic workload restarts recorded so far and the skip annotation.
+    pub fn with_workload_restarts(
+        mut self,
+        records: Vec<WorkloadRestartRecord>,
+        skip_annotation: Option<String>,
+    ) -> Self {
+        self.workload_restarts = records;
+        self.skip_annotation = skip_annotation;
+        self
     }
 
     /// With the approval annotation read from the TrustAnchorRotation.

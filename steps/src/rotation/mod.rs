@@ -23,6 +23,7 @@ pub mod invariant;
 pub mod issuer;
 pub mod propagation;
 pub mod refresh;
+pub mod restarts;
 pub mod retarget;
 pub mod trigger;
 pub mod validate;

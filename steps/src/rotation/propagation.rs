@@ -131,8 +131,11 @@ impl Step for AwaitPropagation {
         // The bundle invariant first: nothing advances on a broken bundle.
         let guarded = crate::guarded!(ctx);
         let mut progress = guarded.progress();
-        let outcome = self.execute(ctx, guarded, &mut progress).await?;
-        Ok(outcome.with(progress))
+        let mut drive = super::restarts::Drive::default();
+        let outcome = self
+            .execute(ctx, guarded, &mut progress, &mut drive)
+            .await?;
+        Ok(drive.report(self.name, outcome, progress))
     }
 }
 
@@ -144,6 +147,7 @@ impl AwaitPropagation {
         ctx: &StepContext,
         guarded: Guarded,
         progress: &mut Progress,
+        drive: &mut super::restarts::Drive,
     ) -> Result<Outcome, StepError> {
         let Guarded {
             observed,
@@ -183,6 +187,15 @@ impl AwaitPropagation {
                 return Ok(block);
             }
         }
+        // spec.automation.workloadRestarts: restart what the message tells a person to.
+        *drive = super::restarts::drive(
+            ctx,
+            self.name,
+            &tally.unconverged,
+            &pods,
+            decision == Outcome::Done,
+        )
+        .await?;
         Ok(decision)
     }
 }

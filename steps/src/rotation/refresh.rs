@@ -296,8 +296,11 @@ impl Step for AccelerateRefresh {
         // The bundle invariant first: nothing advances on a broken bundle.
         let guarded = crate::guarded!(ctx);
         let mut progress = guarded.progress();
-        let outcome = self.execute(ctx, guarded, &mut progress).await?;
-        Ok(outcome.with(progress))
+        let mut drive = super::restarts::Drive::default();
+        let outcome = self
+            .execute(ctx, guarded, &mut progress, &mut drive)
+            .await?;
+        Ok(drive.report(names::ACCELERATE_REFRESH, outcome, progress))
     }
 }
 
@@ -308,6 +311,7 @@ impl AccelerateRefresh {
         ctx: &StepContext,
         guarded: Guarded,
         progress: &mut Progress,
+        drive: &mut super::restarts::Drive,
     ) -> Result<Outcome, StepError> {
         let Guarded {
             expectation, pods, ..
@@ -366,6 +370,17 @@ impl AccelerateRefresh {
             return Ok(block);
         }
         let mut outcome = decide_refresh(&tally, &interval, ctx.spec.manage_proxy_refresh_env);
+        // spec.automation.workloadRestarts: restart the workloads whose pods still serve a
+        // certificate from the previous issuer rather than wait for their renewal.
+        let seen: Vec<MeshedPod> = results.iter().map(|(p, _)| p.clone()).collect();
+        *drive = super::restarts::drive(
+            ctx,
+            names::ACCELERATE_REFRESH,
+            &tally.unconverged,
+            &seen,
+            outcome == Outcome::Done,
+        )
+        .await?;
         if let Some(until) = patience {
             // Every pod left answers and still serves a valid certificate: it renews from the
             // active issuer on its own before that certificate expires, so waiting until then

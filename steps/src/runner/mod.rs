@@ -396,7 +396,15 @@ impl Runner {
                 self.config.probe.clone(),
             )
             .with_pods(self.pods.clone())
-            .with_approval(crate::rotation::approval::Annotation::of(&tar.metadata));
+            .with_approval(crate::rotation::approval::Annotation::of(&tar.metadata))
+            .with_workload_restarts(
+                status.workload_restarts.clone(),
+                tar.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(crate::rotation::restarts::SKIP_ANNOTATION))
+                    .cloned(),
+            );
             let began = Instant::now();
             let result =
                 match tokio::time::timeout(step.timeout(), step.run(&ctx).instrument(span.clone()))

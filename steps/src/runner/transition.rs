@@ -913,6 +913,13 @@ pub fn apply_progress(status: &mut TrustAnchorRotationStatus, p: Progress) {
     if let Some(v) = p.foreign_roots {
         status.foreign_roots = v;
     }
+    if let Some((step, records)) = p.workload_restarts {
+        let current = status.rotation.as_ref().map(|r| r.id.clone());
+        status
+            .workload_restarts
+            .retain(|r| Some(&r.rotation_id) == current.as_ref() && r.step != step);
+        status.workload_restarts.extend(records);
+    }
     if let Some(rotation) = status.rotation.as_mut() {
         if let Some(v) = p.issuer_renewal {
             rotation.issuer_renewal = Some(v);

@@ -7,6 +7,7 @@
 //! Everything here talks to the [`Store`] only (never HTTP); the proxies' admin servers are
 //! the only sockets. See `MESH.md` beside the crate for what is simplified.
 
+pub mod availability;
 pub mod batch;
 pub mod certmanager;
 pub mod cron;
@@ -179,6 +180,8 @@ pub(crate) struct Shared {
     pub clock: cron::SimClock,
     /// The scheduler's round-robin position over fitting Nodes.
     pub next_node: std::sync::atomic::AtomicUsize,
+    /// The most pods each workload had unavailable (an observation for tests).
+    pub max_unavailable: availability::MaxUnavailable,
 }
 
 /// The running mesh. Dropping it does not stop it; call [`MeshHandle::shutdown`].
@@ -206,6 +209,7 @@ pub fn install(store: &Store, cfg: &MeshConfig) -> anyhow::Result<MeshHandle> {
         topology: topology::progress(),
         clock: cron::SimClock::new(cfg.durations.cron_minute),
         next_node: Default::default(),
+        max_unavailable: Default::default(),
     });
     store.add_admission_hook(Arc::new(linkerd::Injector::new(shared.clone())));
     tokio::spawn(certmanager::run(shared.clone()));
@@ -213,6 +217,7 @@ pub fn install(store: &Store, cfg: &MeshConfig) -> anyhow::Result<MeshHandle> {
     tokio::spawn(sets::run(shared.clone()));
     tokio::spawn(batch::run(shared.clone()));
     tokio::spawn(disruption::run(shared.clone()));
+    tokio::spawn(availability::run(shared.clone()));
     tokio::spawn(kubelet::run(shared.clone()));
     tokio::spawn(linkerd::run_bundle_view(shared.clone()));
     tokio::spawn(linkerd::run_issuer_watch(shared.clone()));
@@ -254,7 +259,19 @@ impl MeshHandle {
 
     /// Prometheus text lines for the simulator's `/metrics` (A appends them).
     pub fn metrics_text(&self) -> String {
-        self.oracle.metrics_text()
+        self.oracle.metrics_text() + &self.shared.max_unavailable.metrics_text()
+    }
+
+    /// The most pods each workload (`ns/kind/name`) had unavailable since the last reset:
+    /// desired replicas (a DaemonSet's desired scheduled pods) minus its Ready pods that are
+    /// not terminating.
+    pub fn max_unavailable(&self) -> std::collections::BTreeMap<String, i64> {
+        self.shared.max_unavailable.snapshot()
+    }
+
+    /// Starts recording [`MeshHandle::max_unavailable`] afresh.
+    pub fn reset_max_unavailable(&self) {
+        self.shared.max_unavailable.reset()
     }
 
     /// Stops every controller, proxy and admin server.

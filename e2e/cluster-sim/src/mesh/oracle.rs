@@ -377,6 +377,7 @@ mod tests {
             topology: crate::mesh::topology::progress(),
             clock: crate::mesh::cron::SimClock::new(Durations::fast().cron_minute),
             next_node: Default::default(),
+            max_unavailable: Default::default(),
         }
     }
 

@@ -1,0 +1,347 @@
+//! `spec.automation.workloadRestarts: Automatic` on the cluster simulator, with the real
+//! operator binary: after `renew anchor` the rotation reaches Synced with no further command,
+//! restarting the Deployments, StatefulSets and DaemonSets itself, one at a time, never taking
+//! a workload below what its rollout strategy allows; a PodDisruptionBudget that allows no
+//! disruption makes the operator skip (and name) its workload.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use trust_rotation_crds::{Phase, TrustAnchorRotation, WorkloadRestartState};
+
+const T: Duration = Duration::from_secs(90);
+
+async fn patch_spec(client: &kube::Client, spec: serde_json::Value) {
+    Api::<TrustAnchorRotation>::all(client.clone())
+        .patch(
+            "cluster",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": spec })),
+        )
+        .await
+        .expect("spec patched");
+}
+
+/// `int` or `N%` of `of`, rounded down or up, as Kubernetes scales rollout bounds.
+fn scaled(v: Option<&IntOrString>, of: i64, up: bool, default: &str) -> i64 {
+    let v = v
+        .cloned()
+        .unwrap_or_else(|| IntOrString::String(default.to_string()));
+    match v {
+        IntOrString::Int(i) => i64::from(i),
+        IntOrString::String(s) => {
+            let pct: f64 = s.trim_end_matches('%').parse().expect("a percentage");
+            let x = pct * of as f64 / 100.0;
+            (if up { x.ceil() } else { x.floor() }) as i64
+        }
+    }
+}
+
+/// Every meshed workload in `namespaces` (`ns/kind/name`) with the most pods its rollout
+/// strategy lets be unavailable.
+async fn workloads_and_bounds(
+    client: &kube::Client,
+    namespaces: &[String],
+) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for ns in namespaces {
+        for d in Api::<Deployment>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .expect("deployments")
+        {
+            let spec = d.spec.clone();
+            let replicas = i64::from(spec.replicas.unwrap_or(1));
+            let s = spec.strategy.unwrap_or_default();
+            let bound = if s.type_.as_deref() == Some("Recreate") {
+                replicas
+            } else {
+                let ru = s.rolling_update.unwrap_or_default();
+                let surge = scaled(ru.max_surge.as_ref(), replicas, true, "25%");
+                let unavailable = scaled(ru.max_unavailable.as_ref(), replicas, false, "25%");
+                if surge == 0 && unavailable == 0 {
+                    1
+                } else {
+                    unavailable
+                }
+            };
+            out.insert(
+                format!("{ns}/deployment/{}", d.metadata.name.unwrap_or_default()),
+                bound,
+            );
+        }
+        for s in Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .expect("statefulsets")
+        {
+            let spec = s.spec.clone();
+            let replicas = i64::from(spec.replicas.unwrap_or(1));
+            let ru = spec
+                .update_strategy
+                .and_then(|u| u.rolling_update)
+                .unwrap_or_default();
+            let bound = scaled(ru.max_unavailable.as_ref(), replicas, false, "1").max(1);
+            out.insert(
+                format!("{ns}/statefulset/{}", s.metadata.name.unwrap_or_default()),
+                bound,
+            );
+        }
+        for d in Api::<DaemonSet>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .expect("daemonsets")
+        {
+            let desired = i64::from(
+                d.status
+                    .as_ref()
+                    .map(|s| s.desired_number_scheduled)
+                    .unwrap_or(0),
+            );
+            let ru = d
+                .spec
+                .clone()
+                .update_strategy
+                .and_then(|u| u.rolling_update)
+                .unwrap_or_default();
+            let surge = scaled(ru.max_surge.as_ref(), desired, true, "0");
+            let mut bound = scaled(ru.max_unavailable.as_ref(), desired, true, "1");
+            if surge == 0 && bound == 0 {
+                bound = 1;
+            }
+            out.insert(
+                format!("{ns}/daemonset/{}", d.metadata.name.unwrap_or_default()),
+                bound,
+            );
+        }
+    }
+    out
+}
+
+/// Events about the rotation with `reason`: their notes.
+async fn event_notes(client: &kube::Client, reason: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
+                && e.reason.as_deref() == Some(reason)
+        })
+        .map(|e| e.note.unwrap_or_default())
+        .collect()
+}
+
+async fn start(sim: &cluster_sim::Sim) -> std::sync::Arc<Ops> {
+    let client = sim.client();
+    let ops = Ops::new(sim.kubeconfig_path(), vec![]);
+    ops.start().await;
+    patch_spec(
+        &client,
+        serde_json::json!({"automation": {
+            "issuerRenewal": "Automatic",
+            "workloadRestarts": "Automatic",
+        }}),
+    )
+    .await;
+    wait_status(&client, "Synced", T, |s| {
+        s.phase == Some(Phase::Synced) && s.trust_bundle.is_some()
+    })
+    .await;
+    ops
+}
+
+/// The acceptance test: automation fully on, `renew anchor` and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_restarts_rotate_every_kind_with_no_further_command() {
+    let sim = start_all_kinds_sim().await;
+    let client = sim.client();
+    let namespaces = workload_namespaces(&client).await;
+    let ops = start(&sim).await;
+    let bounds = workloads_and_bounds(&client, &namespaces).await;
+    let kinds: BTreeSet<&str> = bounds.keys().filter_map(|k| k.split('/').nth(1)).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["daemonset", "deployment", "statefulset"]),
+        "the topology has every kind: {bounds:?}"
+    );
+    sim.oracle().reset();
+    sim.mesh().reset_max_unavailable();
+
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    // One workload at a time (maxConcurrentWorkloads defaults to 1).
+    let watcher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut most = 0usize;
+            loop {
+                let s = status(&client).await;
+                let n = s
+                    .workload_restarts
+                    .iter()
+                    .filter(|r| r.state == WorkloadRestartState::Restarting)
+                    .count();
+                most = most.max(n);
+                if s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty() {
+                    return most;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let s = wait_status(&client, "Synced with no further command", T, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty()
+    })
+    .await;
+    assert!(s.blocking_message.is_none(), "{:?}", s.blocking_message);
+    let report = sim.oracle().report();
+    assert!(
+        report.min_ratio >= 1.0,
+        "mTLS intact: min {} over {} samples, {:?}",
+        report.min_ratio,
+        report.samples,
+        report.intervals
+    );
+    assert_eq!(
+        watcher.await.expect("watcher"),
+        1,
+        "at most one workload restarting at a time"
+    );
+
+    // Every workload restarted once where the bundle changed (expansion, reduction), at most
+    // once for the new issuer's certificates; all rolled out; none skipped.
+    let id = s.history[0].id.clone();
+    let mut per_step: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for r in &s.workload_restarts {
+        assert_eq!(r.rotation_id, id);
+        assert_eq!(r.state, WorkloadRestartState::Restarted, "{r:?}");
+        per_step
+            .entry(r.step.as_str())
+            .or_default()
+            .push(r.workload.as_str());
+    }
+    let all: Vec<&str> = bounds.keys().map(String::as_str).collect();
+    for step in ["AwaitPropagation", "AwaitPropagationReduced"] {
+        let mut got = per_step.get(step).cloned().unwrap_or_default();
+        got.sort();
+        assert_eq!(got, all, "{step} restarted every workload once");
+    }
+    for w in per_step.get("AccelerateRefresh").into_iter().flatten() {
+        assert!(all.contains(w), "{w}");
+    }
+    let restarted = event_notes(&client, "WorkloadRestarted").await;
+    assert_eq!(
+        restarted.len(),
+        s.workload_restarts.len(),
+        "one Event per workload restart: {restarted:#?}"
+    );
+    ops.expect_metric(
+        "trust_rotation_workloads_restarted",
+        s.workload_restarts.len() as f64,
+    )
+    .await;
+    ops.expect_metric("trust_rotation_workloads_pending", 0.0)
+        .await;
+    ops.expect_metric("trust_rotation_workloads_skipped", 0.0)
+        .await;
+
+    // No workload ever had more pods unavailable than its strategy allows.
+    let seen = sim.mesh().max_unavailable();
+    assert!(
+        seen.values().any(|&v| v > 0),
+        "the simulator saw the rollouts take pods down: {seen:?}"
+    );
+    for (w, bound) in &bounds {
+        let max = seen.get(w).copied().unwrap_or(0);
+        assert!(
+            max <= *bound,
+            "{w}: {max} unavailable, strategy allows {bound}"
+        );
+    }
+    ops.stop().await;
+    sim.shutdown().await;
+}
+
+/// A PodDisruptionBudget with `maxUnavailable: 0`: the operator restarts every other
+/// workload, skips that one and names it (status, Event, metric, blockingMessage); the person
+/// replaces its pods and the rotation goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_allowing_no_disruption_is_skipped_and_named() {
+    let sim = start_all_kinds_sim().await;
+    let client = sim.client();
+    let ops = start(&sim).await;
+    // The StatefulSet's budget now allows no disruption at all.
+    Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), APP_NS)
+        .patch(
+            "vote-store",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"maxUnavailable": 0}})),
+        )
+        .await
+        .expect("PDB patched");
+    let generation = |s: &StatefulSet| s.metadata.generation.unwrap_or(0);
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), APP_NS);
+    let before = generation(&sts_api.get("vote-store").await.expect("sts"));
+    sim.oracle().reset();
+
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let s = wait_status(&client, "the StatefulSet named as skipped", T, |s| {
+        s.blocking_message.as_deref().is_some_and(|m| {
+            m.contains("emojivoto/statefulset/vote-store")
+                && m.contains("PodDisruptionBudget vote-store allows no disruption")
+        })
+    })
+    .await;
+    assert_eq!(s.current_step.as_deref(), Some("AwaitPropagation"));
+    let skipped: Vec<_> = s
+        .workload_restarts
+        .iter()
+        .filter(|r| r.state == WorkloadRestartState::Skipped)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{:#?}", s.workload_restarts);
+    assert_eq!(skipped[0].workload, "emojivoto/statefulset/vote-store");
+    assert!(
+        s.workload_restarts
+            .iter()
+            .any(|r| r.state == WorkloadRestartState::Restarted),
+        "the others were restarted"
+    );
+    ops.expect_metric("trust_rotation_workloads_skipped", 1.0)
+        .await;
+    let notes = event_notes(&client, "WorkloadRestartSkipped").await;
+    assert!(notes.iter().any(|n| n.contains("vote-store")), "{notes:?}");
+    // The operator never touched it.
+    assert_eq!(
+        generation(&sts_api.get("vote-store").await.expect("sts")),
+        before
+    );
+
+    // The person replaces its pods at each step that waits for them; the rest is automatic.
+    let mut restarted_for: BTreeSet<String> = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let s = status(&client).await;
+        if s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{s:#?}");
+        if let (Some(m), Some(step)) = (&s.blocking_message, &s.current_step) {
+            if m.contains("statefulset/vote-store") && restarted_for.insert(step.clone()) {
+                rollout_restart_one::<StatefulSet>(&client, APP_NS, "vote-store").await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(restarted_for.contains("AwaitPropagation"));
+    let report = sim.oracle().report();
+    assert!(report.min_ratio >= 1.0, "{report:?}");
+    ops.stop().await;
+    sim.shutdown().await;
+}
