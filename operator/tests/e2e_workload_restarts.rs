@@ -345,3 +345,133 @@ async fn a_budget_allowing_no_disruption_is_skipped_and_named() {
     ops.stop().await;
     sim.shutdown().await;
 }
+
+/// A rollout that never completes (a crash-looping image): the automation stops, touches no
+/// other workload and names the workload and its failing pods; `linkerd trust skip` lets it
+/// go on; the skipped workload's pods are the person's to replace, and the rotation finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_never_completes_stops_the_automation_until_skipped() {
+    use trust_rotation_steps::rotation::restarts;
+    let sim = start_all_kinds_sim().await;
+    let client = sim.client();
+    let ops = start(&sim).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), APP_NS);
+    // A broken image: every new pod of web crash-loops; its rollout never completes.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {
+                "progressDeadlineSeconds": 3,
+                "template": {"metadata": {"annotations": {"cluster-sim.test/crash-loop": "true"}}},
+            }})),
+        )
+        .await
+        .expect("web broken");
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), APP_NS);
+    let sts_generation = || async {
+        sts_api
+            .get("vote-store")
+            .await
+            .expect("sts")
+            .metadata
+            .generation
+            .unwrap_or(0)
+    };
+    let before = sts_generation().await;
+
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let s = wait_status(&client, "the automation stopped on web", T, |s| {
+        s.blocking_message.as_deref().is_some_and(|m| {
+            m.contains("automatic workload restarts stopped")
+                && m.contains("emojivoto/deployment/web did not complete within 3s")
+                && m.contains("failing pods: emojivoto/web-")
+                && m.contains("linkerd trust skip deployment/web -n emojivoto")
+        })
+    })
+    .await;
+    // Nothing else is touched while it is stopped (vote-store comes after web).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sts_generation().await, before, "vote-store untouched");
+    let s2 = status(&client).await;
+    assert!(
+        s2.workload_restarts
+            .iter()
+            .any(|r| r.workload == "emojivoto/statefulset/vote-store"
+                && r.state == WorkloadRestartState::Pending),
+        "{:#?}",
+        s2.workload_restarts
+    );
+
+    // linkerd trust skip deploy/web -n emojivoto (the same annotation value).
+    let id = s.rotation.as_ref().expect("in progress").id.clone();
+    let w = restarts::WorkloadRef::parse("emojivoto/deploy/web").expect("workload");
+    let api = Api::<TrustAnchorRotation>::all(client.clone());
+    let tar = api.get("cluster").await.expect("rotation");
+    let existing = tar
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(restarts::SKIP_ANNOTATION))
+        .cloned();
+    api.patch(
+        "cluster",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+            restarts::SKIP_ANNOTATION: restarts::add_skip(existing.as_deref(), &w, &id),
+        }}})),
+    )
+    .await
+    .expect("skipped");
+    // The automation goes on with vote-store.
+    wait_status(&client, "vote-store restarted after the skip", T, |s| {
+        s.workload_restarts.iter().any(|r| {
+            r.workload == "emojivoto/statefulset/vote-store"
+                && r.step == "AwaitPropagation"
+                && r.state == WorkloadRestartState::Restarted
+        })
+    })
+    .await;
+    let s = wait_status(&client, "web named as the person's to replace", T, |s| {
+        s.blocking_message.as_deref().is_some_and(|m| {
+            m.contains("a person must replace their pods") && m.contains("emojivoto/deployment/web")
+        })
+    })
+    .await;
+    assert!(s
+        .workload_restarts
+        .iter()
+        .any(|r| r.workload == "emojivoto/deployment/web"
+            && r.state == WorkloadRestartState::Skipped));
+
+    // The person fixes the image; web's pods are then replaced by its own rollout, and at
+    // each later step that waits for them the person restarts web.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"template": {"metadata": {
+                "annotations": {"cluster-sim.test/crash-loop": null}}}}})),
+        )
+        .await
+        .expect("web fixed");
+    let mut restarted_for: BTreeSet<String> = BTreeSet::from(["AwaitPropagation".to_string()]);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let s = status(&client).await;
+        if s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{s:#?}");
+        if let (Some(m), Some(step)) = (&s.blocking_message, &s.current_step) {
+            if m.contains("deployment/web") && restarted_for.insert(step.clone()) {
+                rollout_restart_one::<Deployment>(&client, APP_NS, "web").await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report = sim.oracle().report();
+    assert!(report.min_ratio >= 1.0, "{report:?}");
+    ops.stop().await;
+    sim.shutdown().await;
+}

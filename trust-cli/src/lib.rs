@@ -13,6 +13,7 @@ pub mod goflags;
 pub mod inspect;
 pub mod names;
 pub mod renew;
+pub mod skip;
 pub mod status;
 pub mod version;
 
@@ -62,6 +63,11 @@ pub enum Command {
     /// refuses the anchor while a rotation is in progress, and the issuer before the rotation
     /// reaches WaitingForIdentityRotation, unless --force
     Renew(RenewArgs),
+    /// Let the operator's automatic workload restarts (spec.automation.workloadRestarts) leave a
+    /// workload alone in the rotation in progress, e.g. one whose rollout does not progress:
+    /// writes the annotation trust.linkerd.io/skip: <ns>/<kind>/<name>@<rotation id>; its pods
+    /// still hold the rotation until you replace them
+    Skip(SkipArgs),
     /// Show the TrustAnchorRotation's phase and counts; follow it with --watch
     Status(StatusArgs),
     /// Print the client and operator versions
@@ -107,6 +113,19 @@ pub struct ApproveArgs {
     /// .status.rotation.id)
     #[arg(long, value_name = "ID")]
     pub rotation_id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SkipArgs {
+    /// The workload, as KIND/NAME: deploy/web, statefulset/db, ds/agent
+    #[arg(value_parser = skip::parse_workload, value_name = "KIND/NAME")]
+    pub workload: (String, String),
+    /// The workload's namespace
+    #[arg(short = 'n', long, value_name = "NS", default_value = "default")]
+    pub namespace: String,
+    /// The TrustAnchorRotation to annotate
+    #[arg(long, default_value = trust_rotation_crds::DEFAULT_ROTATION_NAME, value_name = "NAME")]
+    pub rotation: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -215,6 +234,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 args.rotation_id.as_deref(),
             )
             .await?);
+        }
+        Command::Skip(args) => {
+            let client = cli.client.client().await?;
+            out(&skip::run(&client, &args.rotation, &args.workload, &args.namespace).await?);
         }
         Command::Renew(args) => {
             let client = cli.client.client().await?;

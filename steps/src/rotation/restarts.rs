@@ -502,7 +502,7 @@ pub async fn drive<S>(
         };
         if r.state != WorkloadRestartState::Skipped && skipped_by_person.contains(&w) {
             r.state = WorkloadRestartState::Skipped;
-            r.message = Some("skipped by linkerd trust skip".into());
+            r.message = Some(format!("{w} skipped by linkerd trust skip"));
             r.at = Time(ctx.now);
             out.warnings.push(StepWarning {
                 reason: WORKLOAD_SKIPPED,
@@ -578,7 +578,7 @@ pub async fn drive<S>(
                     step,
                     w,
                     WorkloadRestartState::Skipped,
-                    Some("skipped by linkerd trust skip".into()),
+                    Some(format!("{w} skipped by linkerd trust skip")),
                 ),
             );
             continue;

@@ -629,6 +629,8 @@ struct ContainerRt {
     init: bool,
     program: Program,
     pre_stop: Option<Duration>,
+    /// `cluster-sim.test/crash-loop`: exits at once every time it starts, never Ready.
+    crash_loop: bool,
 }
 
 impl ContainerRt {
@@ -959,7 +961,7 @@ impl PodTask {
                 c.state = CState::Running {
                     started_at: started.clone(),
                 };
-                c.ready = true;
+                c.ready = !c.crash_loop;
                 if let Program::Finite { run_for, exit_code } = c.program {
                     finite.push((c.name.clone(), run_for, exit_code));
                 }
@@ -1018,7 +1020,7 @@ impl PodTask {
                             c.state = CState::Running {
                                 started_at: now_rfc3339(),
                             };
-                            c.ready = true;
+                            c.ready = !c.crash_loop;
                         });
                     }
                     publish(&shared, &rt);
@@ -1111,6 +1113,9 @@ impl Drop for PodTask {
 }
 
 fn container_rts(pod: &Value, is_identity: bool) -> Vec<ContainerRt> {
+    let crash_loop = pod["metadata"]["annotations"][super::ANNOTATION_SIM_CRASH_LOOP]
+        .as_str()
+        .is_some_and(|v| v == "true");
     let mut out = Vec::new();
     for (key, init) in [("initContainers", true), ("containers", false)] {
         for c in pod["spec"][key].as_array().into_iter().flatten() {
@@ -1138,12 +1143,16 @@ fn container_rts(pod: &Value, is_identity: bool) -> Vec<ContainerRt> {
                 last_terminated: None,
                 role,
                 init,
-                program: if role == Role::App {
-                    program(c)
-                } else {
-                    Program::Service
+                program: match role {
+                    Role::App if crash_loop => Program::Finite {
+                        run_for: Duration::ZERO,
+                        exit_code: 1,
+                    },
+                    Role::App => program(c),
+                    _ => Program::Service,
                 },
                 pre_stop: pre_stop(c),
+                crash_loop: crash_loop && role == Role::App,
                 name,
             });
         }

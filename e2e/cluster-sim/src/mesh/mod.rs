@@ -64,6 +64,10 @@ pub const ANNOTATION_NATIVE_SIDECAR: &str = "config.linkerd.io/proxy-enable-nati
 /// The simulator's own pod annotations (reserved `.test` domain: no real cluster uses them).
 /// The app containers ignore SIGTERM and run until the grace period ends.
 pub const ANNOTATION_SIM_IGNORE_SIGTERM: &str = "cluster-sim.test/ignore-sigterm";
+/// `"true"`: the pod's application containers exit with code 1 as soon as they start and
+/// are restarted with back-off (`CrashLoopBackOff`), never Ready: a broken image, for
+/// rollouts that never complete. Set it on a pod template.
+pub const ANNOTATION_SIM_CRASH_LOOP: &str = "cluster-sim.test/crash-loop";
 /// The node evicts the pod (node-pressure eviction); the value is the message.
 pub const ANNOTATION_SIM_EVICT: &str = "cluster-sim.test/evict";
 
