@@ -377,6 +377,44 @@ mod tests {
     }
 
     #[test]
+    fn workload_restart_gauges_count_the_status_records() {
+        use trust_rotation_crds::WorkloadRestartRecord;
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let rec = |w: &str, state| WorkloadRestartRecord {
+            rotation_id: "r".into(),
+            step: "AwaitPropagation".into(),
+            workload: w.into(),
+            state,
+            at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+            message: None,
+        };
+        m.observe_status(&TrustAnchorRotationStatus {
+            workload_restarts: vec![
+                rec("a/deployment/x", WorkloadRestartState::Restarted),
+                rec("a/deployment/y", WorkloadRestartState::Restarting),
+                rec("a/statefulset/z", WorkloadRestartState::Skipped),
+                rec("a/daemonset/d", WorkloadRestartState::Pending),
+                rec("a/daemonset/e", WorkloadRestartState::Pending),
+            ],
+            ..Default::default()
+        });
+        let text = render(&registry);
+        assert!(
+            text.contains("trust_rotation_workloads_restarted 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("trust_rotation_workloads_pending 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("trust_rotation_workloads_skipped 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn approvals_pending_follow_the_blocking_message() {
         let mut registry = Registry::default();
         let m = Metrics::register(&mut registry);

@@ -616,3 +616,67 @@ fn retarget_without_a_rotation_changes_nothing() {
     assert_eq!(t.status, prev);
     assert!(!t.writes() && t.events().count() == 0);
 }
+
+#[test]
+fn workload_restart_records_replace_their_steps_and_drop_older_rotations() {
+    use trust_rotation_crds::{WorkloadRestartRecord, WorkloadRestartState};
+    let rec = |rotation: &str, step: &str, w: &str, state| WorkloadRestartRecord {
+        rotation_id: rotation.into(),
+        step: step.into(),
+        workload: w.into(),
+        state,
+        at: Time(at(0)),
+        message: None,
+    };
+    let mut status = waiting("w", None);
+    status.workload_restarts = vec![
+        rec(
+            "r0",
+            "AwaitPropagation",
+            "a/deployment/old",
+            WorkloadRestartState::Restarted,
+        ),
+        rec(
+            "r1",
+            "AwaitPropagation",
+            "a/deployment/x",
+            WorkloadRestartState::Pending,
+        ),
+        rec(
+            "r1",
+            "AccelerateRefresh",
+            "a/deployment/x",
+            WorkloadRestartState::Restarted,
+        ),
+    ];
+    apply_progress(
+        &mut status,
+        Progress {
+            workload_restarts: Some((
+                "AwaitPropagation".into(),
+                vec![rec(
+                    "r1",
+                    "AwaitPropagation",
+                    "a/deployment/x",
+                    WorkloadRestartState::Restarting,
+                )],
+            )),
+            ..Default::default()
+        },
+    );
+    let got: Vec<(&str, &str, WorkloadRestartState)> = status
+        .workload_restarts
+        .iter()
+        .map(|r| (r.rotation_id.as_str(), r.step.as_str(), r.state))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("r1", "AccelerateRefresh", WorkloadRestartState::Restarted),
+            ("r1", "AwaitPropagation", WorkloadRestartState::Restarting),
+        ]
+    );
+    // No progress about restarts: the records stay as they are.
+    apply_progress(&mut status, Progress::default());
+    assert_eq!(status.workload_restarts.len(), 2);
+}
