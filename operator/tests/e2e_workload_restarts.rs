@@ -475,3 +475,102 @@ async fn a_rollout_that_never_completes_stops_the_automation_until_skipped() {
     ops.stop().await;
     sim.shutdown().await;
 }
+
+/// Operator restarts throughout the automation (SIGKILL, a fresh process each time): it
+/// resumes from `status.workloadRestarts` and the template's `trust.linkerd.io/restarted-for`,
+/// and never restarts a workload twice for the same step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_restarts_never_restart_a_workload_twice() {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use trust_rotation_steps::rotation::restarts::{
+        RESTARTED_AT_ANNOTATION, RESTARTED_FOR_ANNOTATION,
+    };
+    let sim = start_sim().await;
+    let client = sim.client();
+    let ops = start(&sim).await;
+    sim.oracle().reset();
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let killer = {
+        let ops = ops.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..8 {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let s = status(&client).await;
+                if s.rotation.is_none() && !s.history.is_empty() {
+                    return;
+                }
+                ops.kill_and_restart().await;
+            }
+        })
+    };
+    let s = wait_status(&client, "Synced through operator restarts", T, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty()
+    })
+    .await;
+    killer.await.expect("killer");
+    let id = s.history[0].id.clone();
+    // One ReplicaSet (one template) per Deployment and step that restarted it: a second
+    // restart for the same step would carry another restartedAt, hence another ReplicaSet.
+    let mut templates: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rs in Api::<ReplicaSet>::namespaced(client.clone(), APP_NS)
+        .list(&ListParams::default())
+        .await
+        .expect("replicasets")
+    {
+        let owner = rs
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == "Deployment")
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
+        let a = rs
+            .spec
+            .template
+            .and_then(|t| t.metadata)
+            .and_then(|m| m.annotations)
+            .unwrap_or_default();
+        if let Some(marker) = a.get(RESTARTED_FOR_ANNOTATION) {
+            if marker.starts_with(&id) {
+                templates
+                    .entry((owner, marker.clone()))
+                    .or_default()
+                    .insert(a.get(RESTARTED_AT_ANNOTATION).cloned().unwrap_or_default());
+            }
+        }
+    }
+    assert!(
+        !templates.is_empty(),
+        "the operator restarted the Deployments"
+    );
+    for ((deployment, marker), at) in &templates {
+        assert_eq!(
+            at.len(),
+            1,
+            "{deployment} restarted more than once for {marker}: {at:?}"
+        );
+    }
+    let records: BTreeSet<(String, String)> = s
+        .workload_restarts
+        .iter()
+        .filter(|r| r.workload.contains("/deployment/"))
+        .map(|r| {
+            (
+                r.workload
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                format!("{id}/{}", r.step),
+            )
+        })
+        .collect();
+    let seen: BTreeSet<(String, String)> = templates.keys().cloned().collect();
+    assert_eq!(records, seen, "the status records every restart");
+    let report = sim.oracle().report();
+    assert!(report.min_ratio >= 1.0, "{report:?}");
+    ops.stop().await;
+    sim.shutdown().await;
+}
