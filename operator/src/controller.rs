@@ -447,7 +447,7 @@ impl Watches {
     }
 
     /// Watches the TrustAnchorRotations: a new one, a spec change (generation), an approval
-    /// (`trust.linkerd.io/approve`) or a deletion wakes the loop and re-targets the other watches; the operator's own status writes do
+    /// (`trust.linkerd.io/approve`), a skip (`trust.linkerd.io/skip`) or a deletion wakes the loop and re-targets the other watches; the operator's own status writes do
     /// not.
     fn spawn_rotation_watch(&self) {
         self.health
@@ -458,12 +458,21 @@ impl Watches {
             // The generation, the spec and the approval annotation (an approval is a
             // metadata change: it wakes the loop at once rather than at the next resync).
             type Seen = (Option<i64>, TrustAnchorRotationSpec, Option<String>);
+            // The approval and skip annotations (`linkerd trust approve` / `skip`), together.
             let approval = |o: &TrustAnchorRotation| {
-                o.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(trust_rotation_steps::rotation::approval::ANNOTATION))
-                    .cloned()
+                let a = o.metadata.annotations.as_ref()?;
+                let get = |k: &str| a.get(k).cloned();
+                match (
+                    get(trust_rotation_steps::rotation::approval::ANNOTATION),
+                    get(trust_rotation_steps::rotation::restarts::SKIP_ANNOTATION),
+                ) {
+                    (None, None) => None,
+                    (x, y) => Some(format!(
+                        "{}\n{}",
+                        x.unwrap_or_default(),
+                        y.unwrap_or_default()
+                    )),
+                }
             };
             let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
             let mut staging: Option<BTreeMap<String, Seen>> = None;
