@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use trust_rotation_crds::{Phase, TrustAnchorRotation, WorkloadRestartState};
 
-const T: Duration = Duration::from_secs(90);
+const T: Duration = Duration::from_secs(240);
 
 async fn patch_spec(client: &kube::Client, spec: serde_json::Value) {
     Api::<TrustAnchorRotation>::all(client.clone())

@@ -20,9 +20,11 @@
 //!   naming them and what a person does.
 //!
 //! `status.workloadRestarts` is the record (one entry per workload and step, for the rotation
-//! in progress), and the pod template carries [`RESTARTED_FOR_ANNOTATION`]
-//! (`<rotation id>/<step>`), so a restarted operator or a new leader never restarts a
-//! workload twice for the same step, even when the status write after the patch was lost.
+//! in progress), written ahead: a workload is recorded `Restarting` first, and its template is
+//! patched at the next look, once the status holds the record, so no restart goes unrecorded.
+//! The pod template then carries [`RESTARTED_FOR_ANNOTATION`] (`<rotation id>/<step>`), so a
+//! restarted operator or a new leader never restarts a workload twice for the same step, even
+//! when the status write after the patch was lost.
 
 use crate::convergence::PodStatus;
 use crate::observe::MeshedPod;
@@ -517,6 +519,19 @@ pub async fn drive<S>(
             r.state = WorkloadRestartState::Restarted; // gone: nothing left to wait for
             continue;
         };
+        if o.restarted_for.as_deref() != Some(marker.as_str()) {
+            // Write-ahead: an earlier look recorded (and the runner persisted) the intent;
+            // the template patch follows now. Its marker makes this happen once, whatever
+            // happens to the status write after it.
+            restart(ctx, &w, &marker).await?;
+            out.notices.push(StepWarning {
+                reason: WORKLOAD_RESTARTED,
+                note: format!("restarted {w} (rollout restart) so its pods move on ({step})"),
+            });
+            r.at = Time(ctx.now);
+            in_flight += 1;
+            continue;
+        }
         if o.rolled_out && !holding.contains_key(&w) {
             r.state = WorkloadRestartState::Restarted;
             r.message = None;
@@ -658,21 +673,18 @@ pub async fn drive<S>(
             Ok(busy) => busy,
         };
         if out.blocked.is_none() && !busy && in_flight < max {
-            restart(ctx, w, &marker).await?;
+            // Recorded first; the next look (once the status holds it) patches the template,
+            // so that no restart ever goes unrecorded.
             in_flight += 1;
-            out.notices.push(StepWarning {
-                reason: WORKLOAD_RESTARTED,
-                note: format!("restarted {w} (rollout restart) so its pods move on ({step})"),
-            });
             records.insert(
                 w.to_string(),
                 record(ctx, step, w, WorkloadRestartState::Restarting, None),
             );
         } else {
-            records.insert(
-                w.to_string(),
-                record(ctx, step, w, WorkloadRestartState::Pending, None),
-            );
+            // Kept as it was when already pending: no status write per look.
+            records
+                .entry(w.to_string())
+                .or_insert_with(|| record(ctx, step, w, WorkloadRestartState::Pending, None));
         }
     }
     // A pending workload whose pods converged by themselves needs no restart any more.
