@@ -39,6 +39,22 @@ async fn rotation_event_reasons(client: &kube::Client) -> Vec<String> {
     evs.into_iter().filter_map(|e| e.reason).collect()
 }
 
+/// The rotation's Event reasons once they include every one of `wanted`, or after 30 s. The
+/// operator publishes an Event after the status write it reports (Synced first, then
+/// RotationComplete), so a test that saw the status must let the Event arrive.
+async fn rotation_event_reasons_including(client: &kube::Client, wanted: &[&str]) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reasons = rotation_event_reasons(client).await;
+        if wanted.iter().all(|w| reasons.iter().any(|r| r == w))
+            || tokio::time::Instant::now() >= deadline
+        {
+            return reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_crd_is_a_one_line_error_with_the_install_hint() {
     let sim = cluster_sim::Sim::start(cluster_sim::SimConfig {
@@ -126,14 +142,15 @@ async fn early_issuer_renewal_blocks_with_a_recovery_message_then_resumes() {
     })
     .await;
 
-    let reasons = rotation_event_reasons(&client).await;
-    for r in [
+    let wanted = [
         "RotationStarted",
         "PhaseChanged",
         "Blocked",
         "Unblocked",
         "RotationComplete",
-    ] {
+    ];
+    let reasons = rotation_event_reasons_including(&client, &wanted).await;
+    for r in wanted {
         assert!(
             reasons.iter().any(|x| x == r),
             "event {r} recorded: {reasons:?}"
