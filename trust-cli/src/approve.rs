@@ -14,6 +14,33 @@ use trust_rotation_steps::rotation::approval;
 /// The field manager the API server records for the annotation (shown as `approvedBy`).
 pub const FIELD_MANAGER: &str = "linkerd-trust";
 
+/// Sets one annotation on the TrustAnchorRotation `rotation` as [`FIELD_MANAGER`], the way
+/// `approve` and `skip` record a person's decision for the operator to read.
+pub(crate) async fn annotate(
+    client: &kube::Client,
+    rotation: &str,
+    key: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    let api: Api<TrustAnchorRotation> = Api::all(client.clone());
+    api.patch(
+        rotation,
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(explain(
+            &e,
+            &format!("annotating TrustAnchorRotation {rotation}")
+        ))
+    })?;
+    Ok(())
+}
+
 /// Parses the step argument (case-insensitive).
 pub fn parse_gate(s: &str) -> Result<ApprovalGate, String> {
     s.parse()
@@ -56,22 +83,7 @@ pub async fn run(
     }
     let existing = approval::Annotation::of(&tar.metadata).value;
     let value = approval::approve(existing.as_deref(), gate, &id);
-    let api: Api<TrustAnchorRotation> = Api::all(client.clone());
-    api.patch(
-        rotation,
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        },
-        &Patch::Merge(json!({"metadata": {"annotations": {approval::ANNOTATION: value}}})),
-    )
-    .await
-    .map_err(|e| {
-        anyhow::anyhow!(explain(
-            &e,
-            &format!("annotating TrustAnchorRotation {rotation}")
-        ))
-    })?;
+    annotate(client, rotation, approval::ANNOTATION, &value).await?;
     let mut out = format!(
         "Approved {gate} for rotation {id} ({} {value} on TrustAnchorRotation {rotation}).\n",
         approval::ANNOTATION

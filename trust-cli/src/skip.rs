@@ -6,11 +6,8 @@
 //! workload's pods still hold the rotation until a person replaces them (the operator never
 //! deletes a pod, nor removes a root a live pod needs).
 
-use crate::approve::FIELD_MANAGER;
-use crate::client::{explain, explain_read};
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
-use trust_rotation_crds::TrustAnchorRotation;
+use crate::approve::annotate;
+use crate::client::explain_read;
 use trust_rotation_steps::read;
 use trust_rotation_steps::rotation::restarts::{self, WorkloadRef};
 
@@ -57,22 +54,7 @@ pub async fn run(
         .and_then(|a| a.get(restarts::SKIP_ANNOTATION))
         .cloned();
     let value = restarts::add_skip(existing.as_deref(), &w, &current.id);
-    let api: Api<TrustAnchorRotation> = Api::all(client.clone());
-    api.patch(
-        rotation,
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        },
-        &Patch::Merge(json!({"metadata": {"annotations": {restarts::SKIP_ANNOTATION: value}}})),
-    )
-    .await
-    .map_err(|e| {
-        anyhow::anyhow!(explain(
-            &e,
-            &format!("annotating TrustAnchorRotation {rotation}")
-        ))
-    })?;
+    annotate(client, rotation, restarts::SKIP_ANNOTATION, &value).await?;
     let mut out = format!(
         "Skipped {w} for rotation {} ({} on TrustAnchorRotation {rotation}).\n",
         current.id,
