@@ -12,17 +12,6 @@ use trust_rotation_steps::rotation::approval;
 
 const T: Duration = Duration::from_secs(60);
 
-async fn patch_spec(client: &kube::Client, spec: serde_json::Value) {
-    Api::<TrustAnchorRotation>::all(client.clone())
-        .patch(
-            "cluster",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": spec })),
-        )
-        .await
-        .expect("spec patched");
-}
-
 /// What `linkerd trust approve <step>` writes (the same function builds the value).
 async fn approve(client: &kube::Client, gate: ApprovalGate, id: &str) {
     let api = Api::<TrustAnchorRotation>::all(client.clone());

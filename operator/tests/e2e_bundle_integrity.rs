@@ -8,7 +8,7 @@ use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::time::Duration;
-use trust_rotation_crds::{Phase, TrustAnchorRotation};
+use trust_rotation_crds::Phase;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -48,17 +48,6 @@ async fn kubectl_apply_bundle(client: &kube::Client, roots: &[&str]) {
         )
         .await
         .expect("bundle applied");
-}
-
-async fn patch_spec(client: &kube::Client, spec: serde_json::Value) {
-    Api::<TrustAnchorRotation>::all(client.clone())
-        .patch(
-            "cluster",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": spec })),
-        )
-        .await
-        .expect("spec patched");
 }
 
 /// Notes of the events.k8s.io Events about the rotation with this reason.

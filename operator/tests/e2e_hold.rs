@@ -19,17 +19,6 @@ use trust_rotation_crds::{Phase, TrustAnchorRotation};
 
 const T: Duration = Duration::from_secs(60);
 
-async fn patch_spec(client: &kube::Client, spec: serde_json::Value) {
-    Api::<TrustAnchorRotation>::all(client.clone())
-        .patch(
-            "cluster",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": spec })),
-        )
-        .await
-        .expect("spec patched");
-}
-
 /// cert-manager's routine renewal of a Certificate: its `status.renewalTime` has come (set to
 /// the past here, as time passing would), so cert-manager re-issues it (reason `Renewing`),
 /// signed by whatever its issuer signs with at that moment.

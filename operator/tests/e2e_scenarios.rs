@@ -11,17 +11,6 @@ use trust_rotation_crds::{Phase, TrustAnchorRotation};
 
 const T: Duration = Duration::from_secs(60);
 
-async fn patch_spec(client: &kube::Client, spec: serde_json::Value) {
-    Api::<TrustAnchorRotation>::all(client.clone())
-        .patch(
-            "cluster",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": spec })),
-        )
-        .await
-        .expect("spec patched");
-}
-
 /// events.k8s.io Events the operator recorded about the rotation, as `reason` list.
 async fn rotation_event_reasons(client: &kube::Client) -> Vec<String> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());

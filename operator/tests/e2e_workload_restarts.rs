@@ -16,17 +16,6 @@ use trust_rotation_crds::{Phase, TrustAnchorRotation, WorkloadRestartState};
 
 const T: Duration = Duration::from_secs(240);
 
-async fn patch_spec(client: &kube::Client, spec: serde_json::Value) {
-    Api::<TrustAnchorRotation>::all(client.clone())
-        .patch(
-            "cluster",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": spec })),
-        )
-        .await
-        .expect("spec patched");
-}
-
 /// `int` or `N%` of `of`, rounded down or up, as Kubernetes scales rollout bounds.
 fn scaled(v: Option<&IntOrString>, of: i64, up: bool, default: &str) -> i64 {
     let v = v

@@ -56,6 +56,18 @@ async fn start_topology(topology: Topology, extra_pods: usize) -> Sim {
     sim
 }
 
+/// Merge-patches the spec of the TrustAnchorRotation `cluster`, as `kubectl patch --type merge`.
+pub async fn patch_spec(client: &kube::Client, spec: serde_json::Value) {
+    Api::<TrustAnchorRotation>::all(client.clone())
+        .patch(
+            "cluster",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": spec })),
+        )
+        .await
+        .expect("spec patched");
+}
+
 /// What the chart does: the CRD, the `cluster` rotation with the defaults, and the empty
 /// previous-anchor Secret (the operator may update it, not create it).
 pub async fn install_rotation(client: &kube::Client) {
