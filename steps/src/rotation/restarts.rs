@@ -39,7 +39,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use trust_rotation_crds::{RenewalMode, WorkloadRestartRecord, WorkloadRestartState};
+use trust_rotation_crds::{Automation, RenewalMode, WorkloadRestartRecord, WorkloadRestartState};
 
 /// The pod-template annotation `kubectl rollout restart` sets.
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
@@ -165,17 +165,26 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     labels_ok && exprs_ok
 }
 
-/// What one workload looks like to the automation.
+/// What one workload looks like to the automation (and to `linkerd trust plan`).
 #[derive(Debug, Clone, Default)]
-struct Observed {
-    meta: ObjectMeta,
-    template_labels: BTreeMap<String, String>,
-    restarted_for: Option<String>,
-    rolled_out: bool,
+pub struct Observed {
+    pub meta: ObjectMeta,
+    pub template_labels: BTreeMap<String, String>,
+    pub restarted_for: Option<String>,
+    pub rolled_out: bool,
     /// `OnDelete`: its controller never replaces pods by itself.
-    on_delete: bool,
-    progress_deadline_secs: i64,
-    deadline_exceeded: bool,
+    pub on_delete: bool,
+    pub progress_deadline_secs: i64,
+    pub deadline_exceeded: bool,
+    /// Desired pods (`spec.replicas`, 1 when unset; a DaemonSet's
+    /// `status.desiredNumberScheduled`).
+    pub replicas: i32,
+    /// The rollout strategy as a person reads it: `RollingUpdate maxUnavailable=25%
+    /// maxSurge=25%`, `RollingUpdate partition=0 maxUnavailable=1`, `Recreate`, `OnDelete`.
+    pub strategy: String,
+    /// A Deployment's `Progressing` condition with reason `NewReplicaSetAvailable`: when its
+    /// last rollout completed (`lastUpdateTime`).
+    pub rollout_completed_at: Option<jiff::Timestamp>,
 }
 
 fn template_meta(
@@ -189,7 +198,11 @@ fn template_meta(
     )
 }
 
-async fn observe(client: &kube::Client, w: &WorkloadRef) -> Result<Option<Observed>, StepError> {
+/// Reads one workload; `None` when it no longer exists.
+pub async fn observe(
+    client: &kube::Client,
+    w: &WorkloadRef,
+) -> Result<Option<Observed>, StepError> {
     let what = format!("reading {w}");
     let err = |e| StepError::from_kube(what.clone(), e);
     let o = match w.kind.as_str() {
@@ -219,6 +232,32 @@ async fn observe(client: &kube::Client, w: &WorkloadRef) -> Result<Option<Observ
                     .progress_deadline_seconds
                     .map_or(DEFAULT_PROGRESS_DEADLINE_SECS, i64::from),
                 on_delete: false,
+                replicas: want,
+                strategy: match spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) {
+                    Some("Recreate") => "Recreate".to_string(),
+                    _ => {
+                        let ru = spec
+                            .strategy
+                            .as_ref()
+                            .and_then(|s| s.rolling_update.as_ref());
+                        format!(
+                            "RollingUpdate maxUnavailable={} maxSurge={}",
+                            shown_or(ru.and_then(|r| r.max_unavailable.as_ref()), "25%"),
+                            shown_or(ru.and_then(|r| r.max_surge.as_ref()), "25%")
+                        )
+                    }
+                },
+                rollout_completed_at: st
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find(|c| {
+                        c.type_.as_deref() == Some("Progressing")
+                            && c.status.as_deref() == Some("True")
+                            && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+                    })
+                    .and_then(|c| c.last_update_time.as_ref())
+                    .map(|t| t.0),
                 meta: d.metadata,
                 template_labels,
                 restarted_for,
@@ -253,6 +292,19 @@ async fn observe(client: &kube::Client, w: &WorkloadRef) -> Result<Option<Observ
                     == Some("OnDelete"),
                 progress_deadline_secs: DEFAULT_PROGRESS_DEADLINE_SECS,
                 deadline_exceeded: false,
+                replicas: want,
+                strategy: match spec.update_strategy.as_ref() {
+                    Some(u) if u.type_.as_deref() == Some("OnDelete") => "OnDelete".to_string(),
+                    u => {
+                        let ru = u.and_then(|u| u.rolling_update.as_ref());
+                        format!(
+                            "RollingUpdate partition={} maxUnavailable={}",
+                            ru.and_then(|r| r.partition).unwrap_or(0),
+                            shown_or(ru.and_then(|r| r.max_unavailable.as_ref()), "1")
+                        )
+                    }
+                },
+                rollout_completed_at: None,
                 meta: s.metadata,
                 template_labels,
                 restarted_for,
@@ -281,6 +333,19 @@ async fn observe(client: &kube::Client, w: &WorkloadRef) -> Result<Option<Observ
                     == Some("OnDelete"),
                 progress_deadline_secs: DEFAULT_PROGRESS_DEADLINE_SECS,
                 deadline_exceeded: false,
+                replicas: want,
+                strategy: match spec.update_strategy.as_ref() {
+                    Some(u) if u.type_.as_deref() == Some("OnDelete") => "OnDelete".to_string(),
+                    u => {
+                        let ru = u.and_then(|u| u.rolling_update.as_ref());
+                        format!(
+                            "RollingUpdate maxUnavailable={} maxSurge={}",
+                            shown_or(ru.and_then(|r| r.max_unavailable.as_ref()), "1"),
+                            shown_or(ru.and_then(|r| r.max_surge.as_ref()), "0")
+                        )
+                    }
+                },
+                rollout_completed_at: None,
                 meta: d.metadata,
                 template_labels,
                 restarted_for,
@@ -323,14 +388,25 @@ async fn restart(ctx: &StepContext, w: &WorkloadRef, marker: &str) -> Result<(),
     r.map_err(|e| StepError::from_kube(format!("restarting {w}"), e))
 }
 
-/// Why a PodDisruptionBudget stops the operator from restarting a workload: `Err(message)`
-/// when it never allows a disruption (skip it), `Ok(true)` when it allows none right now
-/// (wait), `Ok(false)` when nothing stops it.
-fn judge_pdbs(
+/// What the PodDisruptionBudgets selecting a workload's pods leave room for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Headroom {
+    /// No budget selects its pods.
+    NoBudget,
+    /// A budget never allows a disruption (`maxUnavailable: 0`, or `minAvailable` of every
+    /// pod): the message names it.
+    Never { budget: String, message: String },
+    /// The fewest disruptions any selecting budget allows right now
+    /// (`status.disruptionsAllowed`), and that budget.
+    Allows { budget: String, disruptions: i32 },
+}
+
+/// The headroom the budgets in `pdbs` leave a workload whose pods carry `template_labels`.
+pub fn pdb_headroom(
     pdbs: &[PodDisruptionBudget],
     template_labels: &BTreeMap<String, String>,
-) -> Result<bool, String> {
-    let mut busy = false;
+) -> Headroom {
+    let mut least: Option<(String, i32)> = None;
     for pdb in pdbs {
         let Some(spec) = &pdb.spec else { continue };
         let Some(sel) = &spec.selector else { continue };
@@ -351,20 +427,243 @@ fn judge_pdbs(
         if spec.max_unavailable.as_ref().is_some_and(zero)
             || spec.min_available.as_ref().is_some_and(all)
         {
-            return Err(format!(
+            let message = format!(
                 "PodDisruptionBudget {name} allows no disruption ({}): restarting it would break the budget",
                 spec.max_unavailable
                     .as_ref()
                     .map(|v| format!("maxUnavailable: {}", show(v)))
                     .or_else(|| spec.min_available.as_ref().map(|v| format!("minAvailable: {}", show(v))))
                     .unwrap_or_default()
-            ));
+            );
+            return Headroom::Never {
+                budget: name,
+                message,
+            };
         }
-        if st.disruptions_allowed.unwrap_or(0) <= 0 {
-            busy = true;
+        let allowed = st.disruptions_allowed.unwrap_or(0);
+        if least.as_ref().is_none_or(|(_, n)| allowed < *n) {
+            least = Some((name, allowed));
         }
     }
-    Ok(busy)
+    match least {
+        Some((budget, disruptions)) => Headroom::Allows {
+            budget,
+            disruptions,
+        },
+        None => Headroom::NoBudget,
+    }
+}
+
+/// Why a PodDisruptionBudget stops the operator from restarting a workload: `Err(message)`
+/// when it never allows a disruption (skip it), `Ok(true)` when it allows none right now
+/// (wait), `Ok(false)` when nothing stops it.
+fn judge_pdbs(
+    pdbs: &[PodDisruptionBudget],
+    template_labels: &BTreeMap<String, String>,
+) -> Result<bool, String> {
+    match pdb_headroom(pdbs, template_labels) {
+        Headroom::Never { message, .. } => Err(message),
+        Headroom::Allows { disruptions, .. } => Ok(disruptions <= 0),
+        Headroom::NoBudget => Ok(false),
+    }
+}
+
+/// What the automation does with one workload whose pods hold a step. One decision, used by
+/// the operator ([`drive`]) and by `linkerd trust plan` ([`crate::plan`]), so that the plan is
+/// what the operator does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The workload no longer exists: nothing to restart.
+    Gone,
+    /// `linkerd trust skip` named it for this rotation.
+    SkippedByPerson,
+    /// Its namespace does not match `spec.automation.namespaceSelector`: a person restarts it.
+    OutsideNamespaceSelector,
+    /// Its labels do not match `spec.automation.workloadSelector`: a person restarts it.
+    OutsideWorkloadSelector,
+    /// Its pod template already says it was restarted for this rotation and step (an earlier
+    /// execution whose status write was lost): the operator resumes waiting for it.
+    AlreadyRestarted,
+    /// `updateStrategy: OnDelete`: a restart would replace no pod; a person deletes them.
+    OnDelete,
+    /// A PodDisruptionBudget never allows a disruption: skipped, a person decides.
+    BudgetNeverAllows(String),
+    /// The operator restarts it, in its turn; `budget_busy`: a PodDisruptionBudget allows no
+    /// disruption right now, so it waits (later workloads may go first).
+    Restart { budget_busy: bool },
+}
+
+impl Decision {
+    /// The operator restarts it (now, or once its budget allows).
+    pub fn restarts(&self) -> bool {
+        matches!(self, Decision::Restart { .. } | Decision::AlreadyRestarted)
+    }
+
+    /// Why the operator does not restart `w`, as its records and Events say it.
+    pub fn why_not(&self, w: &WorkloadRef) -> Option<String> {
+        match self {
+            Decision::Gone => Some(format!("{w} no longer exists")),
+            Decision::SkippedByPerson => Some(format!("{w} skipped by linkerd trust skip")),
+            Decision::OutsideNamespaceSelector => Some(format!(
+                "{w}: namespace {} is outside spec.automation.namespaceSelector",
+                w.namespace
+            )),
+            Decision::OutsideWorkloadSelector => Some(format!(
+                "{w}: its labels are outside spec.automation.workloadSelector"
+            )),
+            Decision::OnDelete => Some(format!("{w} uses updateStrategy OnDelete: its controller does not replace pods on a restart; delete its pods to move them")),
+            Decision::BudgetNeverAllows(why) => Some(format!("{w} skipped: {why}")),
+            Decision::AlreadyRestarted | Decision::Restart { .. } => None,
+        }
+    }
+}
+
+/// Everything [`decide`] looks at for one workload.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// `linkerd trust skip` named it for the rotation in progress.
+    pub skipped_by_person: bool,
+    /// Its namespace's labels (read only when `namespaceSelector` is set).
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    /// The workload itself; `None` when it no longer exists.
+    pub observed: Option<&'a Observed>,
+    /// `<rotation id>/<step>` of the step being driven, if any.
+    pub marker: Option<&'a str>,
+    /// The PodDisruptionBudgets of its namespace.
+    pub pdbs: &'a [PodDisruptionBudget],
+}
+
+/// The decision for one workload, in the order the operator checks: a person's skip, the
+/// namespace selector, existence, the workload selector, an earlier restart for this step,
+/// `OnDelete`, PodDisruptionBudgets. Pure: the callers gather the facts. The budgets come
+/// last, so a caller may first decide with no budgets and read them only when the answer is
+/// [`Decision::Restart`].
+pub fn decide(auto: &Automation, f: &Facts<'_>) -> Decision {
+    if f.skipped_by_person {
+        return Decision::SkippedByPerson;
+    }
+    if let Some(sel) = &auto.namespace_selector {
+        if !selector_matches(sel, f.namespace_labels) {
+            return Decision::OutsideNamespaceSelector;
+        }
+    }
+    let Some(o) = f.observed else {
+        return Decision::Gone;
+    };
+    if let Some(sel) = &auto.workload_selector {
+        if !selector_matches(sel, &o.meta.labels.clone().unwrap_or_default()) {
+            return Decision::OutsideWorkloadSelector;
+        }
+    }
+    if f.marker.is_some() && o.restarted_for.as_deref() == f.marker {
+        return Decision::AlreadyRestarted;
+    }
+    if o.on_delete {
+        return Decision::OnDelete;
+    }
+    match judge_pdbs(f.pdbs, &o.template_labels) {
+        Err(why) => Decision::BudgetNeverAllows(why),
+        Ok(budget_busy) => Decision::Restart { budget_busy },
+    }
+}
+
+/// The order in which the operator takes the workloads that hold a step: by namespace, then
+/// kind (`daemonset`, `deployment`, `statefulset`), then name; `maxConcurrentWorkloads` at a
+/// time. A workload whose budget allows no disruption right now waits, and the next one may go
+/// before it.
+pub fn restart_order(workloads: impl IntoIterator<Item = WorkloadRef>) -> Vec<WorkloadRef> {
+    let set: BTreeSet<WorkloadRef> = workloads.into_iter().collect();
+    set.into_iter().collect()
+}
+
+/// Reads what [`decide`] needs, each namespace's labels and budgets once.
+#[derive(Debug, Default)]
+pub struct Gatherer {
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    pdbs: BTreeMap<String, Vec<PodDisruptionBudget>>,
+}
+
+impl Gatherer {
+    /// The labels of Namespace `ns` (empty when it does not exist).
+    pub async fn namespace_labels(
+        &mut self,
+        client: &kube::Client,
+        ns: &str,
+    ) -> Result<&BTreeMap<String, String>, StepError> {
+        if !self.namespaces.contains_key(ns) {
+            let labels = Api::<Namespace>::all(client.clone())
+                .get_opt(ns)
+                .await
+                .map_err(|e| StepError::from_kube(format!("reading Namespace {ns}"), e))?
+                .and_then(|n| n.metadata.labels)
+                .unwrap_or_default();
+            self.namespaces.insert(ns.to_string(), labels);
+        }
+        Ok(&self.namespaces[ns])
+    }
+
+    /// The PodDisruptionBudgets of `ns`.
+    pub async fn pdbs(
+        &mut self,
+        client: &kube::Client,
+        ns: &str,
+    ) -> Result<&[PodDisruptionBudget], StepError> {
+        if !self.pdbs.contains_key(ns) {
+            let list = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| {
+                    StepError::from_kube(format!("listing PodDisruptionBudgets in {ns}"), e)
+                })?;
+            self.pdbs.insert(ns.to_string(), list.items);
+        }
+        Ok(&self.pdbs[ns])
+    }
+
+    /// Decides for `w`, reading only what the decision needs, in the order [`decide`] looks:
+    /// the namespace only with a namespace selector, the workload only when neither a skip nor
+    /// the namespace settles it, the budgets only when everything else says restart. Returns
+    /// the workload as read, when it was.
+    pub async fn decide(
+        &mut self,
+        client: &kube::Client,
+        auto: &Automation,
+        w: &WorkloadRef,
+        skipped_by_person: bool,
+        marker: Option<&str>,
+    ) -> Result<(Decision, Option<Observed>), StepError> {
+        let labels = if !skipped_by_person && auto.namespace_selector.is_some() {
+            self.namespace_labels(client, &w.namespace).await?.clone()
+        } else {
+            BTreeMap::new()
+        };
+        let mut facts = Facts {
+            skipped_by_person,
+            namespace_labels: &labels,
+            observed: None,
+            marker,
+            pdbs: &[],
+        };
+        // Without the workload, decide answers Gone only once the skip and the namespace let it
+        // through: then the workload is read.
+        let before = decide(auto, &facts);
+        if before != Decision::Gone {
+            return Ok((before, None));
+        }
+        let observed = observe(client, w).await?;
+        facts.observed = observed.as_ref();
+        let without_budgets = decide(auto, &facts);
+        if !matches!(without_budgets, Decision::Restart { .. }) {
+            return Ok((without_budgets, observed));
+        }
+        facts.pdbs = self.pdbs(client, &w.namespace).await?;
+        let decision = decide(auto, &facts);
+        Ok((decision, observed))
+    }
+}
+
+fn shown_or(v: Option<&IntOrString>, default: &str) -> String {
+    v.map(show).unwrap_or_else(|| default.to_string())
 }
 
 fn show(v: &IntOrString) -> String {
@@ -573,93 +872,58 @@ pub async fn drive<S>(
         ));
     }
 
-    // 2. The workloads that hold the step and were not started yet: pending, skipped or started.
+    // 2. The workloads that hold the step and were not started yet: pending, skipped or started,
+    // in the order and by the decision `linkerd trust plan` shows.
     let max = auto.max_concurrent_workloads.max(1) as usize;
-    let mut ns_labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut pdbs: BTreeMap<String, Vec<PodDisruptionBudget>> = BTreeMap::new();
+    let mut gather = Gatherer::default();
     let mut left_to_person: Vec<String> = Vec::new();
-    for w in holding.keys() {
+    for w in restart_order(holding.keys().cloned()) {
+        let w = &w;
         if records
             .get(&w.to_string())
             .is_some_and(|r| r.state != WorkloadRestartState::Pending)
         {
             continue;
         }
-        if skipped_by_person.contains(w) {
-            records.insert(
-                w.to_string(),
-                record(
-                    ctx,
-                    step,
-                    w,
-                    WorkloadRestartState::Skipped,
-                    Some(format!("{w} skipped by linkerd trust skip")),
-                ),
-            );
-            continue;
-        }
-        if let Some(sel) = &auto.namespace_selector {
-            if !ns_labels.contains_key(&w.namespace) {
-                let labels = Api::<Namespace>::all(ctx.client.clone())
-                    .get_opt(&w.namespace)
-                    .await
-                    .map_err(|e| {
-                        StepError::from_kube(format!("reading Namespace {}", w.namespace), e)
-                    })?
-                    .and_then(|n| n.metadata.labels)
-                    .unwrap_or_default();
-                ns_labels.insert(w.namespace.clone(), labels);
+        let (decision, _) = gather
+            .decide(
+                &ctx.client,
+                auto,
+                w,
+                skipped_by_person.contains(w),
+                Some(&marker),
+            )
+            .await?;
+        let busy = match decision {
+            Decision::Gone => continue,
+            Decision::SkippedByPerson => {
+                records.insert(
+                    w.to_string(),
+                    record(
+                        ctx,
+                        step,
+                        w,
+                        WorkloadRestartState::Skipped,
+                        decision.why_not(w),
+                    ),
+                );
+                continue;
             }
-            if !selector_matches(sel, &ns_labels[&w.namespace]) {
+            Decision::OutsideNamespaceSelector | Decision::OutsideWorkloadSelector => {
                 left_to_person.push(w.to_string());
                 continue;
             }
-        }
-        let Some(o) = observe(&ctx.client, w).await? else {
-            continue;
-        };
-        if let Some(sel) = &auto.workload_selector {
-            if !selector_matches(sel, &o.meta.labels.clone().unwrap_or_default()) {
-                left_to_person.push(w.to_string());
+            Decision::AlreadyRestarted => {
+                // Restarted by an earlier execution whose status write was lost: resume.
+                records.insert(
+                    w.to_string(),
+                    record(ctx, step, w, WorkloadRestartState::Restarting, None),
+                );
+                in_flight += 1;
                 continue;
             }
-        }
-        if o.restarted_for.as_deref() == Some(marker.as_str()) {
-            // Restarted by an earlier execution whose status write was lost: resume.
-            records.insert(
-                w.to_string(),
-                record(ctx, step, w, WorkloadRestartState::Restarting, None),
-            );
-            in_flight += 1;
-            continue;
-        }
-        if o.on_delete {
-            let m = format!("{w} uses updateStrategy OnDelete: its controller does not replace pods on a restart; delete its pods to move them");
-            out.warnings.push(StepWarning {
-                reason: WORKLOAD_SKIPPED,
-                note: m.clone(),
-            });
-            records.insert(
-                w.to_string(),
-                record(ctx, step, w, WorkloadRestartState::Skipped, Some(m)),
-            );
-            continue;
-        }
-        if !pdbs.contains_key(&w.namespace) {
-            let list = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &w.namespace)
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| {
-                    StepError::from_kube(
-                        format!("listing PodDisruptionBudgets in {}", w.namespace),
-                        e,
-                    )
-                })?;
-            pdbs.insert(w.namespace.clone(), list.items);
-        }
-        let busy = match judge_pdbs(&pdbs[&w.namespace], &o.template_labels) {
-            Err(why) => {
-                let m = format!("{w} skipped: {why}; its pods ({}) still hold the rotation until a person replaces them", holding[w].join(", "));
+            Decision::OnDelete => {
+                let m = decision.why_not(w).unwrap_or_default();
                 out.warnings.push(StepWarning {
                     reason: WORKLOAD_SKIPPED,
                     note: m.clone(),
@@ -670,9 +934,26 @@ pub async fn drive<S>(
                 );
                 continue;
             }
-            Ok(busy) => busy,
+            Decision::BudgetNeverAllows(_) => {
+                let m = format!(
+                    "{}; its pods ({}) still hold the rotation until a person replaces them",
+                    decision.why_not(w).unwrap_or_default(),
+                    holding[w].join(", ")
+                );
+                out.warnings.push(StepWarning {
+                    reason: WORKLOAD_SKIPPED,
+                    note: m.clone(),
+                });
+                records.insert(
+                    w.to_string(),
+                    record(ctx, step, w, WorkloadRestartState::Skipped, Some(m)),
+                );
+                continue;
+            }
+            Decision::Restart { budget_busy } => budget_busy,
         };
-        if out.blocked.is_none() && !busy && in_flight < max {
+        // Outside the maintenance windows no new restart starts (those started complete).
+        if out.blocked.is_none() && !busy && in_flight < max && ctx.window.is_open() {
             // Recorded first; the next look (once the status holds it) patches the template,
             // so that no restart ever goes unrecorded.
             in_flight += 1;
@@ -692,6 +973,16 @@ pub async fn drive<S>(
         r.state != WorkloadRestartState::Pending
             || WorkloadRef::parse(k).is_some_and(|w| holding.contains_key(&w))
     });
+    // Parked outside the maintenance windows once the restarts started have completed.
+    if let Some(m) = ctx.window.park() {
+        let state = |s| records.values().any(|r| r.state == s);
+        if out.blocked.is_none()
+            && state(WorkloadRestartState::Pending)
+            && !state(WorkloadRestartState::Restarting)
+        {
+            out.blocked = Some(m);
+        }
+    }
 
     let count = |s: WorkloadRestartState| records.values().filter(|r| r.state == s).count();
     // Only skipped workloads left that the operator could restart: a person must act.
@@ -795,6 +1086,204 @@ mod tests {
             ..Default::default()
         };
         assert!(!selector_matches(&not_in, &labels));
+    }
+
+    /// The one decision the operator and `linkerd trust plan` share, check by check, in the
+    /// order the operator applies them.
+    #[test]
+    fn the_decision_checks_skip_selectors_marker_on_delete_then_budgets() {
+        use k8s_openapi::api::policy::v1::{PodDisruptionBudgetSpec, PodDisruptionBudgetStatus};
+        let labels = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let sel = |kv: &[(&str, &str)]| LabelSelector {
+            match_labels: Some(labels(kv)),
+            ..Default::default()
+        };
+        let budget = |max: i32, allowed: i32| PodDisruptionBudget {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                ..Default::default()
+            },
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(max)),
+                selector: Some(sel(&[("app", "web")])),
+                ..Default::default()
+            }),
+            status: Some(PodDisruptionBudgetStatus {
+                disruptions_allowed: Some(allowed),
+                expected_pods: Some(2),
+                ..Default::default()
+            }),
+        };
+        let web = Observed {
+            meta: ObjectMeta {
+                labels: Some(labels(&[("tier", "front")])),
+                ..Default::default()
+            },
+            template_labels: labels(&[("app", "web")]),
+            replicas: 2,
+            ..Default::default()
+        };
+        let ns = labels(&[("team", "a")]);
+        let auto = Automation {
+            workload_restarts: RenewalMode::Automatic,
+            ..Default::default()
+        };
+        let facts = Facts {
+            skipped_by_person: false,
+            namespace_labels: &ns,
+            observed: Some(&web),
+            marker: Some("r1/AwaitPropagation"),
+            pdbs: &[],
+        };
+        assert_eq!(
+            decide(&auto, &facts),
+            Decision::Restart { budget_busy: false }
+        );
+        let w = WorkloadRef::parse("app/deploy/web").unwrap();
+        assert_eq!(Decision::Restart { budget_busy: false }.why_not(&w), None);
+
+        // A person's skip comes first, even for a workload that is gone.
+        let skipped = Facts {
+            skipped_by_person: true,
+            observed: None,
+            ..facts
+        };
+        assert_eq!(decide(&auto, &skipped), Decision::SkippedByPerson);
+        assert_eq!(
+            Decision::SkippedByPerson.why_not(&w).as_deref(),
+            Some("app/deployment/web skipped by linkerd trust skip")
+        );
+        // The namespace selector is checked before the workload is needed.
+        let other_team = Automation {
+            namespace_selector: Some(sel(&[("team", "b")])),
+            ..auto.clone()
+        };
+        let gone = Facts {
+            observed: None,
+            ..facts
+        };
+        assert_eq!(
+            decide(&other_team, &gone),
+            Decision::OutsideNamespaceSelector
+        );
+        assert_eq!(decide(&auto, &gone), Decision::Gone);
+        let back_end = Automation {
+            workload_selector: Some(sel(&[("tier", "back")])),
+            ..auto.clone()
+        };
+        assert_eq!(decide(&back_end, &facts), Decision::OutsideWorkloadSelector);
+        // Restarted for this step already (the status write was lost): resumed, not judged
+        // again, whatever its budget says now.
+        let marked = Observed {
+            restarted_for: Some("r1/AwaitPropagation".into()),
+            ..web.clone()
+        };
+        let never = [budget(0, 0)];
+        assert_eq!(
+            decide(
+                &auto,
+                &Facts {
+                    observed: Some(&marked),
+                    pdbs: &never,
+                    ..facts
+                }
+            ),
+            Decision::AlreadyRestarted
+        );
+        // A marker of another step is no earlier restart.
+        assert_eq!(
+            decide(
+                &auto,
+                &Facts {
+                    observed: Some(&marked),
+                    marker: Some("r1/AccelerateRefresh"),
+                    ..facts
+                }
+            ),
+            Decision::Restart { budget_busy: false }
+        );
+        let on_delete = Observed {
+            on_delete: true,
+            ..web.clone()
+        };
+        assert_eq!(
+            decide(
+                &auto,
+                &Facts {
+                    observed: Some(&on_delete),
+                    pdbs: &never,
+                    ..facts
+                }
+            ),
+            Decision::OnDelete
+        );
+        let d = decide(
+            &auto,
+            &Facts {
+                pdbs: &never,
+                ..facts
+            },
+        );
+        assert!(
+            matches!(&d, Decision::BudgetNeverAllows(m) if m.contains("PodDisruptionBudget web") && m.contains("maxUnavailable: 0")),
+            "{d:?}"
+        );
+        assert!(d
+            .why_not(&w)
+            .is_some_and(|m| m.starts_with("app/deployment/web skipped: PodDisruptionBudget web")));
+        let busy = [budget(1, 0)];
+        assert_eq!(
+            decide(
+                &auto,
+                &Facts {
+                    pdbs: &busy,
+                    ..facts
+                }
+            ),
+            Decision::Restart { budget_busy: true }
+        );
+        assert_eq!(
+            pdb_headroom(&busy, &web.template_labels),
+            Headroom::Allows {
+                budget: "web".into(),
+                disruptions: 0
+            }
+        );
+        assert_eq!(
+            pdb_headroom(&never, &labels(&[("app", "db")])),
+            Headroom::NoBudget
+        );
+    }
+
+    #[test]
+    fn the_order_is_namespace_kind_name() {
+        let order = restart_order(
+            [
+                "b/deploy/a",
+                "a/sts/z",
+                "a/deploy/y",
+                "a/ds/x",
+                "a/deploy/b",
+                "a/deploy/b",
+            ]
+            .iter()
+            .map(|s| WorkloadRef::parse(s).unwrap()),
+        );
+        let names: Vec<String> = order.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "a/daemonset/x",
+                "a/deployment/b",
+                "a/deployment/y",
+                "a/statefulset/z",
+                "b/deployment/a"
+            ]
+        );
     }
 
     #[test]
