@@ -226,6 +226,129 @@ pub struct Automation {
     #[serde(default = "default_max_concurrent_workloads")]
     #[schemars(transform = positive_int32)]
     pub max_concurrent_workloads: u32,
+
+    /// When the operator renews the trust anchor by itself (`renewAnchorBefore`), and when it
+    /// may act disruptively (`maintenanceWindows`). Empty (the default): no scheduled
+    /// renewal, and the operator may act at any time.
+    ///
+    /// Outside every maintenance window the operator takes no disruptive action: it does not
+    /// renew the anchor on schedule, does not re-issue the identity issuer
+    /// (`issuerRenewal: Automatic`), starts no new workload restart (`workloadRestarts:
+    /// Automatic`; rollouts already started complete), does not restart the control plane after
+    /// the issuer moved, and does not remove the old root from the trust bundle (ReduceBundle and
+    /// the control-plane restart after it). The rotation parks at the next step boundary with a
+    /// `blockingMessage` naming when the next window opens, and resumes by itself then.
+    ///
+    /// Adding a renewed anchor to the trust bundle, and restarting the control plane onto that
+    /// expanded bundle, are never held back: cert-manager renews the anchor on its own schedule,
+    /// outside any window, and until the old and new anchors are both in the bundle the control
+    /// plane and newly injected pods trust the old anchor only. A routine re-issuance of the
+    /// identity issuer from the new anchor during such a hold would break every pod injected
+    /// with the old bundle. Once the old+new bundle has reached the control plane, the mesh can
+    /// safely stay where it is for any length of time.
+    #[serde(default, skip_serializing_if = "Schedule::is_empty")]
+    pub schedule: Schedule,
+}
+
+/// The automation's schedule: a scheduled anchor renewal and maintenance windows (see
+/// `Automation::schedule`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Schedule {
+    /// Renew the trust anchor when it has less validity left than this, instead of waiting
+    /// for cert-manager's `renewBefore`: the operator triggers the anchor Certificate's
+    /// re-issuance as `cmctl renew` does (inside a maintenance window, while Synced and not
+    /// paused), once per anchor, and the rotation follows. Digits and one unit of m, h or d
+    /// (`720h`, `30d`); at least 1h. Set it longer than the anchor Certificate's own
+    /// `renewBefore`, so that the operator, inside a window, always renews before
+    /// cert-manager does outside one. A value at least as long as the anchor's whole
+    /// lifetime would renew every new anchor at once: the operator then renews nothing and
+    /// says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), regex(pattern = r"^\d+(m|h|d)$"))]
+    pub renew_anchor_before: Option<String>,
+
+    /// When the operator may take disruptive actions. Empty (the default): at any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub maintenance_windows: Vec<MaintenanceWindow>,
+}
+
+impl Schedule {
+    pub fn is_empty(&self) -> bool {
+        self.renew_anchor_before.is_none() && self.maintenance_windows.is_empty()
+    }
+}
+
+/// A weekly maintenance window: it opens at `start` local time on each of `weekdays` (in
+/// `timeZone`, daylight saving time included) and stays open for `duration`, possibly past
+/// midnight and into the next week.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindow {
+    /// The days the window opens on (at least one).
+    #[schemars(length(min = 1, max = 7))]
+    pub weekdays: Vec<Weekday>,
+    /// Local time the window opens, `HH:MM` (24-hour clock). On a day when a daylight saving
+    /// change skips that time, the window opens as much later as the clocks jumped (02:30
+    /// becomes 03:30); when the change repeats it, at the first of the two.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// How long the window stays open: digits and one unit of m, h or d (`4h`, `90m`); at
+    /// most 7d.
+    #[schemars(length(max = 16), regex(pattern = r"^\d+(m|h|d)$"))]
+    pub duration: String,
+    /// The IANA time zone of `start` (`Europe/Berlin`, `America/New_York`); default UTC.
+    #[serde(default = "default_time_zone")]
+    #[schemars(default = "default_time_zone", length(min = 1, max = 64))]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+/// A day of the week.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    pub const ALL: [Weekday; 7] = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ];
+
+    /// Days since Monday (Mon = 0 .. Sun = 6).
+    pub fn from_monday(self) -> i8 {
+        self as i8
+    }
+}
+
+/// The operator's own scheduled renewal of the trust anchor (`status.scheduledRenewal`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledRenewalRecord {
+    /// Fingerprint of the trust anchor the schedule looked at.
+    pub anchor: String,
+    /// When the operator triggered its renewal (absent when it did not: see `reason`). A
+    /// renewal is triggered at most once per anchor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_at: Option<Time>,
+    /// Why it was renewed, or why it was not.
+    pub reason: String,
 }
 
 fn default_max_concurrent_workloads() -> u32 {
@@ -241,6 +364,7 @@ impl Default for Automation {
             namespace_selector: None,
             workload_selector: None,
             max_concurrent_workloads: default_max_concurrent_workloads(),
+            schedule: Schedule::default(),
         }
     }
 }
@@ -702,6 +826,11 @@ pub struct TrustAnchorRotationStatus {
     /// from here without restarting a workload twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workload_restarts: Vec<WorkloadRestartRecord>,
+    /// The operator's scheduled renewal of the current trust anchor
+    /// (`spec.automation.schedule.renewAnchorBefore`): whether and when it triggered it, and
+    /// why. A restarted operator never triggers the same anchor's renewal twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_renewal: Option<ScheduledRenewalRecord>,
 }
 
 /// Progress of one step of the workflow.

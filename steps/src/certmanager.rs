@@ -97,8 +97,29 @@ pub enum RenewError {
     Conflicts,
 }
 
+impl RenewError {
+    /// The step error for a failed [`renew`] of `what` (e.g. `Certificate linkerd/linkerd-identity-issuer`).
+    pub fn into_step_error(self, what: &str) -> crate::step::StepError {
+        use crate::step::{ErrorCategory, StepError};
+        match self {
+            RenewError::NotFound => StepError::permanent(
+                ErrorCategory::MissingResource,
+                format!("{what} does not exist: it cannot be re-issued"),
+            ),
+            RenewError::Kube { doing, err } => StepError::from_kube(format!("{doing} {what}"), err),
+            RenewError::Malformed(m) => {
+                StepError::permanent(ErrorCategory::KubeDecode, format!("{what} {m}"))
+            }
+            RenewError::Conflicts => StepError::transient(
+                ErrorCategory::KubeConflict,
+                format!("{what} kept changing while its status was updated"),
+            ),
+        }
+    }
+}
+
 /// What `cmctl renew` does, the one implementation shared by `linkerd trust renew` and the
-/// operator (`spec.automation.issuerRenewal: Automatic`): sets the Certificate's `Issuing`
+/// operator (`spec.automation.issuerRenewal: Automatic`, `spec.automation.schedule.renewAnchorBefore`): sets the Certificate's `Issuing`
 /// condition to `True` with reason `ManuallyTriggered` through the status subresource,
 /// retrying on write conflicts. A Certificate already issuing is left alone.
 pub async fn renew(client: &kube::Client, ns: &str, name: &str) -> Result<Renewed, RenewError> {

@@ -39,6 +39,8 @@ pub struct Metrics {
     workloads_restarted: Gauge,
     workloads_pending: Gauge,
     workloads_skipped: Gauge,
+    window_open: Gauge,
+    window_next_open: Gauge<f64, AtomicU64>,
 }
 
 fn step_histogram() -> Histogram {
@@ -70,6 +72,8 @@ impl Metrics {
             workloads_restarted: Gauge::default(),
             workloads_pending: Gauge::default(),
             workloads_skipped: Gauge::default(),
+            window_open: Gauge::default(),
+            window_next_open: Gauge::default(),
         };
         registry.register(
             "trust_rotation_phase",
@@ -133,8 +137,18 @@ impl Metrics {
         );
         registry.register(
             "trust_rotation_blocked",
-            "1 while .status.blockingMessage says the rotation cannot proceed (blocked, stalled or failing), else 0",
+            "1 while .status.blockingMessage says the rotation cannot proceed (blocked, stalled or failing), else 0; 0 while it is parked outside the maintenance windows (trust_rotation_maintenance_window_open says so)",
             m.blocked.clone(),
+        );
+        registry.register(
+            "trust_rotation_maintenance_window_open",
+            "1 while the operator may take disruptive actions (inside a maintenance window of spec.automation.schedule, or none configured), else 0",
+            m.window_open.clone(),
+        );
+        registry.register(
+            "trust_rotation_maintenance_window_next_open_timestamp_seconds",
+            "When the next maintenance window opens (Unix seconds; while one is open, the one after it); 0 when no window is configured",
+            m.window_next_open.clone(),
         );
         registry.register(
             "trust_rotation_trust_anchor_expiry_timestamp_seconds",
@@ -181,12 +195,21 @@ impl Metrics {
                 .get_or_create(&vec![("phase", p.as_str().to_string())])
                 .set(0);
         }
+        // No window configured until a reconcile says otherwise: the operator may act.
+        m.window_open.set(1);
         for g in ApprovalGate::ALL {
             m.approvals_pending
                 .get_or_create(&vec![("step", g.as_str().to_string())])
                 .set(0);
         }
         m
+    }
+
+    /// The maintenance windows' state (`spec.automation.schedule.maintenanceWindows`).
+    pub fn observe_window(&self, window: &crate::schedule::WindowState) {
+        self.window_open.set(i64::from(window.is_open()));
+        self.window_next_open
+            .set(window.next_opening().map_or(0.0, |t| t.as_second() as f64));
     }
 
     /// Makes the gauges mirror `status`.
@@ -232,8 +255,12 @@ impl Metrics {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         self.refresh_interval.set(interval);
-        self.blocked
-            .set(i64::from(status.blocking_message.is_some()));
+        self.blocked.set(i64::from(
+            status
+                .blocking_message
+                .as_deref()
+                .is_some_and(|m| !m.starts_with(crate::schedule::OUTSIDE_WINDOWS)),
+        ));
         for gate in ApprovalGate::ALL {
             let pending = status.blocking_message.as_deref().is_some_and(|m| {
                 m.strip_prefix("awaiting approval: ")

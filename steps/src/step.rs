@@ -319,6 +319,9 @@ pub struct StepContext {
     pub workload_restarts: Vec<WorkloadRestartRecord>,
     /// The TrustAnchorRotation's `trust.linkerd.io/skip` annotation (`linkerd trust skip`).
     pub skip_annotation: Option<String>,
+    /// Where `spec.automation.schedule.maintenanceWindows` stand now: a step holds back its
+    /// disruptive actions while they are closed ([`crate::schedule::WindowState::park`]).
+    pub window: crate::schedule::WindowState,
 }
 
 impl StepContext {
@@ -346,7 +349,14 @@ impl StepContext {
             approval: Default::default(),
             workload_restarts: Vec::new(),
             skip_annotation: None,
+            window: crate::schedule::WindowState::Always,
         }
+    }
+
+    /// With the maintenance windows' state at this execution.
+    pub fn with_window(mut self, window: crate::schedule::WindowState) -> Self {
+        self.window = window;
+        self
     }
 
     /// With the automatic workload restarts recorded so far and the skip annotation.

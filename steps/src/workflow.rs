@@ -24,6 +24,10 @@ pub struct SyncedView {
     /// Something a human must fix before the operator can even tell whether a rotation is
     /// needed (a missing ConfigMap, an unreadable Secret).
     pub blocked: Option<String>,
+    /// The current trust anchor's validity, for the scheduled renewal.
+    pub anchor: Option<crate::schedule::AnchorValidity>,
+    /// What the scheduled renewal did or decided at this look (filled in by the runner).
+    pub scheduled: Option<crate::schedule::ScheduledNote>,
 }
 
 /// Observes the cluster while Synced and decides whether a rotation starts.

@@ -244,6 +244,16 @@ impl Step for ReduceBundle {
             Gate::Awaiting(message) => return Ok(Outcome::blocked(message).into()),
             Gate::Approved(a) => Some(a),
         };
+        // Outside the maintenance windows the old root stays: parked before any write (the
+        // approval, if one came, is consumed and recorded all the same).
+        if let Some(m) = ctx.window.park() {
+            let mut report: StepReport = Outcome::blocked(m).into();
+            if let Some(a) = approved {
+                report = report.notice(approval::APPROVAL_CONSUMED, approval::consumed_note(&a));
+                report.progress.approvals.push(a);
+            }
+            return Ok(report);
+        }
         let mut progress = Progress::default();
         let mut report = match self.execute(ctx, &mut progress).await? {
             Reduce::Outcome(outcome) => outcome.with(progress),

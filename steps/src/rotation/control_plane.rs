@@ -263,11 +263,26 @@ pub struct RollControlPlane {
     name: &'static str,
     phase: Phase,
     after: &'static str,
+    /// Whether the maintenance windows hold back its first restart.
+    in_windows: bool,
 }
 
 impl RollControlPlane {
     pub fn new(name: &'static str, phase: Phase, after: &'static str) -> Self {
-        Self { name, phase, after }
+        Self {
+            name,
+            phase,
+            after,
+            in_windows: false,
+        }
+    }
+
+    /// Starts restarting only inside a maintenance window (a restart already started
+    /// completes). Not for the restart onto the expanded bundle: until the old+new bundle has
+    /// reached the control plane, holding the rotation is not safe.
+    pub fn inside_windows(mut self) -> Self {
+        self.in_windows = true;
+        self
     }
 }
 
@@ -309,6 +324,16 @@ impl RollControlPlane {
             RollDecision::Done => Ok(Outcome::Done),
             RollDecision::Wait(reason) => Ok(Outcome::wait(reason, POLL)),
             RollDecision::Restart(names) => {
+                // The step's first restart waits for a maintenance window; one started
+                // before the window closed completes.
+                let started = views
+                    .iter()
+                    .any(|v| v.restarted_for.as_deref() == Some(marker.as_str()));
+                if self.in_windows && !started {
+                    if let Some(m) = ctx.window.park() {
+                        return Ok(Outcome::blocked(m));
+                    }
+                }
                 let value = restart_stamp(ctx.now);
                 let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &cp.namespace);
                 for name in &names {

@@ -273,25 +273,13 @@ impl AwaitIssuer {
                 POLL,
             ))),
             Automate::Trigger => {
+                // Outside the maintenance windows: parked, nothing re-issued.
+                if let Some(m) = ctx.window.park() {
+                    return Ok(Some(Outcome::blocked(m)));
+                }
                 let renewed = certmanager::renew(&ctx.client, &r.namespace, &r.certificate)
                     .await
-                    .map_err(|e| match e {
-                        certmanager::RenewError::NotFound => StepError::permanent(
-                            ErrorCategory::MissingResource,
-                            format!("{what} does not exist: the identity issuer cannot be re-issued"),
-                        ),
-                        certmanager::RenewError::Kube { doing, err } => {
-                            StepError::from_kube(format!("{doing} {what}"), err)
-                        }
-                        certmanager::RenewError::Malformed(m) => StepError::permanent(
-                            ErrorCategory::KubeDecode,
-                            format!("{what} {m}"),
-                        ),
-                        certmanager::RenewError::Conflicts => StepError::transient(
-                            ErrorCategory::KubeConflict,
-                            format!("{what} kept changing while its status was updated"),
-                        ),
-                    })?;
+                    .map_err(|e| e.into_step_error(&what))?;
                 Ok(Some(match renewed {
                     certmanager::Renewed::Triggered => {
                         let note = format!(

@@ -72,17 +72,23 @@ pub fn workflow() -> Workflow {
         // restarted onto the expanded bundle, and nothing accelerates their refresh: restart
         // them (the bundle still holds both roots) so that their live certificates chain to
         // the new root before it becomes the only one.
-        Box::new(control_plane::RollControlPlane::new(
-            names::ROLL_CONTROL_PLANE_RENEWED,
-            Phase::RefreshingControlPlane,
-            names::AWAIT_ISSUER,
-        )),
+        Box::new(
+            control_plane::RollControlPlane::new(
+                names::ROLL_CONTROL_PLANE_RENEWED,
+                Phase::RefreshingControlPlane,
+                names::AWAIT_ISSUER,
+            )
+            .inside_windows(),
+        ),
         Box::new(bundle::ReduceBundle::default()),
-        Box::new(control_plane::RollControlPlane::new(
-            names::ROLL_CONTROL_PLANE_REDUCED,
-            Phase::RefreshingControlPlane,
-            names::REDUCE_BUNDLE,
-        )),
+        Box::new(
+            control_plane::RollControlPlane::new(
+                names::ROLL_CONTROL_PLANE_REDUCED,
+                Phase::RefreshingControlPlane,
+                names::REDUCE_BUNDLE,
+            )
+            .inside_windows(),
+        ),
         Box::new(propagation::AwaitPropagation::new(
             names::AWAIT_PROPAGATION_REDUCED,
             Phase::RemovingOldTrustRoots,

@@ -103,6 +103,11 @@ impl Trigger for AnchorTrigger {
         let anchor = read::anchor(client, &spec.trust_anchor).await?;
         let previous = read::previous_anchor(client, &spec.previous_anchor).await?;
         let issuer = read::issuer_chain(client, &spec.identity_issuer).await.ok();
+        let validity = crate::schedule::AnchorValidity {
+            fingerprint: anchor.fingerprint().to_string(),
+            not_before: anchor.not_before(),
+            not_after: anchor.not_after(),
+        };
         let progress = Progress {
             active_anchor: Some(anchor.summary()),
             previous_anchor: previous.as_ref().map(Certificate::summary),
@@ -120,6 +125,7 @@ impl Trigger for AnchorTrigger {
                         progress,
                         start: None,
                         blocked: Some(m),
+                        ..Default::default()
                     })
                 }
             };
@@ -151,12 +157,15 @@ impl Trigger for AnchorTrigger {
                 progress,
                 start: None,
                 blocked: Some(owner.blocking_message(&spec.trust_roots)),
+                ..Default::default()
             });
         }
         Ok(SyncedView {
             progress,
             start,
             blocked: None,
+            anchor: Some(validity),
+            scheduled: None,
         })
     }
 }

@@ -208,15 +208,36 @@ impl Runner {
             return Ok(Requeue(self.config.resync));
         };
         let prev = tar.status.clone().unwrap_or_default();
-        if let Err(message) = tar.spec.validate() {
-            let t = transition::invalid_spec(&prev, &message, self.moment(&tar));
-            let scope = scope(&prev, "block");
-            return self
-                .perform(tar, t, None)
-                .instrument(scope)
-                .await
-                .map(|(_, r)| r);
+        let schedule = tar
+            .spec
+            .validate()
+            .and_then(|()| crate::schedule::Parsed::parse(&tar.spec.automation.schedule));
+        let schedule = match schedule {
+            Ok(s) => s,
+            Err(message) => {
+                let t = transition::invalid_spec(&prev, &message, self.moment(&tar));
+                let scope = scope(&prev, "block");
+                return self
+                    .perform(tar, t, None)
+                    .instrument(scope)
+                    .await
+                    .map(|(_, r)| r);
+            }
+        };
+        let now = self.now();
+        let window = schedule.window_at(now);
+        if let Some(m) = &self.metrics {
+            m.observe_window(&window);
         }
+        // Outside the windows: look again when the next one opens, if that comes before the
+        // next look anyway.
+        let wake = |Requeue(d): Requeue| match &window {
+            crate::schedule::WindowState::Closed { opens_at, .. } => {
+                let until = Duration::try_from(now.duration_until(*opens_at)).unwrap_or_default();
+                Requeue(d.min(until.max(Duration::from_secs(1))))
+            }
+            _ => Requeue(d),
+        };
         if tar.spec.paused {
             let t = transition::paused(&prev, self.moment(&tar));
             let scope = scope(&prev, "pause");
@@ -227,14 +248,14 @@ impl Runner {
                 .map(|(_, r)| r);
         }
         let (tar, status) = if prev.rotation.is_none() {
-            match self.synced(tar, prev).await? {
+            match self.synced(tar, prev, &schedule, &window).await? {
                 Ok(started) => started,
-                Err(requeue) => return Ok(requeue),
+                Err(requeue) => return Ok(wake(requeue)),
             }
         } else {
             (tar, prev)
         };
-        self.advance(tar, status).await
+        self.advance(tar, status, &window).await.map(wake)
     }
 
     /// No rotation in progress: refresh what the status shows and start one if needed.
@@ -243,8 +264,10 @@ impl Runner {
         &self,
         tar: TrustAnchorRotation,
         prev: TrustAnchorRotationStatus,
+        schedule: &crate::schedule::Parsed,
+        window: &crate::schedule::WindowState,
     ) -> Result<Result<(TrustAnchorRotation, TrustAnchorRotationStatus), Requeue>, StepError> {
-        let view = match self
+        let mut view = match self
             .workflow
             .trigger()
             .observe(&self.client, &tar.spec, self.pods.as_deref())
@@ -265,6 +288,11 @@ impl Runner {
                 }
             }
         };
+        if view.start.is_none() && view.blocked.is_none() {
+            view.scheduled = self
+                .scheduled_renewal(&tar, &prev, &view, schedule, window)
+                .await?;
+        }
         let m = self.moment(&tar);
         match transition::synced(&prev, view, m) {
             SyncedDecision::Stay(t) => self.perform(tar, *t, None).await.map(|(_, r)| Err(r)),
@@ -281,11 +309,89 @@ impl Runner {
         }
     }
 
+    /// The scheduled renewal of the trust anchor (`spec.automation.schedule.renewAnchorBefore`)
+    /// while Synced: triggers it, as `cmctl renew` does, when it is due inside a maintenance
+    /// window, at most once per anchor (the status records it). Says why when it does not.
+    async fn scheduled_renewal(
+        &self,
+        tar: &TrustAnchorRotation,
+        prev: &TrustAnchorRotationStatus,
+        view: &crate::workflow::SyncedView,
+        schedule: &crate::schedule::Parsed,
+        window: &crate::schedule::WindowState,
+    ) -> Result<Option<crate::schedule::ScheduledNote>, StepError> {
+        use crate::schedule::{NoteKind, ScheduledNote};
+        let Some(anchor) = &view.anchor else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let reason = match crate::schedule::plan_renewal(
+            schedule.renew_anchor_before,
+            anchor,
+            window,
+            prev.scheduled_renewal.as_ref(),
+            now,
+        ) {
+            None => return Ok(None),
+            Some(Err(note)) => return Ok(Some(note)),
+            Some(Ok(reason)) => reason,
+        };
+        // Only the leader writes (the trigger included).
+        if !self.may_write() {
+            return Ok(None);
+        }
+        let r = &tar.spec.trust_anchor;
+        let what = format!("Certificate {}/{}", r.namespace, r.certificate);
+        let renewed = crate::certmanager::renew(&self.client, &r.namespace, &r.certificate)
+            .instrument(telemetry::write_span(
+                "patch",
+                "Certificate/status",
+                &r.namespace,
+                &r.certificate,
+            ))
+            .await;
+        let reason = match renewed {
+            Ok(crate::certmanager::Renewed::Triggered) => {
+                info!(anchor = %anchor.fingerprint, %reason, "scheduled renewal: triggered the trust anchor's re-issuance");
+                format!("{reason}: the operator triggered the re-issuance of {what}, as `cmctl renew` does")
+            }
+            Ok(crate::certmanager::Renewed::AlreadyIssuing) => {
+                format!("{reason}: cert-manager was already re-issuing {what}")
+            }
+            Err(e) => {
+                let e = e.into_step_error(&what);
+                if let Some(m) = &self.metrics {
+                    m.observe_error("Synced", e.category());
+                }
+                if e.is_transient() {
+                    return Err(e);
+                }
+                return Ok(Some(ScheduledNote {
+                    kind: NoteKind::NotScheduled,
+                    record: trust_rotation_crds::ScheduledRenewalRecord {
+                        anchor: anchor.fingerprint.clone(),
+                        triggered_at: None,
+                        reason: format!("{reason}, but the renewal could not be triggered: {e}"),
+                    },
+                }));
+            }
+        };
+        Ok(Some(ScheduledNote {
+            kind: NoteKind::Triggered,
+            record: trust_rotation_crds::ScheduledRenewalRecord {
+                anchor: anchor.fingerprint.clone(),
+                triggered_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+                reason,
+            },
+        }))
+    }
+
     /// Runs steps from the current one until one waits, blocks or fails.
     async fn advance(
         &self,
         mut tar: TrustAnchorRotation,
         mut status: TrustAnchorRotationStatus,
+        window: &crate::schedule::WindowState,
     ) -> Result<Requeue, StepError> {
         let Some(mut rotation) = status.rotation.clone() else {
             return Ok(Requeue(self.config.resync));
@@ -396,6 +502,7 @@ impl Runner {
                 self.config.probe.clone(),
             )
             .with_pods(self.pods.clone())
+            .with_window(window.clone())
             .with_approval(crate::rotation::approval::Annotation::of(&tar.metadata))
             .with_workload_restarts(
                 status.workload_restarts.clone(),

@@ -257,8 +257,30 @@ pub fn synced(prev: &TrustAnchorRotationStatus, view: SyncedView, m: Moment) -> 
         }
         return SyncedDecision::Stay(Box::new(t));
     }
-    if let Some(start) = view.start {
+    if let Some(mut start) = view.start {
+        // The operator's scheduled renewal of the anchor this rotation moves from started it.
+        if let Some(r) = status.scheduled_renewal.as_ref().filter(|r| {
+            r.triggered_at.is_some() && start.from_anchor.as_deref() == Some(r.anchor.as_str())
+        }) {
+            start.trigger = format!("{}; {}", r.reason, start.trigger);
+        }
         return SyncedDecision::Start(Box::new(status), start);
+    }
+    let mut scheduled_event = None;
+    if let Some(n) = view.scheduled {
+        if status.scheduled_renewal.as_ref() != Some(&n.record) {
+            let kind = match n.kind {
+                crate::schedule::NoteKind::NotScheduled => EventKind::Warning,
+                _ => EventKind::Normal,
+            };
+            scheduled_event = Some(EventRecord::new(
+                kind,
+                n.kind.reason(),
+                "Schedule",
+                n.record.reason.clone(),
+            ));
+            status.scheduled_renewal = Some(n.record);
+        }
     }
     set_blocked(&mut status, None, m);
     set_condition(
@@ -280,11 +302,15 @@ pub fn synced(prev: &TrustAnchorRotationStatus, view: SyncedView, m: Moment) -> 
         m.generation,
     );
     let t = Transition::new(status.clone(), Next::Requeue(m.config.resync));
-    SyncedDecision::Stay(Box::new(if &status == prev {
+    let t = if &status == prev {
         // A restarted operator has nothing to write but must still publish.
         t.with(Effect::PublishStatus)
     } else {
         t.with(Effect::WriteStatus { best_effort: false })
+    };
+    SyncedDecision::Stay(Box::new(match scheduled_event {
+        Some(ev) => t.with(Effect::Event(ev)),
+        None => t,
     }))
 }
 
@@ -584,7 +610,7 @@ fn done(
     if prev.blocking_message.is_some() {
         t = t.event(
             EventKind::Normal,
-            "Unblocked",
+            unblocked_reason(prev),
             "Unblock",
             format!("step {} is no longer blocked: it finished", step.name),
         );
@@ -682,7 +708,7 @@ fn wait(
         (None, Some(_)) => {
             t = t.event(
                 EventKind::Normal,
-                "Unblocked",
+                unblocked_reason(prev),
                 "Unblock",
                 format!("step {} is moving again: {reason}", step.name),
             );
@@ -721,14 +747,31 @@ fn block(
             detail: Some(message.clone()),
         });
     if prev.blocking_message.as_deref() != Some(message.as_str()) {
+        // Parked outside the maintenance windows: expected, not a problem to look at.
+        let (kind, reason) = if message.starts_with(crate::schedule::OUTSIDE_WINDOWS) {
+            (EventKind::Normal, crate::schedule::WINDOW_CLOSED)
+        } else {
+            (EventKind::Warning, "Blocked")
+        };
         t = t.event(
-            EventKind::Warning,
-            "Blocked",
+            kind,
+            reason,
             "Block",
             format!("step {}: {message}", step.name),
         );
     }
     t
+}
+
+/// The Event reason when a step moves on after `prev`'s blocking message: a maintenance
+/// window opened, or the block cleared.
+fn unblocked_reason(prev: &TrustAnchorRotationStatus) -> &'static str {
+    match prev.blocking_message.as_deref() {
+        Some(m) if m.starts_with(crate::schedule::OUTSIDE_WINDOWS) => {
+            crate::schedule::WINDOW_OPENED
+        }
+        _ => "Unblocked",
+    }
 }
 
 /// A transient failure: back off, say so in the step's record, and once failures have lasted
