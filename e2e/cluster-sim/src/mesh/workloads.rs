@@ -377,7 +377,7 @@ fn reconcile_deployment(store: &Store, d: &Value, idx: &Index) -> Result<(), Sto
             let conds = o["status"]["conditions"].clone();
             o["status"] = status.clone();
             if conds.is_array() {
-                o["status"]["conditions"] = conds;
+                o["status"]["conditions"] = conds.clone();
             }
             if available_ok {
                 set_condition(
@@ -417,6 +417,7 @@ fn reconcile_deployment(store: &Store, d: &Value, idx: &Index) -> Result<(), Sto
                     None,
                 );
             }
+            stamp_deployment_conditions(o, &conds);
             if !revision.is_null() {
                 o["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
                     revision.clone();
@@ -425,6 +426,30 @@ fn reconcile_deployment(store: &Store, d: &Value, idx: &Index) -> Result<(), Sto
         })?;
     }
     Ok(())
+}
+
+/// A Deployment condition's `lastUpdateTime`, as the deployment controller keeps it: a
+/// condition whose status and reason did not change keeps its time (the controller leaves
+/// it alone); a new status or reason is stamped now. (`kubectl rollout` and tools such as
+/// `linkerd trust plan` read when a rollout completed from `Progressing` /
+/// `NewReplicaSetAvailable`.)
+fn stamp_deployment_conditions(o: &mut Value, before: &Value) {
+    let now = super::now_rfc3339();
+    let Some(conds) = o["status"]["conditions"].as_array_mut() else {
+        return;
+    };
+    for c in conds.iter_mut() {
+        let prev = before
+            .as_array()
+            .and_then(|b| b.iter().find(|p| p["type"] == c["type"]));
+        c["lastUpdateTime"] = match prev {
+            Some(p) if p["status"] == c["status"] && p["reason"] == c["reason"] => p
+                .get("lastUpdateTime")
+                .cloned()
+                .unwrap_or_else(|| p["lastTransitionTime"].clone()),
+            _ => json!(now),
+        };
+    }
 }
 
 fn set_replicas(
