@@ -12,6 +12,7 @@ pub mod client;
 pub mod goflags;
 pub mod inspect;
 pub mod names;
+pub mod plan;
 pub mod renew;
 pub mod skip;
 pub mod status;
@@ -59,6 +60,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show the rotation's phase and the meshed pods that have not converged
     Inspect(inspect::InspectArgs),
+    /// Show what the next (or current) rotation does before it does it: the anchor and issuer,
+    /// every meshed workload in the order the operator restarts it and why some are not, what
+    /// a person must do, and an estimated duration
+    Plan(plan::PlanArgs),
     /// Trigger cert-manager to re-issue the trust anchor or the identity issuer (like `cmctl renew`);
     /// refuses the anchor while a rotation is in progress, and the issuer before the rotation
     /// reaches WaitingForIdentityRotation, unless --force
@@ -224,6 +229,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = cli.client.client().await?;
             let report = inspect::inspect(&client, &ns, &args).await?;
             out(&inspect::render(&report, args.output)?);
+        }
+        Command::Plan(args) => {
+            let client = cli.client.client().await?;
+            let p = plan::plan(&client, &ns, &args.rotation).await?;
+            out(&plan::render(&p, args.output)?);
         }
         Command::Approve(args) => {
             let client = cli.client.client().await?;
