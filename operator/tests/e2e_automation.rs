@@ -5,58 +5,10 @@
 mod common;
 
 use common::*;
-use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::time::Duration;
-use trust_rotation_crds::{ApprovalGate, Phase, TrustAnchorRotation};
-use trust_rotation_steps::rotation::approval;
+use trust_rotation_crds::{ApprovalGate, Phase};
 
 const T: Duration = Duration::from_secs(60);
-
-/// What `linkerd trust approve <step>` writes (the same function builds the value).
-async fn approve(client: &kube::Client, gate: ApprovalGate, id: &str) {
-    let api = Api::<TrustAnchorRotation>::all(client.clone());
-    let tar = api.get("cluster").await.expect("rotation");
-    let existing = approval::Annotation::of(&tar.metadata).value;
-    let value = approval::approve(existing.as_deref(), gate, id);
-    api.patch(
-        "cluster",
-        &PatchParams {
-            field_manager: Some("linkerd-trust".into()),
-            ..Default::default()
-        },
-        &Patch::Merge(
-            serde_json::json!({"metadata": {"annotations": {approval::ANNOTATION: value}}}),
-        ),
-    )
-    .await
-    .expect("annotated");
-}
-
-/// Reasons of the Events recorded about the rotation.
-async fn event_reasons(client: &kube::Client) -> Vec<String> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-    api.list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
-        })
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
-fn assert_mtls_intact(sim: &cluster_sim::Sim) {
-    let report = sim.oracle().report();
-    assert!(
-        report.min_ratio >= 1.0,
-        "mTLS never degraded: min ratio {} over {} samples, low intervals {:?}",
-        report.min_ratio,
-        report.samples,
-        report.intervals
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn automatic_issuer_renewal_needs_no_renew_issuer_command() {

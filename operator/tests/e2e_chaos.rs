@@ -34,7 +34,6 @@ use trust_rotation_crds::{Phase, TrustAnchorRotation, TrustAnchorRotationSpec};
 const T: Duration = Duration::from_secs(120);
 /// The tests' `--lease-duration` (`common::Operator`'s default).
 const LEASE: Duration = Duration::from_secs(2);
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Disruption {

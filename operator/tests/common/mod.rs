@@ -625,6 +625,120 @@ pub const CONTROL_PLANE: [&str; 3] = [
     "linkerd-destination",
 ];
 
+// === automation ===
+
+/// What `linkerd trust approve <step>` writes (the same function builds the value).
+pub async fn approve(client: &kube::Client, gate: trust_rotation_crds::ApprovalGate, id: &str) {
+    let api = Api::<TrustAnchorRotation>::all(client.clone());
+    let tar = api.get("cluster").await.expect("rotation");
+    use trust_rotation_steps::rotation::approval;
+    let existing = approval::Annotation::of(&tar.metadata).value;
+    let value = approval::approve(existing.as_deref(), gate, id);
+    api.patch(
+        "cluster",
+        &PatchParams {
+            field_manager: Some("linkerd-trust".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(
+            serde_json::json!({"metadata": {"annotations": {approval::ANNOTATION: value}}}),
+        ),
+    )
+    .await
+    .expect("annotated");
+}
+
+/// Reasons of the Events recorded about the rotation.
+pub async fn event_reasons(client: &kube::Client) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
+        })
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// The simulator's mTLS oracle never saw a failed connection.
+pub fn assert_mtls_intact(sim: &cluster_sim::Sim) {
+    let report = sim.oracle().report();
+    assert!(
+        report.min_ratio >= 1.0,
+        "mTLS never degraded: min ratio {} over {} samples, low intervals {:?}",
+        report.min_ratio,
+        report.samples,
+        report.intervals
+    );
+}
+
+/// Where Debian's `faketime` package puts libfaketime (`make test` installs it).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The operator's wall clock, moved by libfaketime: `env()` goes to the operator process,
+/// `set("+4h")` moves its clock (re-read at every call, `FAKETIME_NO_CACHE`). Monotonic
+/// clocks (tokio's timers) are left alone. Only forward of the real time: the simulator's
+/// certificates start at the real now.
+pub struct FakeClock {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl FakeClock {
+    pub fn new(offset: &str) -> Self {
+        assert!(
+            Path::new(LIBFAKETIME).exists(),
+            "{LIBFAKETIME} is missing: install Debian's faketime package (make test does)"
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let clock = Self {
+            path: dir.path().join("faketime"),
+            _dir: dir,
+        };
+        clock.set(offset);
+        clock
+    }
+
+    /// Moves the clock to `offset` from the real time (`+0`, `+2h`), atomically.
+    pub fn set(&self, offset: &str) {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{offset}\n")).expect("faketime file written");
+        std::fs::rename(&tmp, &self.path).expect("faketime file renamed");
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", LIBFAKETIME.to_string()),
+            (
+                "FAKETIME_TIMESTAMP_FILE",
+                self.path.to_string_lossy().into_owned(),
+            ),
+            ("FAKETIME_NO_CACHE", "1".to_string()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ]
+    }
+}
+
+/// The demo topology with workload certificates that live a day, for tests that move the
+/// operator's clock hours ahead (its probes check the certificates' validity at its time).
+pub async fn start_sim_with_day_long_certs() -> Sim {
+    let sim = Sim::start(SimConfig {
+        topology: Topology::Demo,
+        durations: Durations {
+            workload_cert_lifetime: Duration::from_secs(24 * 3600),
+            ..Durations::fast()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("the simulator starts");
+    install_rotation(&sim.client()).await;
+    sim
+}
+
 // === the walkthrough ===
 
 /// The operator process(es) of a test; a killer may replace the current one at any time.
