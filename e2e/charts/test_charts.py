@@ -314,7 +314,10 @@ NON_DEFAULT: dict[str, Any] = {
                        "approvals": {"beforeIssuerRenewal": True, "beforeRootRemoval": True},
                        "workloadRestarts": "Automatic", "maxConcurrentWorkloads": 2,
                        "namespaceSelector": {"matchLabels": {"linkerd.io/is-control-plane": "false"}},
-                       "workloadSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]}},
+                       "workloadSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]},
+                       "schedule": {"renewAnchorBefore": "720h", "maintenanceWindows": [
+                           {"weekdays": ["Tue", "Thu"], "start": "02:00", "duration": "4h",
+                            "timeZone": "Europe/Berlin"}]}},
         "trustAnchor": {"namespace": "pki", "certificate": "root", "secret": "root-tls"},
         "previousAnchor": {"namespace": "pki", "name": "root-previous"},
         "identityIssuer": {"namespace": "mesh", "certificate": "issuer", "secret": "issuer-tls"},
@@ -368,7 +371,10 @@ def test_custom_names_move_rbac_with_them(custom_docs) -> None:
     # issuerRenewal: Automatic re-issues the identity issuer's Certificate, by name only.
     assert grants[("mesh", "cert-manager.io", "certificates", "issuer")] == {"get"}
     assert grants[("mesh", "cert-manager.io", "certificates/status", "issuer")] == {"update"}
-    assert not [k for k in grants if k[1] == "cert-manager.io" and k[3] not in ("", "issuer")]
+    # schedule.renewAnchorBefore re-issues the trust anchor's Certificate, by name only.
+    assert grants[("pki", "cert-manager.io", "certificates", "root")] == {"get"}
+    assert grants[("pki", "cert-manager.io", "certificates/status", "root")] == {"update"}
+    assert not [k for k in grants if k[1] == "cert-manager.io" and k[3] not in ("", "issuer", "root")]
     # workloadRestarts: Automatic restarts meshed workloads anywhere (a template patch, never
     # create or delete) and reads the PodDisruptionBudgets that may forbid it.
     for kind in ("deployments", "statefulsets", "daemonsets"):
