@@ -462,4 +462,42 @@ mod tests {
             render(&registry).contains("trust_rotation_approvals_pending{step=\"RootRemoval\"} 0")
         );
     }
+
+    #[test]
+    fn the_window_gauges_and_a_window_park_is_not_blocked() {
+        use crate::schedule::WindowState;
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let text = render(&registry);
+        assert!(
+            text.contains("trust_rotation_maintenance_window_open 1"),
+            "{text}"
+        );
+        let opens = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let closed = WindowState::Closed {
+            opens_at: opens,
+            local: "Tue 2027-01-12 08:00 UTC".into(),
+        };
+        m.observe_window(&closed);
+        m.observe_status(&TrustAnchorRotationStatus {
+            blocking_message: closed.park(),
+            ..Default::default()
+        });
+        let text = render(&registry);
+        assert!(
+            text.contains("trust_rotation_maintenance_window_open 0")
+                && text.contains(
+                    "trust_rotation_maintenance_window_next_open_timestamp_seconds 1800000000"
+                )
+                && text.contains("trust_rotation_blocked 0"),
+            "{text}"
+        );
+        m.observe_window(&WindowState::Always);
+        let text = render(&registry);
+        assert!(
+            text.contains("trust_rotation_maintenance_window_open 1")
+                && text.contains("trust_rotation_maintenance_window_next_open_timestamp_seconds 0"),
+            "{text}"
+        );
+    }
 }

@@ -614,6 +614,60 @@ mod tests {
     }
 
     #[test]
+    fn the_renewal_is_planned_once_per_anchor_and_only_inside_a_window() {
+        let anchor = AnchorValidity {
+            fingerprint: "aaaa".into(),
+            not_before: t("2026-01-01T00:00:00Z"),
+            not_after: t("2027-01-01T00:00:00Z"),
+        };
+        let before = Some(Duration::from_secs(720 * 3600));
+        let now = t("2026-12-15T00:00:00Z");
+        let open = WindowState::Always;
+        let closed = WindowState::Closed {
+            opens_at: t("2026-12-15T02:00:00Z"),
+            local: "Tue 2026-12-15 03:00 Europe/Berlin".into(),
+        };
+        let Some(Ok(reason)) = plan_renewal(before, &anchor, &open, None, now) else {
+            panic!("due and open: trigger")
+        };
+        assert!(reason.starts_with("scheduled renewal:"), "{reason}");
+        let Some(Err(note)) = plan_renewal(before, &anchor, &closed, None, now) else {
+            panic!("due and closed: wait")
+        };
+        assert_eq!(note.kind, NoteKind::AwaitingWindow);
+        assert!(
+            note.record
+                .reason
+                .contains("Tue 2026-12-15 03:00 Europe/Berlin")
+                && note.record.triggered_at.is_none(),
+            "{:?}",
+            note.record
+        );
+        // Triggered for this anchor already (a restarted operator): nothing more.
+        let done = ScheduledRenewalRecord {
+            anchor: "aaaa".into(),
+            triggered_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+            reason: reason.clone(),
+        };
+        assert_eq!(plan_renewal(before, &anchor, &open, Some(&done), now), None);
+        // A record of an older anchor does not count.
+        let older = ScheduledRenewalRecord {
+            anchor: "0000".into(),
+            ..done
+        };
+        assert!(matches!(
+            plan_renewal(before, &anchor, &open, Some(&older), now),
+            Some(Ok(_))
+        ));
+        // Not due, or not configured: nothing.
+        assert_eq!(
+            plan_renewal(before, &anchor, &open, None, t("2026-06-01T00:00:00Z")),
+            None
+        );
+        assert_eq!(plan_renewal(None, &anchor, &open, None, now), None);
+    }
+
+    #[test]
     fn the_anchor_is_due_when_less_validity_is_left() {
         let nb = t("2026-01-01T00:00:00Z");
         let na = t("2027-01-01T00:00:00Z");

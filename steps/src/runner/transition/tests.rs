@@ -680,3 +680,167 @@ fn workload_restart_records_replace_their_steps_and_drop_older_rotations() {
     apply_progress(&mut status, Progress::default());
     assert_eq!(status.workload_restarts.len(), 2);
 }
+
+#[test]
+fn a_window_park_is_a_normal_event_no_stall_and_its_end_says_the_window_opened() {
+    let cfg = RunnerConfig::default();
+    let m = |s| Moment {
+        now: at(s),
+        generation: Some(1),
+        config: &cfg,
+    };
+    let park = crate::schedule::WindowState::Closed {
+        opens_at: at(7200),
+        local: "Tue 2027-01-12 03:00 UTC".into(),
+    }
+    .park()
+    .unwrap();
+    let prev = waiting("3 left", None);
+    let blocked: Result<StepReport, StepError> = Ok(Outcome::blocked(park.clone()).into());
+    let t = after_run(
+        &prev,
+        0,
+        &facts(),
+        4,
+        blocked.clone(),
+        &StepMemory::default(),
+        m(5),
+    );
+    assert_eq!(t.status.blocking_message.as_deref(), Some(park.as_str()));
+    let events: Vec<(EventKind, &str)> = t.events().map(|e| (e.kind, e.reason)).collect();
+    assert_eq!(events, [(EventKind::Normal, "MaintenanceWindowClosed")]);
+    // Hours later, parked all along: the same message, no Event, never a stall.
+    let later = after_run(
+        &t.status,
+        0,
+        &facts(),
+        5,
+        blocked,
+        &StepMemory::default(),
+        m(7000),
+    );
+    assert_eq!(later.events().count(), 0);
+    assert_eq!(later.status.blocking_message, t.status.blocking_message);
+    assert!(!later
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.reason == "StepStalled"));
+    // The window opened: the step moves on, and the Event says why.
+    let moved = after_run(
+        &later.status,
+        0,
+        &facts(),
+        6,
+        wait("2 left"),
+        &StepMemory::default(),
+        m(7201),
+    );
+    assert_eq!(moved.status.blocking_message, None);
+    assert_eq!(
+        moved.events().map(|e| e.reason).collect::<Vec<_>>(),
+        ["MaintenanceWindowOpened"]
+    );
+}
+
+#[test]
+fn the_scheduled_renewal_is_recorded_once_and_names_the_rotation_it_starts() {
+    use crate::schedule::{NoteKind, ScheduledNote};
+    use trust_rotation_crds::ScheduledRenewalRecord;
+    let cfg = RunnerConfig::default();
+    let m = Moment {
+        now: at(5),
+        generation: Some(1),
+        config: &cfg,
+    };
+    let synced = TrustAnchorRotationStatus {
+        phase: Some(Phase::Synced),
+        ..Default::default()
+    };
+    let note = |kind, triggered: bool, reason: &str| ScheduledNote {
+        kind,
+        record: ScheduledRenewalRecord {
+            anchor: "aaaa".into(),
+            triggered_at: triggered.then(|| Time(at(5))),
+            reason: reason.into(),
+        },
+    };
+    let stay = |prev: &TrustAnchorRotationStatus, n: Option<ScheduledNote>| match synced_view(
+        prev, n, None, m,
+    ) {
+        SyncedDecision::Stay(t) => *t,
+        SyncedDecision::Start(..) => panic!("no rotation starts"),
+    };
+    // Due outside the windows: recorded and said once.
+    let waiting = stay(
+        &synced,
+        Some(note(NoteKind::AwaitingWindow, false, "due; waits")),
+    );
+    assert_eq!(
+        waiting
+            .events()
+            .map(|e| (e.kind, e.reason))
+            .collect::<Vec<_>>(),
+        [(EventKind::Normal, "AnchorRenewalScheduled")]
+    );
+    let again = stay(
+        &waiting.status,
+        Some(note(NoteKind::AwaitingWindow, false, "due; waits")),
+    );
+    assert_eq!(again.events().count(), 0);
+    // Triggered.
+    let triggered = stay(
+        &waiting.status,
+        Some(note(NoteKind::Triggered, true, "scheduled renewal: due")),
+    );
+    assert!(triggered.writes());
+    assert_eq!(
+        triggered.events().map(|e| e.reason).collect::<Vec<_>>(),
+        ["AnchorRenewalTriggered"]
+    );
+    // The lifetime guard is a Warning.
+    let guard = stay(
+        &synced,
+        Some(note(NoteKind::NotScheduled, false, "too long")),
+    );
+    assert_eq!(
+        guard.events().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Warning]
+    );
+    // The rotation from the renewed anchor names the schedule; one from another does not.
+    let start = |from: &str| RotationStart {
+        trigger: "trust anchor renewed: bbbb".into(),
+        from_anchor: Some(from.into()),
+        to_anchor: Some("bbbb".into()),
+    };
+    let SyncedDecision::Start(_, s) = synced_view(&triggered.status, None, Some(start("aaaa")), m)
+    else {
+        panic!("starts")
+    };
+    assert_eq!(
+        s.trigger,
+        "scheduled renewal: due; trust anchor renewed: bbbb"
+    );
+    let SyncedDecision::Start(_, s) = synced_view(&triggered.status, None, Some(start("cccc")), m)
+    else {
+        panic!("starts")
+    };
+    assert_eq!(s.trigger, "trust anchor renewed: bbbb");
+}
+
+fn synced_view(
+    prev: &TrustAnchorRotationStatus,
+    scheduled: Option<crate::schedule::ScheduledNote>,
+    start: Option<RotationStart>,
+    m: Moment,
+) -> SyncedDecision {
+    synced(
+        prev,
+        SyncedView {
+            start,
+            scheduled,
+            ..Default::default()
+        },
+        m,
+    )
+}
