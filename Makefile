@@ -21,7 +21,9 @@ CRD := crds/trust.linkerd.io_trustanchorrotations.yaml
 CHART_CRD := helm/trust-rotation-operator-crds/templates/trust.linkerd.io_trustanchorrotations.yaml
 SCRIPTS := e2e/walkthrough.sh e2e/demo.sh e2e/kind/run.sh e2e/charts/apply-to-sim.sh .ci/run \
 	dist/build.sh dist/install.sh e2e/check_one_build.sh
-# faketime: the operator's chaos tests run a replica whose clock is 30 s ahead (libfaketime).
+# faketime: the operator's chaos tests run a replica whose clock is 30 s ahead, and its schedule
+# tests (e2e_schedule) move its clock hours ahead to reach renewals and maintenance windows
+# (libfaketime).
 DEBIAN_TOOLS := shellcheck curl faketime
 
 # What a first `make demo` costs on a clean clone (measured: README, "Two commands").
