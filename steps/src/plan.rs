@@ -99,14 +99,90 @@ pub struct CertificatePlan {
     pub renewal_time: Option<String>,
 }
 
-/// Reserved for `spec.automation.schedule`.
+/// `spec.automation.schedule`, read with the operator's own window math
+/// ([`crate::schedule`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulePlan {
-    /// When the operator renews the anchor itself (RFC 3339).
+    /// `spec.automation.schedule.renewAnchorBefore`, as written; null when not set.
+    pub renew_anchor_before: Option<String>,
+    /// When the operator renews the current anchor itself (RFC 3339): once it has less
+    /// validity left than `renewAnchorBefore`, at the first instant a maintenance window is
+    /// open. Null when there is no scheduled renewal (or it cannot happen: see `note`).
     pub anchor_renewal: Option<String>,
-    /// When the next maintenance window opens (RFC 3339).
+    /// About the scheduled renewal: due now, waiting for a window, or why it never happens.
+    pub note: Option<String>,
+    /// A maintenance window is open now (true when none is configured: any time is).
+    pub window_open: bool,
+    /// When the open window closes (RFC 3339).
+    pub window_closes: Option<String>,
+    /// When the next maintenance window opens (RFC 3339); null without windows.
     pub next_window: Option<String>,
+    /// The schedule is invalid: the operator's message (it acts on no schedule then).
+    pub error: Option<String>,
+}
+
+/// The schedule section, from the spec, the current anchor's validity and the time. Pure.
+pub fn schedule_plan(
+    schedule: &trust_rotation_crds::Schedule,
+    anchor_validity: Option<(Timestamp, Timestamp)>,
+    now: Timestamp,
+) -> SchedulePlan {
+    use crate::schedule::{anchor_renewal, AnchorRenewal, Parsed, WindowState};
+    let mut out = SchedulePlan {
+        renew_anchor_before: schedule.renew_anchor_before.clone(),
+        anchor_renewal: None,
+        note: None,
+        window_open: true,
+        window_closes: None,
+        next_window: None,
+        error: None,
+    };
+    let parsed = match Parsed::parse(schedule) {
+        Ok(p) => p,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let state = parsed.window_at(now);
+    out.window_open = state.is_open();
+    if let WindowState::Open { closes_at, .. } = &state {
+        out.window_closes = Some(rfc3339(*closes_at));
+    }
+    out.next_window = state.next_opening().map(rfc3339);
+    let Some((not_before, not_after)) = anchor_validity else {
+        if parsed.renew_anchor_before.is_some() {
+            out.note = Some("the trust anchor cannot be read: when it is due is unknown".into());
+        }
+        return out;
+    };
+    // The first instant at or after `t` when the operator may act.
+    let first_open = |t: Timestamp| match parsed.window_at(t) {
+        WindowState::Closed { opens_at, .. } => opens_at,
+        _ => t,
+    };
+    match anchor_renewal(parsed.renew_anchor_before, not_before, not_after, now) {
+        AnchorRenewal::Off => {}
+        AnchorRenewal::NotDue { due_at } => {
+            let at = first_open(due_at);
+            out.anchor_renewal = Some(rfc3339(at));
+            out.note = Some(if at == due_at {
+                format!("due at {}", rfc3339(due_at))
+            } else {
+                format!(
+                    "due at {}, outside the maintenance windows: renewed when the next opens",
+                    rfc3339(due_at)
+                )
+            });
+        }
+        AnchorRenewal::Due { reason } => {
+            out.anchor_renewal = Some(rfc3339(first_open(now)));
+            out.note = Some(reason);
+        }
+        AnchorRenewal::LongerThanLifetime { message } => out.note = Some(message),
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -351,6 +427,10 @@ pub async fn gather(
 ) -> Result<Inputs, PlanError> {
     let now = Timestamp::now();
     let anchor = certificate_plan(client, &tar.spec.trust_anchor, false).await?;
+    let anchor_validity = read::anchor(client, &tar.spec.trust_anchor)
+        .await
+        .ok()
+        .map(|c| (c.not_before(), c.not_after()));
     let issuer = certificate_plan(client, &tar.spec.identity_issuer, true).await?;
     let pods = list_meshed_pods(client, linkerd_ns).await?;
     let mut by_workload: BTreeMap<WorkloadRef, Vec<MeshedPod>> = BTreeMap::new();
@@ -441,13 +521,17 @@ pub async fn gather(
             }
         }
     }
+    let schedule = Some(schedule_plan(
+        &tar.spec.automation.schedule,
+        anchor_validity,
+        now,
+    ));
     Ok(Inputs {
         tar,
         now,
         anchor,
         issuer,
-        // spec.automation.schedule: not in this build yet (see SchedulePlan).
-        schedule: None,
+        schedule,
         workloads,
         other_pods,
         control_plane_rollout_secs,
@@ -788,7 +872,22 @@ pub fn build(inputs: &Inputs) -> Plan {
         left_out.push("a person replacing the pods listed under what a person must do");
     }
     left_out.push("PodDisruptionBudgets that allow no disruption at the moment");
-    left_out.push("waiting for a maintenance window");
+    if let Some(s) = inputs.schedule.as_ref().filter(|s| s.next_window.is_some()) {
+        {
+            left_out.push("waiting for a maintenance window");
+            assumptions.push(format!(
+                "maintenance windows: outside them the operator starts no restart, re-issues no issuer and removes no root; a rotation longer than the open window{} parks until the next one{}",
+                s.window_closes
+                    .as_deref()
+                    .map(|c| format!(" (closes {c})"))
+                    .unwrap_or_default(),
+                s.next_window
+                    .as_deref()
+                    .map(|n| format!(" (opens {n})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     if !automatic {
         left_out.push("the time until a person restarts the workloads");
     }
@@ -979,6 +1078,42 @@ mod tests {
             plan.issuer.command.as_deref(),
             Some("cmctl renew -n linkerd linkerd-identity-issuer (or linkerd trust renew issuer), when the rotation reaches WaitingForIdentityRotation")
         );
+    }
+
+    #[test]
+    fn the_schedule_section_uses_the_operators_window_math() {
+        let ts = |s: &str| s.parse::<Timestamp>().unwrap();
+        let schedule: trust_rotation_crds::Schedule = serde_json::from_value(serde_json::json!({
+            "renewAnchorBefore": "720h",
+            "maintenanceWindows": [{"weekdays": ["Tue"], "start": "02:00", "duration": "4h", "timeZone": "UTC"}],
+        }))
+        .unwrap();
+        let anchor = Some((ts("2026-02-01T00:00:00Z"), ts("2027-02-01T00:00:00Z")));
+        // Wednesday noon: closed; due on Saturday 2027-01-02, renewed the Tuesday after.
+        let s = schedule_plan(&schedule, anchor, ts("2026-12-02T12:00:00Z"));
+        assert_eq!(s.renew_anchor_before.as_deref(), Some("720h"));
+        assert!(!s.window_open);
+        assert_eq!(s.next_window.as_deref(), Some("2026-12-08T02:00:00Z"));
+        assert_eq!(s.anchor_renewal.as_deref(), Some("2027-01-05T02:00:00Z"));
+        assert_eq!(
+            s.note.as_deref(),
+            Some("due at 2027-01-02T00:00:00Z, outside the maintenance windows: renewed when the next opens")
+        );
+        // Inside the window: open until it closes.
+        let s = schedule_plan(&schedule, anchor, ts("2026-12-08T03:00:00Z"));
+        assert!(s.window_open);
+        assert_eq!(s.window_closes.as_deref(), Some("2026-12-08T06:00:00Z"));
+        // No schedule: any time, no scheduled renewal.
+        let none = schedule_plan(&Default::default(), anchor, ts("2026-12-02T12:00:00Z"));
+        assert!(none.window_open && none.next_window.is_none() && none.anchor_renewal.is_none());
+        // A bad zone is the operator's message.
+        let bad: trust_rotation_crds::Schedule = serde_json::from_value(serde_json::json!({
+            "maintenanceWindows": [{"weekdays": ["Tue"], "start": "02:00", "duration": "4h", "timeZone": "Mars/Olympus"}],
+        }))
+        .unwrap();
+        assert!(schedule_plan(&bad, anchor, ts("2026-12-02T12:00:00Z"))
+            .error
+            .is_some_and(|e| e.contains("Mars/Olympus")));
     }
 
     #[test]

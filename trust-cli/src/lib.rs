@@ -63,6 +63,7 @@ pub enum Command {
     /// Show what the next (or current) rotation does before it does it: the anchor and issuer,
     /// every meshed workload in the order the operator restarts it and why some are not, what
     /// a person must do, and an estimated duration
+    #[command(long_about = plan::LONG_ABOUT)]
     Plan(plan::PlanArgs),
     /// Trigger cert-manager to re-issue the trust anchor or the identity issuer (like `cmctl renew`);
     /// refuses the anchor while a rotation is in progress, and the issuer before the rotation

@@ -15,10 +15,12 @@ pub enum PlanOutput {
     Json,
 }
 
-#[derive(Debug, Clone, clap::Args)]
-#[command(
-    long_about = "Show what the next rotation (or the one in progress) does, before it does it: the \
-trust anchor and identity issuer it moves to and when cert-manager renews them; every meshed \
+/// `plan --help`: what the plan shows and how its figures are derived.
+pub const LONG_ABOUT: &str =
+    "Show what the next rotation (or the one in progress) does, before it does it: the \
+trust anchor and identity issuer it moves to and when cert-manager renews them (and, with \
+spec.automation.schedule, when the operator renews the anchor itself and when the next maintenance \
+window opens); every meshed \
 Deployment, StatefulSet and DaemonSet outside the control plane in the order the operator \
 restarts them (spec.automation.workloadRestarts: Automatic), with its rollout strategy, replicas, \
 PodDisruptionBudget headroom, last rollout duration and the operator's decision; the pods the \
@@ -35,9 +37,11 @@ lastUpdateTime of its Progressing condition with reason NewReplicaSetAvailable; 
 workload (AwaitPropagation, AccelerateRefresh, AwaitPropagationReduced) in batches of \
 maxConcurrentWorkloads, each batch its slowest last rollout (60s when unknown) plus 4s of the \
 operator's looks, three control-plane restarts, and one look per step; it leaves out what a \
-person does and waits for PodDisruptionBudgets. The JSON document is described in \
-trust-cli/README.md."
-)]
+person does, waits for PodDisruptionBudgets and time parked outside maintenance windows. The \
+JSON document is described in \
+trust-cli/README.md.";
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
     /// Output format: table or json (the JSON schema is documented in trust-cli/README.md)
     #[arg(short = 'o', long, value_enum, default_value = "table")]
@@ -149,20 +153,45 @@ pub fn render_text(plan: &Plan) -> String {
         },
     );
     match &plan.schedule {
-        Some(s) => line(
+        Some(s) if s.error.is_some() => line(
             &mut out,
             "Schedule:",
             &format!(
-                "scheduled renewal {}, next maintenance window {}",
-                s.anchor_renewal.as_deref().unwrap_or("none"),
-                s.next_window.as_deref().unwrap_or("none (any time)")
+                "invalid, the operator acts on none: {}",
+                s.error.as_deref().unwrap_or_default()
             ),
         ),
-        None => line(
-            &mut out,
-            "Schedule:",
-            "none (spec.automation.schedule is not supported by this build)",
-        ),
+        Some(s) => {
+            line(
+                &mut out,
+                "Scheduled renewal:",
+                &match (&s.anchor_renewal, &s.note) {
+                    (Some(at), Some(note)) => format!(
+                        "the operator renews the anchor at {at} (renewAnchorBefore {}: {note})",
+                        s.renew_anchor_before.as_deref().unwrap_or("-")
+                    ),
+                    (Some(at), None) => format!("the operator renews the anchor at {at}"),
+                    (None, Some(note)) => format!("none: {note}"),
+                    (None, None) => {
+                        "none (spec.automation.schedule.renewAnchorBefore is not set)".into()
+                    }
+                },
+            );
+            line(
+                &mut out,
+                "Maintenance window:",
+                &match (&s.next_window, s.window_open, &s.window_closes) {
+                    (None, _, _) => "none configured: the operator may act at any time".into(),
+                    (Some(next), true, Some(closes)) => {
+                        format!("open now until {closes}; the next opens {next}")
+                    }
+                    (Some(next), _, _) => format!(
+                        "closed now; the next opens {next} (until then no restart starts, no issuer is re-issued, no root removed)"
+                    ),
+                },
+            );
+        }
+        None => line(&mut out, "Schedule:", "unknown"),
     }
     line(
         &mut out,

@@ -33,12 +33,30 @@ fn extension_metadata_is_exactly_what_linkerd_expects() {
         "bundle",
         "check",
         "inspect",
+        "plan",
         "renew",
         "status",
         "version",
         "completions",
     ] {
         assert!(help.contains(cmd), "help lists {cmd}");
+    }
+}
+
+#[test]
+fn plan_help_says_how_the_last_rollout_is_derived() {
+    let (code, help, _) = run(&["plan", "--help"]);
+    assert_eq!(code, 0);
+    for needle in [
+        "-o, --output <OUTPUT>",
+        "--rotation <NAME>",
+        "--kubeconfig <PATH>",
+        "--context <NAME>",
+        "Progressing condition with reason NewReplicaSetAvailable",
+        "60s when unknown",
+        "AwaitPropagation, AccelerateRefresh, AwaitPropagationReduced",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
     }
 }
 

@@ -277,6 +277,10 @@ async fn the_plan_names_every_workload_in_order_and_the_operator_follows_it() {
         text.contains("Workload restarts:   Automatic, 1 at a time, in the order below"),
         "{text}"
     );
+    assert!(
+        text.contains("Maintenance window:  none configured: the operator may act at any time"),
+        "{text}"
+    );
     // The workloads, in the operator's order, with their strategy and replicas; vote-store,
     // which the operator skips, last.
     let rows: Vec<Vec<&str>> = text
