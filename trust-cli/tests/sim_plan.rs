@@ -399,6 +399,7 @@ async fn the_plan_names_every_workload_in_order_and_the_operator_follows_it() {
 
     // The JSON says the same.
     let plan = plan_json(&kc).await;
+    eprintln!("{}", serde_json::to_string_pretty(&plan).unwrap());
     assert_eq!(plan.rotation, "cluster");
     assert!(plan.in_progress.is_none());
     assert_eq!(plan.workload_restarts, "Automatic");
@@ -539,6 +540,8 @@ async fn the_plan_names_every_workload_in_order_and_the_operator_follows_it() {
         "{mid:#?}"
     );
     let table = cli(&kc, &["plan"]).await.stdout;
+    eprintln!("{table}");
+    eprintln!("{line}");
     assert!(
         table.contains("PROGRESS") && table.contains(&format!("In progress:         {id} phase ")),
         "{table}"
