@@ -1,12 +1,15 @@
 # Every target installs what it needs (crates.io, PyPI, Debian, npm only).
 #
-#   make demo    a full trust-anchor rotation on the cluster simulator, shown live
-#   make test    every test (what CI runs)
+#   make demo         a full trust-anchor rotation on the cluster simulator, shown live
+#   make demo AUTO=1  the same, hands-free: the operator renews and restarts by itself
+#   make test         every test (what CI runs)
 #
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 CARGO ?= cargo
+# make demo AUTO=1: the hands-free rotation (spec.automation on) instead of the guide's steps.
+AUTO ?= 0
 export CARGO_TERM_COLOR ?= never
 
 # Python tools (the Helm engine, pytest, a recent kubectl) live in a local virtualenv.
@@ -19,7 +22,7 @@ E2E_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(PY)"
 
 CRD := crds/trust.linkerd.io_trustanchorrotations.yaml
 CHART_CRD := helm/trust-rotation-operator-crds/templates/trust.linkerd.io_trustanchorrotations.yaml
-SCRIPTS := e2e/walkthrough.sh e2e/demo.sh e2e/kind/run.sh e2e/charts/apply-to-sim.sh .ci/run \
+SCRIPTS := e2e/walkthrough.sh e2e/hands-free.sh e2e/demo.sh e2e/kind/run.sh e2e/charts/apply-to-sim.sh .ci/run \
 	dist/build.sh dist/install.sh e2e/check_one_build.sh
 # faketime: the operator's chaos tests run a replica whose clock is 30 s ahead, and its schedule
 # tests (e2e_schedule) move its clock hours ahead to reach renewals and maintenance windows
@@ -158,15 +161,16 @@ chart-sim: venv sim-bin debian-tools ## Apply the rendered charts to the simulat
 
 .PHONY: e2e-sim
 e2e-sim: venv bins debian-tools ## The guide's walkthrough against the operator on the simulator
-	$(E2E_ENV) LIVE=0 e2e/demo.sh
+	$(E2E_ENV) LIVE=0 AUTO=0 e2e/demo.sh
 
 .PHONY: rbac-sim
-rbac-sim: venv bins debian-tools ## e2e-sim with the operator confined to the chart's RBAC (rbac_proxy.py)
-	$(E2E_ENV) LIVE=0 RBAC=1 e2e/demo.sh
+rbac-sim: venv bins debian-tools ## e2e-sim with the operator confined to the chart's RBAC (rbac_proxy.py), manual and hands-free
+	$(E2E_ENV) LIVE=0 RBAC=1 AUTO=0 e2e/demo.sh
+	$(E2E_ENV) LIVE=0 RBAC=1 AUTO=1 e2e/demo.sh
 
 .PHONY: demo
-demo: venv bins debian-tools ## A full rotation on the simulator, shown live (about 20 s once built; the first build takes about 11 minutes on 2 cores)
-	$(E2E_ENV) LIVE=1 e2e/demo.sh
+demo: venv bins debian-tools ## A full rotation on the simulator, shown live (about 20 s once built; the first build takes about 11 minutes on 2 cores); AUTO=1: hands-free, the operator renews and restarts itself
+	$(E2E_ENV) LIVE=1 AUTO=$(AUTO) e2e/demo.sh
 
 .PHONY: e2e
 e2e: $(if $(filter 1,$(DRY_RUN)),,build) ## The guide on a kind cluster (needs docker, kind, helm; DRY_RUN=1 prints the commands)

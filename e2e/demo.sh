@@ -15,6 +15,10 @@
 #   RBAC=1  (make rbac-sim) the operator talks to the simulator through
 #           e2e/charts/rbac_proxy.py, which enforces the chart's rendered RBAC: any request
 #           the chart does not allow is refused with 403 and fails the run
+#   AUTO=1  (make demo AUTO=1) hands-free: the chart is rendered with the automation on
+#           (issuerRenewal and workloadRestarts Automatic, two workloads at a time, and
+#           the RBAC that needs), and e2e/hands-free.sh runs instead of the walkthrough:
+#           `linkerd trust plan`, the anchor renewed, then nobody acts until Synced
 #
 # Environment: BIN_DIR (target/debug), PYTHON (.venv/bin/python), TIMEOUT per wait (90s),
 # SIM_ARGS extra `cluster-sim serve` flags, KEEP_WORK=1 keeps logs and kubeconfig.
@@ -25,6 +29,7 @@ BIN_DIR=${BIN_DIR:-$ROOT/target/debug}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 LIVE=${LIVE:-0}
 RBAC=${RBAC:-0}
+AUTO=${AUTO:-0}
 TIMEOUT=${TIMEOUT:-90s}
 SIM_ARGS=${SIM_ARGS:-}
 KEEP_WORK=${KEEP_WORK:-0}
@@ -38,6 +43,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/trust-rotation-demo.XXXXXX")
 export KUBECONFIG="$WORK/kubeconfig"
 PIDS=()
 STATUS=fail
+# The chart's values: the defaults, or the automation on (render.py's demo_values).
+export AUTO
 
 cleanup() {
   local rc=$? pid
@@ -93,8 +100,8 @@ banner "Installing the CRD, the default TrustAnchorRotation and the empty previo
 "$PYTHON" - "$ROOT" <<'EOF' | "$KUBECTL" apply -f -
 import sys, yaml
 sys.path.insert(0, sys.argv[1] + "/e2e/charts")
-from render import render
-docs = [d for d in render("trust-rotation-operator", namespace="linkerd")
+from render import demo_values, render
+docs = [d for d in render("trust-rotation-operator", demo_values(), namespace="linkerd")
         if d["kind"] in ("TrustAnchorRotation", "Secret")]
 print(yaml.safe_dump_all(docs))
 EOF
@@ -105,8 +112,9 @@ if [[ $RBAC == 1 ]]; then
   "$PYTHON" - "$ROOT" >"$WORK/rbac.yaml" <<'EOF'
 import sys, yaml
 sys.path.insert(0, sys.argv[1] + "/e2e/charts")
-from render import render
-print(yaml.safe_dump_all([d for d in render("trust-rotation-operator", namespace="linkerd")
+from render import demo_values, render
+print(yaml.safe_dump_all([d for d in render("trust-rotation-operator", demo_values(),
+                                            namespace="linkerd")
                           if d["kind"] in ("ClusterRole", "Role")]))
 EOF
   : >"$WORK/denials.log"
@@ -134,9 +142,15 @@ if [[ $LIVE == 1 ]]; then
   PIDS+=("$!")
 fi
 
-banner "Running the user guide's walkthrough"
-LINKERD_TRUST="$BIN_DIR/linkerd-trust" WORKLOAD_NAMESPACES=auto USE_CMCTL=0 TIMEOUT="$TIMEOUT" \
-  INSPECT_ARGS="${INSPECT_ARGS:-}" "$ROOT/e2e/walkthrough.sh"
+if [[ $AUTO == 1 ]]; then
+  banner "A hands-free rotation: the operator renews the issuer and restarts the workloads itself"
+  LINKERD_TRUST="$BIN_DIR/linkerd-trust" USE_CMCTL=0 TIMEOUT="${AUTO_TIMEOUT:-300}" \
+    "$ROOT/e2e/hands-free.sh"
+else
+  banner "Running the user guide's walkthrough"
+  LINKERD_TRUST="$BIN_DIR/linkerd-trust" WORKLOAD_NAMESPACES=auto USE_CMCTL=0 TIMEOUT="$TIMEOUT" \
+    INSPECT_ARGS="${INSPECT_ARGS:-}" "$ROOT/e2e/walkthrough.sh"
+fi
 
 banner "Checking the operator's metrics"
 curl -fsS "http://127.0.0.1:$port/metrics" >"$WORK/metrics.txt"

@@ -45,6 +45,16 @@ def render(chart: str, values: dict[str, Any] | None = None, *, release: str | N
     return docs
 
 
+# The operator chart's values for `make demo AUTO=1` (e2e/demo.sh): the automation switched on.
+HANDS_FREE = {"trustAnchorRotation": {"automation": {
+    "issuerRenewal": "Automatic", "workloadRestarts": "Automatic", "maxConcurrentWorkloads": 2}}}
+
+
+def demo_values() -> dict[str, Any]:
+    """The operator chart's values e2e/demo.sh renders: HANDS_FREE when AUTO=1."""
+    return HANDS_FREE if os.environ.get("AUTO") == "1" else {}
+
+
 def notes(chart: str, values: dict[str, Any] | None = None, *, namespace: str = "linkerd") -> str:
     with helm.Chart.load(str(HELM / chart)) as c:
         out = c.render(values or {}, name=c.name, namespace=namespace, is_install=True)

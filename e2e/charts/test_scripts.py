@@ -136,3 +136,19 @@ def test_dockerfile_is_multi_stage_static_locked_and_non_root() -> None:
     psc = dep["spec"]["template"]["spec"]["securityContext"]
     assert user == f"{psc['runAsUser']}:{psc['runAsGroup']}"
     assert re.search(r'^ENTRYPOINT \["/usr/local/bin/trust-rotation-operator"\]$', text, re.M)
+
+
+@pytest.mark.parametrize("use_cmctl", ["1", "0"])
+def test_hands_free_renews_the_anchor_and_then_runs_nothing(use_cmctl: str) -> None:
+    cmds = dry_run("e2e/hands-free.sh", USE_CMCTL=use_cmctl, LINKERD_TRUST="linkerd-trust")
+    anchor = (r"^cmctl renew -n cert-manager linkerd-trust-anchor$" if use_cmctl == "1"
+              else r"^linkerd-trust renew anchor$")
+    assert_in_order(cmds, [
+        r"^linkerd-trust check --pre --wait \S+$",
+        PHASE_WAIT % ("Synced", "cluster"),
+        r"^linkerd-trust plan$",
+        anchor,
+    ])
+    # The anchor renewal is the last command: after it a person does nothing.
+    assert re.search(anchor, cmds[-1]), cmds
+    assert not [c for c in cmds if "rollout restart" in c or "renew issuer" in c or "identity-issuer" in c], cmds
