@@ -5,7 +5,9 @@
 use crate::certmanager;
 use crate::client::{explain, explain_read};
 use crate::names::PkiNames;
-use trust_rotation_crds::{Phase, StepState, TrustAnchorRotationStatus};
+use trust_rotation_crds::{
+    Phase, RenewalMode, StepState, TrustAnchorRotation, TrustAnchorRotationStatus,
+};
 use trust_rotation_steps::pki::short_fingerprint;
 use trust_rotation_steps::read;
 use trust_rotation_steps::rotation::names;
@@ -80,13 +82,13 @@ pub fn refusal(target: Target, status: Option<&TrustAnchorRotationStatus>) -> Op
     }
 }
 
-/// Reads the TrustAnchorRotation's status; `None` when it (or its CRD) is not installed.
-async fn rotation_status(
+/// Reads the TrustAnchorRotation; `None` when it (or its CRD) is not installed.
+async fn read_rotation(
     client: &kube::Client,
     rotation: &str,
-) -> anyhow::Result<Option<TrustAnchorRotationStatus>> {
+) -> anyhow::Result<Option<TrustAnchorRotation>> {
     match read::split_missing(read::rotation(client, rotation).await) {
-        Ok(Ok(tar)) => Ok(tar.status),
+        Ok(Ok(tar)) => Ok(Some(tar)),
         Ok(Err(_)) => Ok(None),
         Err(e) => anyhow::bail!(
             "{}; renewing needs to know whether a rotation is in progress (pass --rotation if it \
@@ -106,7 +108,8 @@ pub async fn run(
     rotation: &str,
     force: bool,
 ) -> anyhow::Result<String> {
-    if let Some(why) = refusal(target, rotation_status(client, rotation).await?.as_ref()) {
+    let tar = read_rotation(client, rotation).await?;
+    if let Some(why) = refusal(target, tar.as_ref().and_then(|t| t.status.as_ref())) {
         if !force {
             anyhow::bail!("refusing to renew: {why}; or pass --force");
         }
@@ -126,22 +129,45 @@ pub async fn run(
         }
         Renewed::Triggered => format!("Manually triggered issuance of Certificate {ns}/{name}\n"),
     };
+    let automation = tar.map(|t| t.spec.automation).unwrap_or_default();
+    let restarts_by_operator = automation.workload_restarts == RenewalMode::Automatic;
     let next = match target {
         Target::Anchor => format!(
             "\nWhat happens next: cert-manager issues a new trust anchor into Secret {ns}/{}. The operator then \
              copies the old anchor into {}, expands {linkerd_ns}/{} to hold both roots and restarts the control \
-             plane (phases RefreshingControlPlane, then PropagatingTrustRoots). Then restart your meshed \
-             workloads (e.g. `kubectl -n emojivoto rollout restart deploy`) and follow progress with \
+             plane (phases RefreshingControlPlane, then PropagatingTrustRoots). {} Follow progress with \
              `linkerd trust status --watch` or `linkerd trust inspect`.\n",
             names.anchor_secret(),
             trust_rotation_crds::DEFAULT_PREVIOUS_ANCHOR,
             names.trust_roots,
+            match (restarts_by_operator, automation.issuer_renewal) {
+                (true, RenewalMode::Automatic) => {
+                    "It then restarts the meshed workloads and re-issues the identity issuer itself \
+                     (spec.automation), in the order `linkerd trust plan` shows: nothing else to run, \
+                     unless it asks for an approval."
+                }
+                (true, RenewalMode::Manual) => {
+                    "It then restarts the meshed workloads itself (spec.automation.workloadRestarts), in the \
+                     order `linkerd trust plan` shows; renew the identity issuer when the phase is \
+                     WaitingForIdentityRotation (`linkerd trust renew issuer`)."
+                }
+                (false, _) => {
+                    "Then restart your meshed workloads (e.g. `kubectl -n emojivoto rollout restart \
+                     deploy`)."
+                }
+            },
         ),
-        Target::Issuer => "\nWhat happens next: cert-manager issues a new identity issuer signed by the new trust anchor. \
+        Target::Issuer => format!(
+            "\nWhat happens next: cert-manager issues a new identity issuer signed by the new trust anchor. \
              The operator moves to RenewingWorkloadCerts and publishes an accelerated refresh interval; proxies \
-             pick up certificates from the new issuer as they renew (restart workloads to do it now). Follow \
-             progress with `linkerd trust status --watch` or `linkerd trust inspect`.\n"
-            .to_string(),
+             pick up certificates from the new issuer as they renew ({}). Follow progress with \
+             `linkerd trust status --watch` or `linkerd trust inspect`.\n",
+            if restarts_by_operator {
+                "the operator also restarts the workloads, spec.automation.workloadRestarts"
+            } else {
+                "restart workloads to do it now"
+            }
+        ),
     };
     Ok(format!("{head}{next}"))
 }
