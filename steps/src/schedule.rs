@@ -152,8 +152,14 @@ fn parse_window(i: usize, w: &MaintenanceWindow) -> Result<Window, String> {
         ));
     }
     let tz = TimeZone::get(&w.time_zone).map_err(|_| {
+        // Without a tz database only UTC is known: say so rather than blame the name.
+        let no_db = if jiff::tz::db().is_definitively_empty() {
+            " (this operator found no IANA time zone database: its image lacks /usr/share/zoneinfo, or TZDIR points elsewhere; only UTC works without it)"
+        } else {
+            ""
+        };
         format!(
-            "{}: {:?} is not a time zone the operator knows: use an IANA time zone name such as Europe/Berlin, America/New_York or UTC",
+            "{}: {:?} is not a time zone the operator knows: use an IANA time zone name such as Europe/Berlin, America/New_York or UTC{no_db}",
             field("timeZone"),
             w.time_zone
         )
