@@ -189,6 +189,29 @@ expect "kubectl create deployment (protobuf)" \
     "2 example/made:1 8080"
 k rollout status deployment/made -n "$NS" --timeout=60s
 
+# --- Events: one object, two APIs (what kube's recorder writes, kubectl get events shows) ---
+k apply -f - <<YAML
+apiVersion: events.k8s.io/v1
+kind: Event
+metadata: {name: cluster.rotation-1, namespace: $NS}
+eventTime: "2026-12-02T16:00:00.000000Z"
+reportingController: trust-rotation-operator
+reportingInstance: trust-rotation-operator-0
+action: Restart
+reason: WorkloadRestarted
+type: Normal
+note: restarted emojivoto/deployment/web
+regarding: {apiVersion: trust.linkerd.io/v1alpha1, kind: TrustAnchorRotation, name: cluster}
+YAML
+mirrored() { k get events -n "$NS" --field-selector involvedObject.kind=TrustAnchorRotation \
+    -o jsonpath='{range .items[*]}{.reason}: {.message}{end}'; }
+for _ in $(seq 50); do [[ -n "$(mirrored)" ]] && break; sleep 0.1; done
+expect "an events.k8s.io Event is a core Event for kubectl get events (involvedObject, message)" \
+    "$(mirrored)" "WorkloadRestarted: restarted emojivoto/deployment/web"
+k delete events.v1.events.k8s.io cluster.rotation-1 -n "$NS"
+for _ in $(seq 50); do [[ -z "$(mirrored)" ]] && break; sleep 0.1; done
+expect "deleting it through events.k8s.io removes it from kubectl get events" "$(mirrored)" ""
+
 # --- cleanup ---
 k delete namespace "$NS"
 k delete tar cluster

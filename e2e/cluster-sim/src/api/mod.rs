@@ -6,6 +6,7 @@
 pub mod builtin;
 pub mod crd;
 pub mod discovery;
+pub mod events;
 pub mod faults;
 pub mod gc;
 pub mod metrics;
@@ -57,6 +58,8 @@ pub struct ApiServer {
     state: Arc<ApiState>,
     task: JoinHandle<()>,
     gc: JoinHandle<()>,
+    /// Mirrors Events between `v1` and `events.k8s.io/v1` ([`events`]).
+    events: JoinHandle<()>,
 }
 
 impl ApiServer {
@@ -84,13 +87,15 @@ impl ApiServer {
         let acceptor = TlsAcceptor::from(tls_config);
         let cancel = state.shutdown.clone();
         let task = tokio::spawn(accept_loop(listener, acceptor, app, cancel));
-        let gc = tokio::spawn(gc::run(store, state.shutdown.clone()));
+        let gc = tokio::spawn(gc::run(store.clone(), state.shutdown.clone()));
+        let events = tokio::spawn(events::run(store, state.shutdown.clone()));
         Ok(Self {
             addr,
             credentials,
             state,
             task,
             gc,
+            events,
         })
     }
 
@@ -115,6 +120,7 @@ impl ApiServer {
         self.state.shutdown.cancel();
         let _ = self.task.await;
         let _ = self.gc.await;
+        let _ = self.events.await;
     }
 }
 
