@@ -3,7 +3,9 @@
 //! usual): the schedule renews the trust anchor by itself and the automation carries the
 //! rotation to Synced with no command; a maintenance window closing mid-rotation parks it at
 //! the next disruptive step, with nothing disruptive done while parked, until the next window
-//! opens; and a window in an unknown time zone is named in the blocking message.
+//! opens; an anchor cert-manager renews outside the windows is still added to the bundle and
+//! rolled to the control plane, then held before any workload restart; and a window in an
+//! unknown time zone is named in the blocking message.
 
 mod common;
 
@@ -186,23 +188,22 @@ async fn a_window_closing_mid_rotation_parks_at_the_next_boundary_until_the_next
     ops.expect_metric("trust_rotation_blocked", 0.0).await;
 
     // Parked: several looks later, nothing disruptive happened.
-    let generations = |client: kube::Client| async move {
-        let mut g = Vec::new();
-        for ns in ["linkerd", APP_NS] {
-            let api =
-                kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns);
-            for d in api.list(&Default::default()).await.expect("deployments") {
-                g.push((d.metadata.name.unwrap_or_default(), d.metadata.generation));
-            }
-        }
-        g
-    };
-    let before = generations(client.clone()).await;
+    let before = (
+        generations(&client, "linkerd").await,
+        generations(&client, APP_NS).await,
+    );
     let restarts_before = s.workload_restarts.clone();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let s = status(&client).await;
     assert_eq!(s.blocking_message.as_deref(), Some(message.as_str()));
-    assert_eq!(generations(client.clone()).await, before, "no restart");
+    assert_eq!(
+        (
+            generations(&client, "linkerd").await,
+            generations(&client, APP_NS).await
+        ),
+        before,
+        "no restart"
+    );
     assert_eq!(s.workload_restarts, restarts_before);
     assert_eq!(
         secret_cert_fingerprint(&client, "linkerd", "linkerd-identity-issuer").await,
@@ -237,6 +238,88 @@ async fn a_window_closing_mid_rotation_parks_at_the_next_boundary_until_the_next
             && count(&reasons, "MaintenanceWindowOpened") >= 1,
         "{reasons:?}"
     );
+    assert_mtls_intact(&sim);
+    ops.stop().await;
+    sim.shutdown().await;
+}
+
+/// Generations of the Deployments in `namespace`, by name.
+async fn generations(client: &kube::Client, namespace: &str) -> Vec<(String, Option<i64>)> {
+    kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .expect("deployments")
+        .into_iter()
+        .map(|d| (d.metadata.name.unwrap_or_default(), d.metadata.generation))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_the_windows_an_anchor_renewed_by_cert_manager_is_expanded_then_held() {
+    let sim = start_sim_with_day_long_certs().await;
+    let client = sim.client();
+    let clock = FakeClock::new("+0");
+    let ops = Ops::new(sim.kubeconfig_path(), clock.env());
+    ops.start().await;
+    // The only window opens two hours after this hour, every day: closed now.
+    let hour = jiff::Timestamp::now().as_second().div_euclid(3600) * 3600;
+    let start = jiff::Timestamp::from_second(hour + 2 * 3600)
+        .expect("a time")
+        .strftime("%H:%M")
+        .to_string();
+    patch_spec(
+        &client,
+        automation(serde_json::json!({"maintenanceWindows": [
+            {"weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": start, "duration": "1h"},
+        ]})),
+    )
+    .await;
+    wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
+    ops.expect_metric("trust_rotation_maintenance_window_open", 0.0)
+        .await;
+    let control_plane = generations(&client, "linkerd").await;
+    let workloads = generations(&client, APP_NS).await;
+    sim.oracle().reset();
+
+    // cert-manager renews the anchor on its own schedule, outside any window.
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let s = wait_status(&client, "held before the workload restarts", T, |s| {
+        s.blocking_message
+            .as_deref()
+            .is_some_and(|m| m.starts_with(OUTSIDE_WINDOWS))
+    })
+    .await;
+    // Never held: the expansion and the control plane's restart onto it.
+    assert_eq!(s.phase, Some(Phase::PropagatingTrustRoots));
+    assert_eq!(s.current_step.as_deref(), Some("AwaitPropagation"));
+    assert_eq!(bundle_fingerprints(&client).await.len(), 2, "old + new");
+    let rolled = generations(&client, "linkerd").await;
+    assert!(
+        rolled
+            .iter()
+            .zip(&control_plane)
+            .all(|((_, now), (_, before))| now > before),
+        "the control plane rolled onto the expanded bundle: {control_plane:?} → {rolled:?}"
+    );
+    // Held: no workload restarted, each one recorded as pending.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(generations(&client, APP_NS).await, workloads);
+    let s = status(&client).await;
+    assert!(
+        !s.workload_restarts.is_empty()
+            && s.workload_restarts
+                .iter()
+                .all(|r| r.state == trust_rotation_crds::WorkloadRestartState::Pending),
+        "{:?}",
+        s.workload_restarts
+    );
+
+    // The window opens: the operator restarts them and the rotation completes.
+    clock.set("+2h");
+    wait_status(&client, "Synced", T, |s| {
+        s.phase == Some(Phase::Synced) && s.rotation.is_none()
+    })
+    .await;
     assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;

@@ -1299,3 +1299,52 @@ mod spans {
         );
     }
 }
+
+#[tokio::test]
+async fn outside_the_windows_the_runner_looks_again_when_the_next_opens() {
+    use trust_rotation_crds::{MaintenanceWindow, Weekday};
+    let window = |tz: &str| MaintenanceWindow {
+        weekdays: Weekday::ALL.to_vec(),
+        start: "08:01".into(),
+        duration: "1h".into(),
+        time_zone: tz.into(),
+    };
+    let mut spec = TrustAnchorRotationSpec::default();
+    spec.automation.schedule.maintenance_windows = vec![window("UTC")];
+    let h = Harness {
+        store: FakeStore::with(spec.clone()),
+        ..Harness::new()
+    };
+    // 08:00:00 UTC: the window opens in 60 s, after the next resync anyway.
+    let r = h.runner(HashMap::new(), false);
+    assert_eq!(
+        r.reconcile().await.unwrap(),
+        Requeue(Duration::from_secs(30))
+    );
+    // 08:00:50: it opens in 10 s, sooner than the resync: look again then.
+    h.tick(50);
+    assert_eq!(
+        r.reconcile().await.unwrap(),
+        Requeue(Duration::from_secs(10))
+    );
+    // Open: the resync again.
+    h.tick(20);
+    assert_eq!(
+        r.reconcile().await.unwrap(),
+        Requeue(Duration::from_secs(30))
+    );
+    assert_eq!(h.store.status().blocking_message, None);
+
+    // A zone the operator does not know: named, never read as open.
+    spec.automation.schedule.maintenance_windows = vec![window("UTC"), window("Mars/Olympus")];
+    let h = Harness {
+        store: FakeStore::with(spec),
+        ..Harness::new()
+    };
+    h.runner(HashMap::new(), false).reconcile().await.unwrap();
+    let m = h.store.status().blocking_message.unwrap_or_default();
+    assert!(
+        m.starts_with("spec.automation.schedule.maintenanceWindows[1].timeZone: \"Mars/Olympus\""),
+        "{m}"
+    );
+}
