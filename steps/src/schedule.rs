@@ -82,12 +82,24 @@ impl WindowState {
     }
 
     /// The `blockingMessage` of a rotation parked at a step boundary outside the windows,
-    /// `None` while the operator may act. It does not change while the rotation waits (no
-    /// status write or Event per look).
+    /// `None` while the operator may act: before the old root leaves the trust bundle, where
+    /// every pod trusts both anchors. It does not change while the rotation waits (no status
+    /// write or Event per look).
     pub fn park(&self) -> Option<String> {
+        self.park_because("old and new anchors are both trusted")
+    }
+
+    /// [`Self::park`] once the old root has left the trust bundle (after ReduceBundle).
+    pub fn park_reduced(&self) -> Option<String> {
+        self.park_because(
+            "every workload certificate chains to the new anchor, which every pod trusts",
+        )
+    }
+
+    fn park_because(&self, why_safe: &str) -> Option<String> {
         match self {
             WindowState::Closed { opens_at, local } => Some(format!(
-                "{OUTSIDE_WINDOWS} the next opens {local} ({}); the mesh is safe to hold here (old and new anchors are both trusted); the operator resumes by itself then (spec.automation.schedule.maintenanceWindows)",
+                "{OUTSIDE_WINDOWS} the next opens {local} ({}); the mesh is safe to hold here ({why_safe}); the operator resumes by itself then (spec.automation.schedule.maintenanceWindows)",
                 opens_at.strftime("%Y-%m-%dT%H:%M:%SZ")
             )),
             _ => None,
@@ -474,6 +486,10 @@ mod tests {
         };
         assert_eq!(*opens_at, t("2026-12-08T01:00:00Z"));
         assert_eq!(local, "Tue 2026-12-08 02:00 Europe/Berlin");
+        assert!(closed
+            .park_reduced()
+            .unwrap()
+            .contains("safe to hold here (every workload certificate chains to the new anchor"));
         let m = closed.park().unwrap();
         assert!(
             m.starts_with("outside the maintenance windows: the next opens Tue 2026-12-08 02:00 Europe/Berlin (2026-12-08T01:00:00Z); the mesh is safe to hold here (old and new anchors are both trusted)"),

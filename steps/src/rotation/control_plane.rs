@@ -15,7 +15,7 @@
 //! on the operator's clock, with each pod's start time, on its kubelet's clock, can wait
 //! forever when the clocks disagree or round differently.)
 
-use super::POLL;
+use super::{names, POLL};
 use crate::read;
 use crate::read::RESTARTED_FOR_ANNOTATION;
 use crate::runner::telemetry::TracedWrite as _;
@@ -330,7 +330,12 @@ impl RollControlPlane {
                     .iter()
                     .any(|v| v.restarted_for.as_deref() == Some(marker.as_str()));
                 if self.in_windows && !started {
-                    if let Some(m) = ctx.window.park() {
+                    let park = if self.after == names::REDUCE_BUNDLE {
+                        ctx.window.park_reduced()
+                    } else {
+                        ctx.window.park()
+                    };
+                    if let Some(m) = park {
                         return Ok(Outcome::blocked(m));
                     }
                 }

@@ -974,7 +974,12 @@ pub async fn drive<S>(
             || WorkloadRef::parse(k).is_some_and(|w| holding.contains_key(&w))
     });
     // Parked outside the maintenance windows once the restarts started have completed.
-    if let Some(m) = ctx.window.park() {
+    let park = if step == super::names::AWAIT_PROPAGATION_REDUCED {
+        ctx.window.park_reduced()
+    } else {
+        ctx.window.park()
+    };
+    if let Some(m) = park {
         let state = |s| records.values().any(|r| r.state == s);
         if out.blocked.is_none()
             && state(WorkloadRestartState::Pending)
