@@ -6,33 +6,10 @@
 mod rotating;
 
 use kube::api::{Api, Patch, PatchParams};
-use rotating::{restart_app, status, wait_phase, STEP_TIMEOUT};
-use std::path::Path;
-use std::time::Duration;
+use rotating::{cli, restart_app, status, wait_phase, wait_status, STEP_TIMEOUT};
 use trust_rotation_crds::{ApprovalGate, Phase, TrustAnchorRotation, TrustAnchorRotationStatus};
 
-const BIN: &str = env!("CARGO_BIN_EXE_linkerd-trust");
 const ANNOTATION: &str = "trust.linkerd.io/approve";
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn cli(kubeconfig: &Path, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .await
-        .expect("run linkerd-trust");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 async fn annotation(client: &kube::Client) -> Option<String> {
     Api::<TrustAnchorRotation>::all(client.clone())
@@ -42,25 +19,6 @@ async fn annotation(client: &kube::Client) -> Option<String> {
         .metadata
         .annotations
         .and_then(|a| a.get(ANNOTATION).cloned())
-}
-
-async fn wait_status(
-    client: &kube::Client,
-    what: &str,
-    pred: impl Fn(&TrustAnchorRotationStatus) -> bool,
-) -> TrustAnchorRotationStatus {
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        let s = status(client).await.unwrap_or_default();
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} never happened; status: {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn parked(s: &TrustAnchorRotationStatus) -> bool {
@@ -138,7 +96,7 @@ async fn approve_parked_refused_foreign_not_gated_consumed_and_bad_step() {
     assert_eq!(annotation(&client).await, Some(format!("RootRemoval@{id}")));
 
     restart_app(&kc).await;
-    let s = wait_status(&client, "parked for IssuerRenewal", parked).await;
+    let s = wait_status(&client, "parked for IssuerRenewal", STEP_TIMEOUT, parked).await;
     assert_eq!(s.phase, Some(Phase::WaitingForIdentityRotation));
 
     // An approval for another rotation is written but says it does not let this one go on.
@@ -162,7 +120,7 @@ async fn approve_parked_refused_foreign_not_gated_consumed_and_bad_step() {
              let it go on.\n"
         )
     );
-    wait_status(&client, "the stale approval named", |s| {
+    wait_status(&client, "the stale approval named", STEP_TIMEOUT, |s| {
         s.blocking_message
             .as_deref()
             .is_some_and(|m| m.contains("names another rotation"))
@@ -186,7 +144,7 @@ async fn approve_parked_refused_foreign_not_gated_consumed_and_bad_step() {
 
     // The operator goes on: the approval is recorded, and (issuerRenewal: Manual) it now waits
     // for the person's `renew issuer`.
-    let s = wait_status(&client, "the approval consumed", |s| {
+    let s = wait_status(&client, "the approval consumed", STEP_TIMEOUT, |s| {
         s.rotation.as_ref().is_some_and(|r| !r.approvals.is_empty()) && !parked(s)
     })
     .await;
@@ -215,7 +173,7 @@ async fn approve_parked_refused_foreign_not_gated_consumed_and_bad_step() {
     restart_app(&kc).await;
     wait_phase(&client, Phase::RemovingOldTrustRoots).await;
     restart_app(&kc).await;
-    let s = wait_status(&client, "Synced", |s| {
+    let s = wait_status(&client, "Synced", STEP_TIMEOUT, |s| {
         s.phase == Some(Phase::Synced) && s.rotation.is_none()
     })
     .await;

@@ -5,142 +5,31 @@
 //! a bare pod and a Job pod are named with what a person does; `-o json` says the same; and,
 //! with the automation on, the operator restarts the workloads in exactly the plan's order.
 
-use clap::Parser;
-use cluster_sim::mesh::{Durations, Topology};
-use cluster_sim::{Sim, SimConfig};
+mod rotating;
+
+use cluster_sim::mesh::Topology;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
-use kube::CustomResourceExt;
+use rotating::{cli, wait_status};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use trust_rotation_crds::{
-    Phase, TrustAnchorRotation, TrustAnchorRotationSpec, TrustAnchorRotationStatus,
-    WorkloadRestartState,
-};
+use trust_rotation_crds::{Phase, TrustAnchorRotation, WorkloadRestartState};
 use trust_rotation_steps::plan::{Plan, RestartBy};
 
-const BIN: &str = env!("CARGO_BIN_EXE_linkerd-trust");
 const NS: &str = "emojivoto";
 const T: Duration = Duration::from_secs(180);
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn cli(kubeconfig: &Path, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .await
-        .expect("run linkerd-trust");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 async fn plan_json(kc: &Path) -> Plan {
     let o = cli(kc, &["plan", "-o", "json"]).await;
     assert_eq!(o.code, 0, "{}", o.stderr);
     serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.stdout))
-}
-
-async fn status(client: &kube::Client) -> TrustAnchorRotationStatus {
-    Api::<TrustAnchorRotation>::all(client.clone())
-        .get("cluster")
-        .await
-        .expect("the rotation")
-        .status
-        .unwrap_or_default()
-}
-
-async fn wait_status(
-    client: &kube::Client,
-    what: &str,
-    pred: impl Fn(&TrustAnchorRotationStatus) -> bool,
-) -> TrustAnchorRotationStatus {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let s = status(client).await;
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} never happened; status: {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The all-kinds topology with the chart's CRD, `cluster` rotation and empty previous-anchor
-/// Secret, and the operator running in this process.
-async fn start() -> (Sim, tokio::task::JoinHandle<anyhow::Result<()>>) {
-    let sim = Sim::start(SimConfig {
-        topology: Topology::DemoAllKinds,
-        durations: Durations {
-            workload_cert_lifetime: Duration::from_secs(600),
-            ..Durations::fast()
-        },
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts");
-    let client = sim.client();
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .create(&PostParams::default(), &TrustAnchorRotation::crd())
-        .await
-        .expect("CRD");
-    let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
-    let mut created = false;
-    for _ in 0..50 {
-        let tar = TrustAnchorRotation::new("cluster", TrustAnchorRotationSpec::default());
-        if tars.create(&PostParams::default(), &tar).await.is_ok() {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(created, "TrustAnchorRotation cluster could not be created");
-    let previous: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "linkerd-previous-anchor", "namespace": "cert-manager"},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), "cert-manager")
-        .create(&PostParams::default(), &previous)
-        .await
-        .expect("previous-anchor Secret");
-    let kubeconfig = sim.kubeconfig_path().to_str().expect("UTF-8").to_string();
-    let args = trust_rotation_operator::args::Args::parse_from([
-        "trust-rotation-operator",
-        "--kubeconfig",
-        &kubeconfig,
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--leader-election",
-        "false",
-        "--resync-interval",
-        "1s",
-        "--probe-timeout",
-        "2s",
-        "--log-level",
-        "warn",
-    ]);
-    let operator = tokio::spawn(trust_rotation_operator::run(args));
-    (sim, operator)
 }
 
 /// A bare meshed pod, a copy of one of web's pods without owner: nothing recreates it.
@@ -233,7 +122,8 @@ const ORDER: [&str; 6] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plan_names_every_workload_in_order_and_the_operator_follows_it() {
-    let (sim, operator) = start().await;
+    let rotating::Rotating { sim, operator, .. } =
+        rotating::start_with(Topology::DemoAllKinds, true).await;
     let client = sim.client();
     let kc = sim.kubeconfig_path().to_path_buf();
     Api::<TrustAnchorRotation>::all(client.clone())
@@ -245,7 +135,7 @@ async fn the_plan_names_every_workload_in_order_and_the_operator_follows_it() {
         )
         .await
         .expect("automation on");
-    wait_status(&client, "Synced", |s| {
+    wait_status(&client, "Synced", T, |s| {
         s.phase == Some(Phase::Synced) && s.trust_bundle.is_some()
     })
     .await;
@@ -508,7 +398,7 @@ async fn the_plan_names_every_workload_in_order_and_the_operator_follows_it() {
 
     // Mid-rotation, the plan shows the rotation and each workload's progress, and status
     // shows the restarts against it.
-    let s = wait_status(&client, "restarts under way", |s| {
+    let s = wait_status(&client, "restarts under way", T, |s| {
         s.workload_restarts
             .iter()
             .any(|r| r.state == WorkloadRestartState::Restarted)
@@ -547,7 +437,7 @@ async fn the_plan_names_every_workload_in_order_and_the_operator_follows_it() {
         "{table}"
     );
 
-    let s = wait_status(&client, "Synced with no further command", |s| {
+    let s = wait_status(&client, "Synced with no further command", T, |s| {
         s.phase == Some(Phase::Synced) && s.rotation.is_none() && !s.history.is_empty()
     })
     .await;

@@ -6,6 +6,7 @@
 use clap::Parser;
 use cluster_sim::mesh::{Durations, Topology};
 use cluster_sim::{Sim, SimConfig};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use kube::CustomResourceExt;
@@ -28,8 +29,14 @@ pub struct Rotating {
 /// running. Workload certificates outlive the test: pods move to the new issuer only when
 /// restarted, so every phase waits for the person.
 pub async fn start() -> Rotating {
+    start_with(Topology::Demo, false).await
+}
+
+/// [`start`] on `topology`; with `previous_anchor_secret`, also the empty previous-anchor
+/// Secret the chart creates.
+pub async fn start_with(topology: Topology, previous_anchor_secret: bool) -> Rotating {
     let sim = Sim::start(SimConfig {
-        topology: Topology::Demo,
+        topology,
         durations: Durations {
             workload_cert_lifetime: Duration::from_secs(600),
             ..Durations::fast()
@@ -56,6 +63,17 @@ pub async fn start() -> Rotating {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(created, "TrustAnchorRotation cluster could not be created");
+    if previous_anchor_secret {
+        let previous: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "linkerd-previous-anchor", "namespace": "cert-manager"},
+        }))
+        .expect("a Secret");
+        Api::<Secret>::namespaced(client.clone(), "cert-manager")
+            .create(&PostParams::default(), &previous)
+            .await
+            .expect("previous-anchor Secret");
+    }
     let args = trust_rotation_operator::args::Args::parse_from([
         "trust-rotation-operator",
         "--kubeconfig",
@@ -76,6 +94,49 @@ pub async fn start() -> Rotating {
         sim,
         kubeconfig,
         operator,
+    }
+}
+
+/// What `linkerd-trust` printed and exited with.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real `linkerd-trust` binary against `kubeconfig`.
+pub async fn cli(kubeconfig: &Path, args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_linkerd-trust"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await
+        .expect("run linkerd-trust");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Waits up to `timeout` for the rotation's status to satisfy `pred`.
+pub async fn wait_status(
+    client: &kube::Client,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&TrustAnchorRotationStatus) -> bool,
+) -> TrustAnchorRotationStatus {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let s = status(client).await.unwrap_or_default();
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never happened; status: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
