@@ -337,21 +337,21 @@ pub fn anchor_renewal(
             ),
         };
     }
-    let left = Duration::try_from(now.duration_until(not_after)).unwrap_or_default();
-    if left < before {
-        return AnchorRenewal::Due {
-            reason: format!(
-                "scheduled renewal: the trust anchor has {} of validity left (until {}), less than spec.automation.schedule.renewAnchorBefore ({})",
-                human(left),
-                not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                human(before)
-            ),
-        };
-    }
     let due_at = not_after
         .checked_sub(SignedDuration::try_from(before).unwrap_or_default())
         .unwrap_or(not_after);
-    AnchorRenewal::NotDue { due_at }
+    if now <= due_at {
+        return AnchorRenewal::NotDue { due_at };
+    }
+    // No `now` in it: while it waits for a window, the record and its Event do not change.
+    AnchorRenewal::Due {
+        reason: format!(
+            "scheduled renewal: the trust anchor expires at {}, and has had less validity left than spec.automation.schedule.renewAnchorBefore ({}) since {}",
+            not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            human(before),
+            due_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ),
+    }
 }
 
 /// The current trust anchor's identity and validity.
@@ -706,6 +706,13 @@ mod tests {
         else {
             panic!()
         };
+        assert_eq!(
+            anchor_renewal(h(720), nb, na, t("2026-12-20T00:00:00Z")),
+            AnchorRenewal::Due {
+                reason: reason.clone()
+            },
+            "the reason does not change while it waits"
+        );
         assert!(
             reason.starts_with("scheduled renewal:") && reason.contains("renewAnchorBefore (30d)"),
             "{reason}"
