@@ -7,7 +7,7 @@
 //! subresource), but skip serialization.
 
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
@@ -268,6 +268,11 @@ pub fn crd_resource_type(crd: &Value) -> Result<ResourceType, String> {
 struct Inner {
     types: BTreeMap<ResourceKey, ResourceType>,
     objects: HashMap<ResourceKey, BTreeMap<ObjKey, Arc<Value>>>,
+    /// Per type, the objects whose controller (`ownerReferences` entry with
+    /// `controller: true`) has a given uid: what controllers look up instead of scanning
+    /// every object of the type. Kept in step with `objects` by [`Inner::put`] and
+    /// [`Inner::take`].
+    owned: HashMap<ResourceKey, HashMap<String, BTreeSet<ObjKey>>>,
     rv: u64,
     history: VecDeque<WatchEvent>,
     history_limit: usize,
@@ -333,7 +338,71 @@ fn page_of<'a>(
     (items, next, remaining)
 }
 
+/// The uid of an object's controller (its `ownerReferences` entry with `controller: true`).
+pub fn controller_uid(v: &Value) -> Option<&str> {
+    v["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"].as_bool() == Some(true))
+        .and_then(|r| r["uid"].as_str())
+}
+
 impl Inner {
+    /// Stores `obj` under `k` (the type's map must exist unless `create`), keeping the
+    /// owner index in step.
+    fn put(&mut self, key: &ResourceKey, k: ObjKey, obj: Arc<Value>, create: bool) {
+        let objs = if create {
+            self.objects.entry(key.clone()).or_default()
+        } else {
+            match self.objects.get_mut(key) {
+                Some(m) => m,
+                None => return,
+            }
+        };
+        let old = objs.insert(k.clone(), obj.clone());
+        let old_owner = old.as_deref().and_then(controller_uid);
+        let new_owner = controller_uid(&obj);
+        if old_owner != new_owner {
+            if let Some(o) = old_owner {
+                self.unindex(key, o, &k);
+            }
+            if let Some(n) = new_owner {
+                self.owned
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(n.to_string())
+                    .or_default()
+                    .insert(k);
+            }
+        }
+    }
+
+    /// Removes the object under `k`, keeping the owner index in step.
+    fn take(&mut self, key: &ResourceKey, k: &ObjKey) -> Option<Arc<Value>> {
+        let old = self.objects.get_mut(key)?.remove(k)?;
+        if let Some(o) = controller_uid(&old) {
+            self.unindex(key, o, k);
+        }
+        Some(old)
+    }
+
+    fn unindex(&mut self, key: &ResourceKey, owner: &str, k: &ObjKey) {
+        if let Some(by_owner) = self.owned.get_mut(key) {
+            if let Some(set) = by_owner.get_mut(owner) {
+                set.remove(k);
+                if set.is_empty() {
+                    by_owner.remove(owner);
+                }
+            }
+        }
+    }
+
+    /// Forgets every object of a type (its type went away).
+    fn drop_type(&mut self, key: &ResourceKey) {
+        self.objects.remove(key);
+        self.owned.remove(key);
+    }
+
     /// Drops the snapshots that compaction has overtaken.
     fn expire_snapshots(&mut self) {
         let compacted = self.compacted;
@@ -451,7 +520,7 @@ impl Store {
     pub fn unregister_type(&self, key: &ResourceKey) {
         let mut inner = self.lock();
         inner.types.remove(key);
-        inner.objects.remove(key);
+        inner.drop_type(key);
         inner.snapshots.retain(|s| s.key != *key);
     }
 
@@ -498,16 +567,36 @@ impl Store {
     /// All objects of a type (in one namespace, or all when `ns` is None), sorted by
     /// namespace and name, with the store's resourceVersion at the time of the list.
     pub fn list(&self, key: &ResourceKey, ns: Option<&str>) -> (Vec<Arc<Value>>, u64) {
+        use std::ops::Bound;
         let inner = self.lock();
-        let items = match inner.objects.get(key) {
-            Some(objs) => objs
-                .iter()
-                .filter(|((ons, _), _)| ns.is_none() || ons.as_deref() == ns)
+        let items = match (inner.objects.get(key), ns) {
+            (Some(objs), None) => objs.values().cloned().collect(),
+            // One namespace is one contiguous range of the (namespace, name) order.
+            (Some(objs), Some(ns)) => objs
+                .range((
+                    Bound::Included((Some(ns.to_string()), String::new())),
+                    Bound::Unbounded,
+                ))
+                .take_while(|((ons, _), _)| ons.as_deref() == Some(ns))
                 .map(|(_, v)| v.clone())
                 .collect(),
-            None => Vec::new(),
+            (None, _) => Vec::new(),
         };
         (items, inner.rv)
+    }
+
+    /// The objects of a type whose controller (`ownerReferences` with `controller: true`)
+    /// has uid `owner`, in (namespace, name) order: what a controller reads instead of
+    /// listing every object of the type.
+    pub fn list_owned(&self, key: &ResourceKey, owner: &str) -> Vec<Arc<Value>> {
+        let inner = self.lock();
+        let (Some(objs), Some(keys)) = (
+            inner.objects.get(key),
+            inner.owned.get(key).and_then(|m| m.get(owner)),
+        ) else {
+            return Vec::new();
+        };
+        keys.iter().filter_map(|k| objs.get(k).cloned()).collect()
     }
 
     /// One page of a list: objects of a type (in `ns`, or all namespaces), in (namespace, name)
@@ -766,11 +855,7 @@ impl Store {
             inner.types.insert(served.key.clone(), served);
         }
         let obj = Arc::new(obj);
-        inner
-            .objects
-            .entry(key.clone())
-            .or_default()
-            .insert(k, obj.clone());
+        inner.put(key, k, obj.clone(), true);
         self.record(&mut inner, "ADDED", key, ns, rv, obj.clone(), None);
         Ok(obj)
     }
@@ -846,7 +931,7 @@ impl Store {
         let next = Arc::new(next);
         let is_crd = *key == crd_key();
         if next["metadata"]["deletionTimestamp"].is_string() && finalizers_empty {
-            inner.objects.get_mut(key).map(|m| m.remove(&k));
+            inner.take(key, &k);
             if is_crd {
                 sync_crd(&mut inner, &current, None);
             }
@@ -860,10 +945,7 @@ impl Store {
                 None,
             );
         } else {
-            inner
-                .objects
-                .get_mut(key)
-                .map(|m| m.insert(k.clone(), next.clone()));
+            inner.put(key, k.clone(), next.clone(), false);
             if is_crd {
                 sync_crd(&mut inner, &current, Some(&next));
             }
@@ -901,10 +983,7 @@ impl Store {
                 next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             }
             let next = Arc::new(next);
-            inner
-                .objects
-                .get_mut(key)
-                .map(|m| m.insert(k.clone(), next.clone()));
+            inner.put(key, k.clone(), next.clone(), false);
             self.record(
                 &mut inner,
                 "MODIFIED",
@@ -916,7 +995,7 @@ impl Store {
             );
             return Ok(next);
         }
-        inner.objects.get_mut(key).map(|m| m.remove(&k));
+        inner.take(key, &k);
         if *key == crd_key() {
             sync_crd(&mut inner, &current, None);
         }
@@ -1065,7 +1144,7 @@ fn sync_crd(inner: &mut Inner, old: &Value, new: Option<&Value>) {
         Some(Ok(t)) => {
             if t.key != old_t.key {
                 inner.types.remove(&old_t.key);
-                inner.objects.remove(&old_t.key);
+                inner.drop_type(&old_t.key);
             }
             inner.objects.entry(t.key.clone()).or_default();
             inner.types.insert(t.key.clone(), t);
@@ -1074,7 +1153,7 @@ fn sync_crd(inner: &mut Inner, old: &Value, new: Option<&Value>) {
         None => {
             // Deleting a CRD deletes its objects, as a real API server does.
             inner.types.remove(&old_t.key);
-            inner.objects.remove(&old_t.key);
+            inner.drop_type(&old_t.key);
         }
     }
 }
@@ -1122,4 +1201,120 @@ fn random_suffix(seed: u64) -> String {
             c
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with_pods() -> (Store, ResourceKey) {
+        let store = Store::new();
+        crate::api::builtin::install(&store).unwrap();
+        (store, ResourceKey::new("", "pods"))
+    }
+
+    fn pod(ns: &str, name: &str, owner: Option<&str>) -> Value {
+        let mut p =
+            json!({"metadata": {"name": name, "namespace": ns}, "spec": {"containers": []}});
+        if let Some(o) = owner {
+            p["metadata"]["ownerReferences"] = json!([
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": o, "controller": true},
+            ]);
+        }
+        p
+    }
+
+    fn names(v: &[Arc<Value>]) -> Vec<&str> {
+        v.iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap())
+            .collect()
+    }
+
+    /// The owner index follows every way an object comes, changes owner and goes: a stale
+    /// entry would hand a controller a pod that is gone, a missing one would hide a pod.
+    #[test]
+    fn list_owned_follows_creates_owner_changes_and_deletions() {
+        let (store, pods) = store_with_pods();
+        store.create(&pods, pod("b", "p2", Some("u1"))).unwrap();
+        store.create(&pods, pod("a", "p1", Some("u1"))).unwrap();
+        store.create(&pods, pod("a", "p3", Some("u2"))).unwrap();
+        store.create(&pods, pod("a", "bare", None)).unwrap();
+        assert_eq!(names(&store.list_owned(&pods, "u1")), ["p1", "p2"]);
+        assert_eq!(names(&store.list_owned(&pods, "u2")), ["p3"]);
+        assert!(store.list_owned(&pods, "nobody").is_empty());
+
+        // Adopted by another controller, orphaned, adopted again.
+        store
+            .mutate(&pods, Some("a"), "p1", |p| {
+                p["metadata"]["ownerReferences"][0]["uid"] = json!("u2");
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(names(&store.list_owned(&pods, "u1")), ["p2"]);
+        assert_eq!(names(&store.list_owned(&pods, "u2")), ["p1", "p3"]);
+        store
+            .mutate(&pods, Some("a"), "p3", |p| {
+                p["metadata"]["ownerReferences"][0]["controller"] = json!(false);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(names(&store.list_owned(&pods, "u2")), ["p1"]);
+        store
+            .mutate(&pods, Some("a"), "bare", |p| {
+                p["metadata"]["ownerReferences"] =
+                    json!([{"kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": true}]);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(names(&store.list_owned(&pods, "u1")), ["bare", "p2"]);
+        // The index hands out the current version of an object.
+        store
+            .mutate(&pods, Some("b"), "p2", |p| {
+                p["metadata"]["labels"] = json!({"v": "2"});
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            store.list_owned(&pods, "u1")[1]["metadata"]["labels"]["v"],
+            "2"
+        );
+
+        // Deleted at once, and deleted through a finalizer.
+        store.delete(&pods, Some("a"), "bare").unwrap();
+        assert_eq!(names(&store.list_owned(&pods, "u1")), ["p2"]);
+        store
+            .mutate(&pods, Some("b"), "p2", |p| {
+                p["metadata"]["finalizers"] = json!(["x/y"]);
+                Ok(())
+            })
+            .unwrap();
+        store.delete(&pods, Some("b"), "p2").unwrap();
+        assert_eq!(
+            names(&store.list_owned(&pods, "u1")),
+            ["p2"],
+            "still there while a finalizer holds it"
+        );
+        store
+            .mutate(&pods, Some("b"), "p2", |p| {
+                p["metadata"]["finalizers"] = json!([]);
+                Ok(())
+            })
+            .unwrap();
+        assert!(store.list_owned(&pods, "u1").is_empty());
+        assert!(store.get(&pods, Some("b"), "p2").is_none());
+    }
+
+    #[test]
+    fn listing_one_namespace_is_exactly_its_objects() {
+        let (store, pods) = store_with_pods();
+        for (ns, name) in [("a", "x"), ("ab", "y"), ("b", "z"), ("a", "w")] {
+            store.create(&pods, pod(ns, name, None)).unwrap();
+        }
+        assert_eq!(names(&store.list(&pods, Some("a")).0), ["w", "x"]);
+        assert_eq!(names(&store.list(&pods, Some("ab")).0), ["y"]);
+        assert!(store.list(&pods, Some("c")).0.is_empty());
+        assert_eq!(store.list(&pods, None).0.len(), 4);
+        let ns = ResourceKey::new("", "namespaces");
+        assert!(store.list(&ns, Some("a")).0.is_empty(), "cluster-scoped");
+    }
 }
