@@ -6,9 +6,10 @@
 //! with [`super::MeshHandle::reset_max_unavailable`] once the topology is up (pods that are
 //! starting count as unavailable).
 
-use super::workloads::{controller_uid, deleting, pod_ready, uid};
+use super::workloads::{deleting, pod_ready, uid};
 use super::{daemonsets, deployments, name_of, ns_of, pods, replicasets, statefulsets, Shared};
-use std::collections::{BTreeMap, HashMap};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,60 +54,141 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let k = &ev.key;
         k.group == "apps" || (k.group.is_empty() && k.plural == "pods")
     };
+    // Each pass looks at the workloads the events since the last one name (a workload, its
+    // ReplicaSet, or a pod of theirs); every workload at least every 500 ms.
+    const FULL_EVERY: Duration = Duration::from_millis(500);
+    let mut changes = super::Changes::All;
+    let mut last_full = tokio::time::Instant::now();
     loop {
-        observe(&shared);
-        let deadline = Some(tokio::time::Instant::now() + Duration::from_millis(500));
-        if !super::wait_for_change(&mut rx, &shared.cancel, deadline, &relevant).await {
-            return;
+        match &changes {
+            super::Changes::Events(evs) if last_full.elapsed() < FULL_EVERY => {
+                observe_changed(&shared, evs)
+            }
+            _ => {
+                last_full = tokio::time::Instant::now();
+                observe(&shared)
+            }
+        }
+        match super::wait_for_changes(&mut rx, &shared.cancel, last_full + FULL_EVERY, &relevant)
+            .await
+        {
+            Some(c) => changes = c,
+            None => return,
         }
     }
 }
 
+/// Ready pods, not terminating, that `owner` controls.
+fn ready_owned(store: &crate::store::Store, owner: &str) -> i64 {
+    store
+        .list_owned(&pods(), owner)
+        .iter()
+        .filter(|p| !deleting(p) && pod_ready(p))
+        .count() as i64
+}
+
+/// Records one workload (`kind` as in the key: deployment, statefulset, daemonset).
+fn observe_one(shared: &Shared, kind: &str, w: &Value) {
+    let store = &shared.store;
+    let (have, desired) = match kind {
+        // A ReplicaSet's pods count for its Deployment.
+        "deployment" => (
+            store
+                .list_owned(&replicasets(), uid(w))
+                .iter()
+                .map(|rs| ready_owned(store, uid(rs)))
+                .sum(),
+            w["spec"]["replicas"].as_i64().unwrap_or(1),
+        ),
+        "statefulset" => (
+            ready_owned(store, uid(w)),
+            w["spec"]["replicas"].as_i64().unwrap_or(1),
+        ),
+        _ => {
+            // Before the controller has counted its nodes there is nothing to compare with.
+            let Some(desired) = w["status"]["desiredNumberScheduled"].as_i64() else {
+                return;
+            };
+            (ready_owned(store, uid(w)), desired)
+        }
+    };
+    shared.max_unavailable.record(
+        format!("{}/{kind}/{}", ns_of(w), name_of(w)),
+        (desired - have).max(0),
+    );
+}
+
 fn observe(shared: &Shared) {
     let store = &shared.store;
-    let (all_pods, _) = store.list(&pods(), None);
-    let (all_rs, _) = store.list(&replicasets(), None);
-    // Available pods by their controller's uid (a ReplicaSet's count goes to its Deployment).
-    let rs_owner: HashMap<&str, &str> = all_rs
-        .iter()
-        .filter_map(|rs| Some((uid(rs), controller_uid(rs)?)))
-        .collect();
-    let mut available: HashMap<&str, i64> = HashMap::new();
-    for p in &all_pods {
-        if deleting(p) || !pod_ready(p) {
-            continue;
+    for (kind, k) in [
+        ("deployment", deployments()),
+        ("statefulset", statefulsets()),
+        ("daemonset", daemonsets()),
+    ] {
+        for w in store.list(&k, None).0 {
+            observe_one(shared, kind, &w);
         }
-        let Some(owner) = controller_uid(p) else {
-            continue;
+    }
+}
+
+/// [`observe`] for the workloads `events` name.
+fn observe_changed(shared: &Shared, events: &[crate::store::WatchEvent]) {
+    use super::controller_of_kind;
+    use std::collections::BTreeSet;
+    let store = &shared.store;
+    let mut dirty: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
+    let mut rss: BTreeSet<(String, String)> = BTreeSet::new();
+    for ev in events {
+        let o = &ev.object;
+        let own = || (ns_of(o).to_string(), name_of(o).to_string());
+        match ev.key.plural.as_str() {
+            "deployments" | "statefulsets" | "daemonsets" if ev.kind == "DELETED" => {}
+            "deployments" => {
+                let (ns, n) = own();
+                dirty.insert(("deployment", ns, n));
+            }
+            "statefulsets" => {
+                let (ns, n) = own();
+                dirty.insert(("statefulset", ns, n));
+            }
+            "daemonsets" => {
+                let (ns, n) = own();
+                dirty.insert(("daemonset", ns, n));
+            }
+            "replicasets" => {
+                if let Some((ns, n)) = controller_of_kind(o, "Deployment") {
+                    dirty.insert(("deployment", ns, n));
+                }
+            }
+            "pods" => {
+                for p in std::iter::once(o).chain(ev.previous.as_ref()) {
+                    rss.extend(controller_of_kind(p, "ReplicaSet"));
+                    if let Some((ns, n)) = controller_of_kind(p, "StatefulSet") {
+                        dirty.insert(("statefulset", ns, n));
+                    }
+                    if let Some((ns, n)) = controller_of_kind(p, "DaemonSet") {
+                        dirty.insert(("daemonset", ns, n));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (ns, n) in &rss {
+        if let Some(rs) = store.get(&replicasets(), Some(ns), n) {
+            if let Some((ns, n)) = controller_of_kind(&rs, "Deployment") {
+                dirty.insert(("deployment", ns, n));
+            }
+        }
+    }
+    for (kind, ns, n) in dirty {
+        let k = match kind {
+            "deployment" => deployments(),
+            "statefulset" => statefulsets(),
+            _ => daemonsets(),
         };
-        let owner = rs_owner.get(owner).copied().unwrap_or(owner);
-        *available.entry(owner).or_default() += 1;
-    }
-    let record = |kind: &str, w: &serde_json::Value, desired: i64| {
-        let have = available.get(uid(w)).copied().unwrap_or(0);
-        shared.max_unavailable.record(
-            format!("{}/{kind}/{}", ns_of(w), name_of(w)),
-            (desired - have).max(0),
-        );
-    };
-    for d in store.list(&deployments(), None).0 {
-        record(
-            "deployment",
-            &d,
-            d["spec"]["replicas"].as_i64().unwrap_or(1),
-        );
-    }
-    for s in store.list(&statefulsets(), None).0 {
-        record(
-            "statefulset",
-            &s,
-            s["spec"]["replicas"].as_i64().unwrap_or(1),
-        );
-    }
-    for d in store.list(&daemonsets(), None).0 {
-        // Before the controller has counted its nodes there is nothing to compare with.
-        if let Some(desired) = d["status"]["desiredNumberScheduled"].as_i64() {
-            record("daemonset", &d, desired);
+        if let Some(w) = store.get(&k, Some(&ns), &n) {
+            observe_one(shared, kind, &w);
         }
     }
 }

@@ -30,7 +30,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let relevant = |ev: &crate::store::WatchEvent| {
         let k = &ev.key;
         (k.group == "batch" && (k.plural == "jobs" || k.plural == "cronjobs"))
-            || (k.group.is_empty() && k.plural == "pods")
+            || (k.group.is_empty()
+                && k.plural == "pods"
+                // Only a Job's pods matter to the Job controller.
+                && std::iter::once(&ev.object)
+                    .chain(ev.previous.as_ref())
+                    .any(|p| super::controller_of_kind(p, "Job").is_some()))
     };
     loop {
         let wake = match reconcile_all(&shared) {
@@ -67,15 +72,11 @@ pub(crate) fn reconcile_all(shared: &Shared) -> Result<Option<Duration>, StoreEr
     if all_jobs.is_empty() && all_cjs.is_empty() {
         return Ok(None);
     }
-    let mut pods_by_owner: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
-    for p in store.list(&pods(), None).0 {
-        if let Some(o) = controller_uid(&p) {
-            pods_by_owner
-                .entry(o.to_string())
-                .or_default()
-                .push(p.clone());
-        }
-    }
+    // Only the Jobs' pods (from the store's owner index), not every pod in the cluster.
+    let pods_by_owner: HashMap<String, Vec<Arc<Value>>> = all_jobs
+        .iter()
+        .map(|j| (uid(j).to_string(), store.list_owned(&pods(), uid(j))))
+        .collect();
     let mut jobs_by_owner: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
     let mut wake = None;
     for j in &all_jobs {

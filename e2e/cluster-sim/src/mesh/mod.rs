@@ -519,3 +519,75 @@ pub(crate) async fn wait_for_change(
     while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) = rx.try_recv() {}
     true
 }
+
+/// What a controller has to look at after [`wait_for_changes`].
+pub(crate) enum Changes {
+    /// Everything: the first pass, the periodic pass (timers, `minReadySeconds`), or a
+    /// receiver that lagged and lost events.
+    All,
+    /// Only what these events name (relevant ones, in order).
+    Events(Vec<crate::store::WatchEvent>),
+}
+
+/// [`wait_for_change`] for controllers that reconcile only what changed: returns the
+/// relevant events that arrived (a burst within the 5 ms debounce is one batch), or
+/// [`Changes::All`] at `deadline` or when the receiver lagged. None when cancelled.
+pub(crate) async fn wait_for_changes(
+    rx: &mut tokio::sync::broadcast::Receiver<crate::store::WatchEvent>,
+    cancel: &CancellationToken,
+    deadline: tokio::time::Instant,
+    relevant: &(dyn Fn(&crate::store::WatchEvent) -> bool + Sync),
+) -> Option<Changes> {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = &mut sleep => return Some(Changes::All),
+            ev = rx.recv() => match ev {
+                Ok(ev) if relevant(&ev) => {
+                    events.push(ev);
+                    break;
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return Some(Changes::All),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+    // Debounce: collect a burst of changes into one pass.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    loop {
+        match rx.try_recv() {
+            Ok(ev) => {
+                if relevant(&ev) {
+                    events.push(ev);
+                }
+            }
+            Err(TryRecvError::Lagged(_)) => return Some(Changes::All),
+            Err(TryRecvError::Empty) => return Some(Changes::Events(events)),
+            Err(TryRecvError::Closed) => return None,
+        }
+    }
+}
+
+/// An object's controller reference (`ownerReferences` entry with `controller: true`).
+pub(crate) fn controller_ref(o: &Value) -> Option<&Value> {
+    o["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"].as_bool() == Some(true))
+}
+
+/// `(namespace, name)` of the controller of kind `kind` that owns `o` (same namespace).
+pub(crate) fn controller_of_kind(o: &Value, kind: &str) -> Option<(String, String)> {
+    let r = controller_ref(o)?;
+    (r["kind"] == kind).then(|| {
+        (
+            ns_of(o).to_string(),
+            r["name"].as_str().unwrap_or("").to_string(),
+        )
+    })
+}

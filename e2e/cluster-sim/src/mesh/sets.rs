@@ -7,8 +7,8 @@
 
 use super::kubelet::node_fits;
 use super::workloads::{
-    active, controller_uid, delete_pod, deleting, finished, int_or_percent, owner_ref, pod_ready,
-    template_hash, uid,
+    active, delete_pod, deleting, finished, int_or_percent, owner_ref, pod_ready, template_hash,
+    uid,
 };
 use super::{
     controller_revisions, daemonsets, mutate_if_exists, name_of, nodes, ns_of, parse_ts, pods,
@@ -30,21 +30,55 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         (k.group == "apps" && (k.plural == "statefulsets" || k.plural == "daemonsets"))
             || (k.group.is_empty() && (k.plural == "pods" || k.plural == "nodes"))
     };
+    // Each pass looks only at the sets the events since the last one name (a set, or a pod
+    // it owns); a full pass every second (minReadySeconds), on a Node change, after an
+    // error or a lagging watch catches anything else.
+    const FULL_EVERY: Duration = Duration::from_secs(1);
+    let mut changes = super::Changes::All;
+    let mut last_full = tokio::time::Instant::now();
     loop {
-        if let Err(e) = reconcile_all(&store) {
+        let result = match &changes {
+            super::Changes::Events(evs)
+                if last_full.elapsed() < FULL_EVERY && !evs.iter().any(|e| e.key == nodes()) =>
+            {
+                reconcile_changed(&store, evs)
+            }
+            _ => {
+                last_full = tokio::time::Instant::now();
+                reconcile_all(&store)
+            }
+        };
+        if let Err(e) = result {
             tracing::warn!(error = %e, "statefulset/daemonset reconcile failed; retrying");
+            last_full = tokio::time::Instant::now() - FULL_EVERY;
         }
-        // Periodic passes also catch minReadySeconds and anything a lagging watch missed.
-        let deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-        if !super::wait_for_change(&mut rx, &shared.cancel, deadline, &relevant).await {
-            return;
+        match super::wait_for_changes(&mut rx, &shared.cancel, last_full + FULL_EVERY, &relevant)
+            .await
+        {
+            Some(c) => changes = c,
+            None => return,
         }
     }
 }
 
+/// The pods and ControllerRevisions one set's pass looks at, read once from the store's
+/// owner index so that every count in the pass agrees.
 struct Index {
     pods_by_owner: HashMap<String, Vec<Arc<Value>>>,
     revs_by_owner: HashMap<String, Vec<Arc<Value>>>,
+}
+
+impl Index {
+    fn of(store: &Store, owner: &Value) -> Self {
+        let u = uid(owner).to_string();
+        Self {
+            pods_by_owner: HashMap::from([(u.clone(), store.list_owned(&pods(), &u))]),
+            revs_by_owner: HashMap::from([(
+                u.clone(),
+                store.list_owned(&controller_revisions(), &u),
+            )]),
+        }
+    }
 }
 
 /// One pass over every StatefulSet and DaemonSet.
@@ -54,33 +88,55 @@ pub fn reconcile_all(store: &Store) -> Result<(), StoreError> {
     if sets.is_empty() && dss.is_empty() {
         return Ok(());
     }
-    let mut idx = Index {
-        pods_by_owner: HashMap::new(),
-        revs_by_owner: HashMap::new(),
-    };
-    for p in store.list(&pods(), None).0 {
-        if let Some(o) = controller_uid(&p) {
-            idx.pods_by_owner
-                .entry(o.to_string())
-                .or_default()
-                .push(p.clone());
-        }
-    }
-    for r in store.list(&controller_revisions(), None).0 {
-        if let Some(o) = controller_uid(&r) {
-            idx.revs_by_owner
-                .entry(o.to_string())
-                .or_default()
-                .push(r.clone());
-        }
-    }
     for s in &sets {
-        reconcile_statefulset(store, s, &idx)?;
+        reconcile_statefulset(store, s, &Index::of(store, s))?;
     }
     if !dss.is_empty() {
         let (all_nodes, _) = store.list(&nodes(), None);
         for d in &dss {
-            reconcile_daemonset(store, d, &idx, &all_nodes)?;
+            reconcile_daemonset(store, d, &Index::of(store, d), &all_nodes)?;
+        }
+    }
+    Ok(())
+}
+
+/// One pass over the StatefulSets and DaemonSets `events` name (a set, or a pod it owns),
+/// as [`reconcile_all`] would treat them.
+fn reconcile_changed(store: &Store, events: &[crate::store::WatchEvent]) -> Result<(), StoreError> {
+    use super::controller_of_kind;
+    use std::collections::BTreeSet;
+    let mut sets: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut dss: BTreeSet<(String, String)> = BTreeSet::new();
+    for ev in events {
+        let o = &ev.object;
+        let own = (ns_of(o).to_string(), name_of(o).to_string());
+        match ev.key.plural.as_str() {
+            "statefulsets" => {
+                sets.insert(own);
+            }
+            "daemonsets" => {
+                dss.insert(own);
+            }
+            "pods" => {
+                for p in std::iter::once(o).chain(ev.previous.as_ref()) {
+                    sets.extend(controller_of_kind(p, "StatefulSet"));
+                    dss.extend(controller_of_kind(p, "DaemonSet"));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (ns, name) in &sets {
+        if let Some(s) = store.get(&statefulsets(), Some(ns), name) {
+            reconcile_statefulset(store, &s, &Index::of(store, &s))?;
+        }
+    }
+    if !dss.is_empty() {
+        let (all_nodes, _) = store.list(&nodes(), None);
+        for (ns, name) in &dss {
+            if let Some(d) = store.get(&daemonsets(), Some(ns), name) {
+                reconcile_daemonset(store, &d, &Index::of(store, &d), &all_nodes)?;
+            }
         }
     }
     Ok(())

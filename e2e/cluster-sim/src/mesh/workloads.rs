@@ -23,14 +23,31 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         (k.group == "apps" && (k.plural == "deployments" || k.plural == "replicasets"))
             || (k.group.is_empty() && k.plural == "pods")
     };
+    // Each pass looks only at the Deployments and ReplicaSets the events since the last one
+    // name; a full pass at least every two seconds (and after an error or a lagging watch)
+    // catches anything else.
+    const FULL_EVERY: Duration = Duration::from_secs(2);
+    let mut changes = super::Changes::All;
+    let mut last_full = tokio::time::Instant::now();
     loop {
-        if let Err(e) = reconcile_all(&store) {
+        let result = match &changes {
+            super::Changes::Events(evs) if last_full.elapsed() < FULL_EVERY => {
+                reconcile_changed(&store, evs)
+            }
+            _ => {
+                last_full = tokio::time::Instant::now();
+                reconcile_all(&store)
+            }
+        };
+        if let Err(e) = result {
             tracing::warn!(error = %e, "workload reconcile failed; retrying");
+            last_full = tokio::time::Instant::now() - FULL_EVERY;
         }
-        // A periodic pass also catches anything a lagging watch missed.
-        let deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
-        if !super::wait_for_change(&mut rx, &shared.cancel, deadline, &relevant).await {
-            return;
+        match super::wait_for_changes(&mut rx, &shared.cancel, last_full + FULL_EVERY, &relevant)
+            .await
+        {
+            Some(c) => changes = c,
+            None => return,
         }
     }
 }
@@ -40,11 +57,7 @@ pub(crate) fn uid(o: &Value) -> &str {
 }
 
 pub(crate) fn controller_uid(o: &Value) -> Option<&str> {
-    o["metadata"]["ownerReferences"]
-        .as_array()?
-        .iter()
-        .find(|r| r["controller"].as_bool() == Some(true))
-        .and_then(|r| r["uid"].as_str())
+    crate::store::controller_uid(o)
 }
 
 pub(crate) fn owner_ref(o: &Value) -> Value {
@@ -117,46 +130,52 @@ pub(crate) fn int_or_percent(v: &Value, total: i64, round_up: bool, default_pct:
     }
 }
 
+/// The ReplicaSets and pods one pass of a Deployment (or ReplicaSet) looks at, read once
+/// from the store's owner index so that every count in the pass agrees.
 struct Index {
     pods_by_owner: HashMap<String, Vec<Arc<Value>>>,
     rs_by_owner: HashMap<String, Vec<Arc<Value>>>,
 }
 
+impl Index {
+    /// A Deployment's ReplicaSets and their pods.
+    fn of_deployment(store: &Store, d: &Value) -> Self {
+        let owned = store.list_owned(&replicasets(), uid(d));
+        let pods_by_owner = owned
+            .iter()
+            .map(|rs| (uid(rs).to_string(), store.list_owned(&pods(), uid(rs))))
+            .collect();
+        Self {
+            pods_by_owner,
+            rs_by_owner: HashMap::from([(uid(d).to_string(), owned)]),
+        }
+    }
+
+    /// A ReplicaSet's pods.
+    fn of_replicaset(store: &Store, rs: &Value) -> Self {
+        Self {
+            pods_by_owner: HashMap::from([(
+                uid(rs).to_string(),
+                store.list_owned(&pods(), uid(rs)),
+            )]),
+            rs_by_owner: HashMap::new(),
+        }
+    }
+}
+
 /// One pass over every Deployment and ReplicaSet.
 pub fn reconcile_all(store: &Store) -> Result<(), StoreError> {
-    let (all_pods, _) = store.list(&pods(), None);
-    let (all_rs, _) = store.list(&replicasets(), None);
     let (all_deploys, _) = store.list(&deployments(), None);
-    let mut idx = Index {
-        pods_by_owner: HashMap::new(),
-        rs_by_owner: HashMap::new(),
-    };
-    for p in all_pods {
-        if let Some(o) = controller_uid(&p) {
-            idx.pods_by_owner
-                .entry(o.to_string())
-                .or_default()
-                .push(p.clone());
-        }
-    }
-    for rs in &all_rs {
-        if let Some(o) = controller_uid(rs) {
-            idx.rs_by_owner
-                .entry(o.to_string())
-                .or_default()
-                .push(rs.clone());
-        }
-    }
     for d in &all_deploys {
         if deleting(d) {
             continue;
         }
-        reconcile_deployment(store, d, &idx)?;
+        reconcile_deployment(store, d, &Index::of_deployment(store, d))?;
     }
     // ReplicaSets after their Deployments set replicas (re-read for the new counts).
     let (all_rs, _) = store.list(&replicasets(), None);
     for rs in &all_rs {
-        reconcile_replicaset(store, rs, &idx)?;
+        reconcile_replicaset(store, rs, &Index::of_replicaset(store, rs))?;
     }
     // Garbage: ReplicaSets whose Deployment is gone, pods whose ReplicaSet is gone.
     let deploy_uids: std::collections::HashSet<&str> = all_deploys.iter().map(|d| uid(d)).collect();
@@ -169,14 +188,85 @@ pub fn reconcile_all(store: &Store) -> Result<(), StoreError> {
         }
     }
     let rs_uids: std::collections::HashSet<&str> = all_rs.iter().map(|r| uid(r)).collect();
-    for (owner, ps) in &idx.pods_by_owner {
-        if rs_uids.contains(owner.as_str()) {
+    for p in store.list(&pods(), None).0 {
+        if controller_uid(&p).is_some_and(|o| !rs_uids.contains(o))
+            && p["metadata"]["ownerReferences"][0]["kind"].as_str() == Some("ReplicaSet")
+        {
+            let _ = store.delete(&pods(), Some(ns_of(&p)), name_of(&p));
+        }
+    }
+    Ok(())
+}
+
+/// One pass over what `events` name: the Deployments and ReplicaSets that changed, the
+/// ReplicaSets whose pods changed and the Deployments above them, as [`reconcile_all`]
+/// would treat them; the garbage of a deleted Deployment or ReplicaSet.
+pub(crate) fn reconcile_changed(
+    store: &Store,
+    events: &[crate::store::WatchEvent],
+) -> Result<(), StoreError> {
+    use super::controller_of_kind;
+    use std::collections::BTreeSet;
+    let mut deploys: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut rss: BTreeSet<(String, String)> = BTreeSet::new();
+    let key_of = |o: &Value| (ns_of(o).to_string(), name_of(o).to_string());
+    for ev in events {
+        let o = &ev.object;
+        match ev.key.plural.as_str() {
+            "deployments" if ev.kind == "DELETED" => {
+                for rs in store.list_owned(&replicasets(), uid(o)) {
+                    if rs["metadata"]["ownerReferences"][0]["kind"].as_str() == Some("Deployment") {
+                        let _ = store.delete(&replicasets(), Some(ns_of(&rs)), name_of(&rs));
+                    }
+                }
+            }
+            "deployments" => {
+                deploys.insert(key_of(o));
+            }
+            "replicasets" => {
+                deploys.extend(controller_of_kind(o, "Deployment"));
+                if ev.kind == "DELETED" {
+                    for p in store.list_owned(&pods(), uid(o)) {
+                        if p["metadata"]["ownerReferences"][0]["kind"].as_str()
+                            == Some("ReplicaSet")
+                        {
+                            let _ = store.delete(&pods(), Some(ns_of(&p)), name_of(&p));
+                        }
+                    }
+                } else {
+                    rss.insert(key_of(o));
+                }
+            }
+            "pods" => {
+                for p in std::iter::once(o).chain(ev.previous.as_ref()) {
+                    rss.extend(controller_of_kind(p, "ReplicaSet"));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (ns, name) in &rss {
+        if let Some(rs) = store.get(&replicasets(), Some(ns), name) {
+            deploys.extend(controller_of_kind(&rs, "Deployment"));
+        }
+    }
+    for (ns, name) in &deploys {
+        let Some(d) = store.get(&deployments(), Some(ns), name) else {
+            continue;
+        };
+        if deleting(&d) {
             continue;
         }
-        for p in ps {
-            if p["metadata"]["ownerReferences"][0]["kind"].as_str() == Some("ReplicaSet") {
-                let _ = store.delete(&pods(), Some(ns_of(p)), name_of(p));
-            }
+        let idx = Index::of_deployment(store, &d);
+        reconcile_deployment(store, &d, &idx)?;
+        for rs in idx.rs_by_owner.values().flatten() {
+            rss.insert(key_of(rs));
+        }
+    }
+    // ReplicaSets after their Deployments set replicas (re-read for the new counts).
+    for (ns, name) in &rss {
+        if let Some(rs) = store.get(&replicasets(), Some(ns), name) {
+            reconcile_replicaset(store, &rs, &Index::of_replicaset(store, &rs))?;
         }
     }
     Ok(())
@@ -542,6 +632,72 @@ mod tests {
         assert_eq!(template_hash(&a), template_hash(&a.clone()));
         assert_ne!(template_hash(&a), template_hash(&b));
         assert_eq!(template_hash(&a).len(), 10);
+    }
+
+    fn drain(
+        rx: &mut tokio::sync::broadcast::Receiver<crate::store::WatchEvent>,
+    ) -> Vec<crate::store::WatchEvent> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    /// The incremental pass acts on what the events name even when the object is gone from
+    /// the store by then: a pod deleted between passes is replaced, and a deleted
+    /// ReplicaSet's pods are collected, without waiting for the periodic full pass.
+    #[test]
+    fn a_pass_over_the_changes_handles_objects_deleted_since_the_last_one() {
+        let store = Store::new();
+        crate::api::builtin::install(&store).unwrap();
+        store
+            .create(&deployments(), json!({
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {
+                    "replicas": 3,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+                },
+            }))
+            .unwrap();
+        let (_, mut rx) = store.watch(None).unwrap();
+        reconcile_all(&store).unwrap();
+        // The ReplicaSet (one pass) and its pods (the pass over its creation).
+        reconcile_changed(&store, &drain(&mut rx)).unwrap();
+        let (ps, _) = store.list(&pods(), Some("default"));
+        assert_eq!(ps.len(), 3);
+        drain(&mut rx);
+
+        // Deleted outright (no grace: no Node), then only the events are looked at.
+        store
+            .delete(&pods(), Some("default"), name_of(&ps[0]))
+            .unwrap();
+        let evs = drain(&mut rx);
+        assert!(evs.iter().all(|e| e.key == pods() && e.kind == "DELETED"));
+        reconcile_changed(&store, &evs).unwrap();
+        let (after, _) = store.list(&pods(), Some("default"));
+        assert_eq!(after.len(), 3, "the deleted pod was replaced");
+        assert!(after.iter().all(|p| uid(p) != uid(&ps[0])));
+        drain(&mut rx);
+
+        // Deleting the ReplicaSet (as `--cascade=orphan` would not) leaves its pods to the
+        // controller: the next pass over that event collects them.
+        let (rss, _) = store.list(&replicasets(), Some("default"));
+        store
+            .mutate(&deployments(), Some("default"), "web", |d| {
+                d["spec"]["replicas"] = json!(0);
+                Ok(())
+            })
+            .unwrap();
+        store
+            .delete(&replicasets(), Some("default"), name_of(&rss[0]))
+            .unwrap();
+        let evs = drain(&mut rx);
+        reconcile_changed(&store, &evs).unwrap();
+        let left: Vec<_> = store
+            .list(&pods(), Some("default"))
+            .0
+            .into_iter()
+            .filter(|p| !deleting(p))
+            .collect();
+        assert!(left.is_empty(), "pods of a deleted ReplicaSet: {left:?}");
     }
 
     #[test]
