@@ -336,7 +336,9 @@ impl Runner {
             Some(Err(note)) => return Ok(Some(note)),
             Some(Ok(reason)) => reason,
         };
-        // Only the leader writes (the trigger included).
+        // Only the leader writes (the trigger included). The trigger comes before the record:
+        // a crash in between cannot renew twice, since cert-manager then either is still
+        // issuing (`renew` leaves it alone) or has issued a new anchor, which is not due.
         if !self.may_write() {
             return Ok(None);
         }
