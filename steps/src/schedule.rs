@@ -429,11 +429,6 @@ pub fn plan_renewal(
     }
 }
 
-/// `3h12m`, `2d4h`, `45m` until `t` (for Events: the status names absolute times only).
-pub fn until(now: Timestamp, t: Timestamp) -> String {
-    human(Duration::try_from(now.duration_until(t)).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
