@@ -325,36 +325,75 @@ async fn outside_the_windows_an_anchor_renewed_by_cert_manager_is_expanded_then_
     sim.shutdown().await;
 }
 
+/// A schedule the operator cannot read holds what a closed window holds, and nothing more: an
+/// anchor cert-manager renews meanwhile still enters the trust bundle (holding it out would
+/// not be safe to hold), and the automatic restarts wait, naming the bad field and its fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_time_zone_is_named_with_its_fix() {
+async fn an_unknown_time_zone_is_named_with_its_fix_and_holds_only_the_gated_steps() {
     let sim = start_sim().await;
     let client = sim.client();
     let ops = Ops::new(sim.kubeconfig_path(), vec![]);
     ops.start().await;
     wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
-    let window = |tz: &str| serde_json::json!({"weekdays": ["Tue"], "start": "02:00", "duration": "4h", "timeZone": tz});
+    // Every day, all day: the only thing that can hold the rotation is the bad zone.
+    let window = |tz: &str| serde_json::json!({"weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00", "duration": "24h", "timeZone": tz});
     patch_spec(
         &client,
-        serde_json::json!({"automation": {"schedule": {"maintenanceWindows": [
+        serde_json::json!({"automation": {"workloadRestarts": "Automatic", "schedule": {"maintenanceWindows": [
             window("UTC"), window("Europe/Berln"),
         ]}}}),
     )
     .await;
-    let s = wait_status(&client, "the bad zone named", T, |s| {
-        s.blocking_message.is_some()
-    })
-    .await;
-    let m = s.blocking_message.clone().unwrap_or_default();
-    assert!(
+    let named = |m: &str| {
         m.contains("spec.automation.schedule.maintenanceWindows[1].timeZone")
             && m.contains("\"Europe/Berln\"")
-            && m.contains("IANA time zone name such as Europe/Berlin"),
-        "{m}"
+            && m.contains("IANA time zone name such as Europe/Berlin")
+    };
+    let s = wait_status(&client, "the bad zone named", T, |s| {
+        s.blocking_message.as_deref().is_some_and(named)
+    })
+    .await;
+    assert!(
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Blocked" && c.status == "True"),
+        "{:?}",
+        s.conditions
     );
-    assert!(s
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Blocked" && c.reason == "InvalidSpec" && c.status == "True"));
+
+    // cert-manager renews the anchor: the bundle takes it in, the restarts wait.
+    let workloads = generations(&client, APP_NS).await;
+    cmctl_renew(&client, "cert-manager", "linkerd-trust-anchor").await;
+    let s = wait_status(
+        &client,
+        "the automatic restarts held by the bad zone",
+        T,
+        |s| {
+            s.phase == Some(Phase::PropagatingTrustRoots)
+                && s.blocking_message.as_deref().is_some_and(named)
+        },
+    )
+    .await;
+    assert!(
+        s.blocking_message
+            .as_deref()
+            .is_some_and(|m| m.contains("holds what a closed maintenance window holds")),
+        "{:?}",
+        s.blocking_message
+    );
+    assert_eq!(
+        bundle_fingerprints(&client).await.len(),
+        2,
+        "the renewed anchor entered the trust bundle next to the old one"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        generations(&client, APP_NS).await,
+        workloads,
+        "no workload restarted"
+    );
+
+    // Fixed: the restarts go on.
     patch_spec(
         &client,
         serde_json::json!({"automation": {"schedule": {"maintenanceWindows": [
@@ -362,10 +401,11 @@ async fn an_unknown_time_zone_is_named_with_its_fix() {
         ]}}}),
     )
     .await;
-    wait_status(&client, "unblocked", T, |s| {
-        s.blocking_message.is_none() && s.phase == Some(Phase::Synced)
+    wait_status(&client, "the restarts done", T, |s| {
+        s.phase == Some(Phase::WaitingForIdentityRotation) && s.blocking_message.is_none()
     })
     .await;
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }

@@ -64,11 +64,27 @@ pub enum WindowState {
     /// Outside every window; the next one opens at `opens_at`, shown as `local` (e.g. `Tue
     /// 2026-12-08 02:00 Europe/Berlin`).
     Closed { opens_at: Timestamp, local: String },
+    /// `spec.automation.schedule` cannot be read (`message` says what and the fix): the
+    /// operator holds what a closed window holds until it is fixed, and nothing more, so a
+    /// renewed anchor still enters the trust bundle.
+    Invalid { message: String },
 }
 
 impl WindowState {
     pub fn is_open(&self) -> bool {
-        !matches!(self, WindowState::Closed { .. })
+        matches!(self, WindowState::Always | WindowState::Open { .. })
+    }
+
+    /// The windows of `schedule` at `now`; [`WindowState::Invalid`] when they cannot be read.
+    /// A schedule that cannot be read schedules no renewal.
+    pub fn of(schedule: &Schedule, now: Timestamp) -> (Parsed, WindowState) {
+        match Parsed::parse(schedule) {
+            Ok(p) => {
+                let w = p.window_at(now);
+                (p, w)
+            }
+            Err(message) => (Parsed::default(), WindowState::Invalid { message }),
+        }
     }
 
     /// When the next window opens (`None` without windows). While a window is open, the one
@@ -78,6 +94,7 @@ impl WindowState {
             WindowState::Always => None,
             WindowState::Open { next_opens_at, .. } => Some(*next_opens_at),
             WindowState::Closed { opens_at, .. } => Some(*opens_at),
+            WindowState::Invalid { .. } => None,
         }
     }
 
@@ -101,6 +118,9 @@ impl WindowState {
             WindowState::Closed { opens_at, local } => Some(format!(
                 "{OUTSIDE_WINDOWS} the next opens {local} ({}); the mesh is safe to hold here ({why_safe}); the operator resumes by itself then (spec.automation.schedule.maintenanceWindows)",
                 opens_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            )),
+            WindowState::Invalid { message } => Some(format!(
+                "{message}; until spec.automation.schedule is fixed the operator holds what a closed maintenance window holds; the mesh is safe to hold here ({why_safe})"
             )),
             _ => None,
         }

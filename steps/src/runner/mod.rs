@@ -208,24 +208,20 @@ impl Runner {
             return Ok(Requeue(self.config.resync));
         };
         let prev = tar.status.clone().unwrap_or_default();
-        let schedule = tar
-            .spec
-            .validate()
-            .and_then(|()| crate::schedule::Parsed::parse(&tar.spec.automation.schedule));
-        let schedule = match schedule {
-            Ok(s) => s,
-            Err(message) => {
-                let t = transition::invalid_spec(&prev, &message, self.moment(&tar));
-                let scope = scope(&prev, "block");
-                return self
-                    .perform(tar, t, None)
-                    .instrument(scope)
-                    .await
-                    .map(|(_, r)| r);
-            }
-        };
+        if let Err(message) = tar.spec.validate() {
+            let t = transition::invalid_spec(&prev, &message, self.moment(&tar));
+            let scope = scope(&prev, "block");
+            return self
+                .perform(tar, t, None)
+                .instrument(scope)
+                .await
+                .map(|(_, r)| r);
+        }
         let now = self.now();
-        let window = schedule.window_at(now);
+        // A schedule that cannot be read blocks only what a closed window holds: holding a
+        // renewed anchor out of the trust bundle would not be safe to hold.
+        let (schedule, window) =
+            crate::schedule::WindowState::of(&tar.spec.automation.schedule, now);
         if let Some(m) = &self.metrics {
             m.observe_window(&window);
         }
@@ -289,9 +285,15 @@ impl Runner {
             }
         };
         if view.start.is_none() && view.blocked.is_none() {
-            view.scheduled = self
-                .scheduled_renewal(&tar, &prev, &view, schedule, window)
-                .await?;
+            if let crate::schedule::WindowState::Invalid { message } = window {
+                view.blocked = Some(format!(
+                    "{message}; until it is fixed the operator renews nothing on schedule and, in a rotation, holds what a closed maintenance window holds (a renewed anchor still enters the trust bundle)"
+                ));
+            } else {
+                view.scheduled = self
+                    .scheduled_renewal(&tar, &prev, &view, schedule, window)
+                    .await?;
+            }
         }
         let m = self.moment(&tar);
         match transition::synced(&prev, view, m) {
