@@ -922,24 +922,16 @@ pub async fn drive<S>(
                 in_flight += 1;
                 continue;
             }
-            Decision::OnDelete => {
-                let m = decision.why_not(w).unwrap_or_default();
-                out.warnings.push(StepWarning {
-                    reason: WORKLOAD_SKIPPED,
-                    note: m.clone(),
-                });
-                records.insert(
-                    w.to_string(),
-                    record(ctx, step, w, WorkloadRestartState::Skipped, Some(m)),
-                );
-                continue;
-            }
-            Decision::BudgetNeverAllows(_) => {
-                let m = format!(
-                    "{}; its pods ({}) still hold the rotation until a person replaces them",
-                    decision.why_not(w).unwrap_or_default(),
-                    holding[w].join(", ")
-                );
+            Decision::OnDelete | Decision::BudgetNeverAllows(_) => {
+                let why = decision.why_not(w).unwrap_or_default();
+                let m = if matches!(decision, Decision::OnDelete) {
+                    why
+                } else {
+                    format!(
+                        "{why}; its pods ({}) still hold the rotation until a person replaces them",
+                        holding[w].join(", ")
+                    )
+                };
                 out.warnings.push(StepWarning {
                     reason: WORKLOAD_SKIPPED,
                     note: m.clone(),
