@@ -7,7 +7,7 @@
 //! subresource), but skip serialization.
 
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
@@ -272,7 +272,9 @@ struct Inner {
     /// `controller: true`) has a given uid: what controllers look up instead of scanning
     /// every object of the type. Kept in step with `objects` by [`Inner::put`] and
     /// [`Inner::take`].
-    owned: HashMap<ResourceKey, HashMap<String, BTreeSet<ObjKey>>>,
+    /// The index holds the objects themselves (shared), so reading a controller's objects
+    /// costs no lookups in `objects`.
+    owned: HashMap<ResourceKey, HashMap<String, BTreeMap<ObjKey, Arc<Value>>>>,
     rv: u64,
     history: VecDeque<WatchEvent>,
     history_limit: usize,
@@ -362,18 +364,16 @@ impl Inner {
         let old = objs.insert(k.clone(), obj.clone());
         let old_owner = old.as_deref().and_then(controller_uid);
         let new_owner = controller_uid(&obj);
-        if old_owner != new_owner {
-            if let Some(o) = old_owner {
-                self.unindex(key, o, &k);
-            }
-            if let Some(n) = new_owner {
-                self.owned
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(n.to_string())
-                    .or_default()
-                    .insert(k);
-            }
+        if let Some(o) = old_owner.filter(|o| Some(*o) != new_owner) {
+            self.unindex(key, o, &k);
+        }
+        if let Some(n) = new_owner {
+            self.owned
+                .entry(key.clone())
+                .or_default()
+                .entry(n.to_string())
+                .or_default()
+                .insert(k, obj.clone());
         }
     }
 
@@ -590,13 +590,12 @@ impl Store {
     /// listing every object of the type.
     pub fn list_owned(&self, key: &ResourceKey, owner: &str) -> Vec<Arc<Value>> {
         let inner = self.lock();
-        let (Some(objs), Some(keys)) = (
-            inner.objects.get(key),
-            inner.owned.get(key).and_then(|m| m.get(owner)),
-        ) else {
-            return Vec::new();
-        };
-        keys.iter().filter_map(|k| objs.get(k).cloned()).collect()
+        inner
+            .owned
+            .get(key)
+            .and_then(|m| m.get(owner))
+            .map(|objs| objs.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// One page of a list: objects of a type (in `ns`, or all namespaces), in (namespace, name)

@@ -55,8 +55,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         k.group == "apps" || (k.group.is_empty() && k.plural == "pods")
     };
     // Each pass looks at the workloads the events since the last one name (a workload, its
-    // ReplicaSet, or a pod of theirs); every workload at least every 500 ms.
-    const FULL_EVERY: Duration = Duration::from_millis(500);
+    // ReplicaSet, or a pod of theirs; that is every change unavailability depends on);
+    // every workload every 5 s, and after a lagging receiver.
+    const FULL_EVERY: Duration = Duration::from_secs(5);
     let mut changes = super::Changes::All;
     let mut last_full = tokio::time::Instant::now();
     loop {

@@ -522,16 +522,18 @@ pub(crate) async fn wait_for_change(
 
 /// What a controller has to look at after [`wait_for_changes`].
 pub(crate) enum Changes {
-    /// Everything: the first pass, the periodic pass (timers, `minReadySeconds`), or a
-    /// receiver that lagged and lost events.
+    /// Everything: the first pass, or a receiver that lagged and lost events.
     All,
+    /// The deadline passed with no relevant event (a timer, or the periodic full pass).
+    Due,
     /// Only what these events name (relevant ones, in order).
     Events(Vec<crate::store::WatchEvent>),
 }
 
 /// [`wait_for_change`] for controllers that reconcile only what changed: returns the
-/// relevant events that arrived (a burst within the 5 ms debounce is one batch), or
-/// [`Changes::All`] at `deadline` or when the receiver lagged. None when cancelled.
+/// relevant events that arrived (a burst within the 5 ms debounce is one batch),
+/// [`Changes::Due`] at `deadline`, or [`Changes::All`] when the receiver lagged. None when
+/// cancelled.
 pub(crate) async fn wait_for_changes(
     rx: &mut tokio::sync::broadcast::Receiver<crate::store::WatchEvent>,
     cancel: &CancellationToken,
@@ -545,7 +547,7 @@ pub(crate) async fn wait_for_changes(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return None,
-            _ = &mut sleep => return Some(Changes::All),
+            _ = &mut sleep => return Some(Changes::Due),
             ev = rx.recv() => match ev {
                 Ok(ev) if relevant(&ev) => {
                     events.push(ev);

@@ -31,34 +31,67 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             || (k.group.is_empty() && (k.plural == "pods" || k.plural == "nodes"))
     };
     // Each pass looks only at the sets the events since the last one name (a set, or a pod
-    // it owns); a full pass every second (minReadySeconds), on a Node change, after an
-    // error or a lagging watch catches anything else.
-    const FULL_EVERY: Duration = Duration::from_secs(1);
+    // it owns); every second the sets with `minReadySeconds` (whose pods become available
+    // with time, not with an event); a full pass every 5 s, on a Node change, after an error
+    // or a lagging watch catches anything else.
+    const FULL_EVERY: Duration = Duration::from_secs(5);
+    const TIMER_EVERY: Duration = Duration::from_secs(1);
     let mut changes = super::Changes::All;
-    let mut last_full = tokio::time::Instant::now();
+    let now = tokio::time::Instant::now();
+    let (mut last_full, mut last_timer) = (now, now);
     loop {
+        let full_due = last_full.elapsed() >= FULL_EVERY;
         let result = match &changes {
-            super::Changes::Events(evs)
-                if last_full.elapsed() < FULL_EVERY && !evs.iter().any(|e| e.key == nodes()) =>
-            {
+            super::Changes::Events(evs) if !full_due && !evs.iter().any(|e| e.key == nodes()) => {
                 reconcile_changed(&store, evs)
             }
+            super::Changes::Due if !full_due => Ok(()),
             _ => {
                 last_full = tokio::time::Instant::now();
+                last_timer = last_full;
                 reconcile_all(&store)
             }
         };
+        let result = result.and_then(|()| {
+            if last_timer.elapsed() < TIMER_EVERY {
+                return Ok(());
+            }
+            last_timer = tokio::time::Instant::now();
+            reconcile_min_ready(&store)
+        });
         if let Err(e) = result {
             tracing::warn!(error = %e, "statefulset/daemonset reconcile failed; retrying");
             last_full = tokio::time::Instant::now() - FULL_EVERY;
         }
-        match super::wait_for_changes(&mut rx, &shared.cancel, last_full + FULL_EVERY, &relevant)
-            .await
-        {
+        let deadline = (last_full + FULL_EVERY).min(last_timer + TIMER_EVERY);
+        match super::wait_for_changes(&mut rx, &shared.cancel, deadline, &relevant).await {
             Some(c) => changes = c,
             None => return,
         }
     }
+}
+
+/// The sets with `minReadySeconds`: their pods' availability changes with time alone.
+fn reconcile_min_ready(store: &Store) -> Result<(), StoreError> {
+    let min_ready = |o: &Value| o["spec"]["minReadySeconds"].as_i64().unwrap_or(0) > 0;
+    for s in store.list(&statefulsets(), None).0 {
+        if min_ready(&s) {
+            reconcile_statefulset(store, &s, &Index::of(store, &s))?;
+        }
+    }
+    let dss: Vec<Arc<Value>> = store
+        .list(&daemonsets(), None)
+        .0
+        .into_iter()
+        .filter(|d| min_ready(d))
+        .collect();
+    if !dss.is_empty() {
+        let (all_nodes, _) = store.list(&nodes(), None);
+        for d in &dss {
+            reconcile_daemonset(store, d, &Index::of(store, d), &all_nodes)?;
+        }
+    }
+    Ok(())
 }
 
 /// The pods and ControllerRevisions one set's pass looks at, read once from the store's
