@@ -790,3 +790,32 @@ async fn admin_port_annotation_opt_out_and_node_pressure_eviction() {
     );
     mesh.shutdown().await;
 }
+
+/// `minReadySeconds` makes pods available with time alone, no event: the StatefulSet
+/// controller's one-second timer pass (not only its full pass every 5 s) counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_pods_become_available_after_min_ready_seconds_without_an_event() {
+    let (store, mesh) = all_kinds(Durations::fast()).await;
+    store
+        .create(
+            &k("", "namespaces"),
+            json!({"metadata": {"name": "slowready"}}),
+        )
+        .unwrap();
+    let mut set = sts("slowready", "kv", 2, "Parallel");
+    set["spec"]["minReadySeconds"] = json!(1);
+    store.create(&k("apps", "statefulsets"), set).unwrap();
+    let status =
+        |f: &str| get(&store, "apps", "statefulsets", "slowready", "kv")["status"][f].as_i64();
+    wait_for("kv pods Ready", Duration::from_secs(10), || {
+        status("readyReplicas") == Some(2)
+    })
+    .await;
+    // Ready less than a second ago at most (lastTransitionTime has whole seconds: available
+    // within 2 s), then counted by the next timer pass.
+    wait_for("kv pods available", Duration::from_millis(3500), || {
+        status("availableReplicas") == Some(2)
+    })
+    .await;
+    mesh.shutdown().await;
+}
