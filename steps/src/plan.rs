@@ -664,7 +664,7 @@ pub fn build(inputs: &Inputs) -> Plan {
     for g in &inputs.workloads {
         let w = &g.workload;
         let o = g.observed.as_ref();
-        let on_delete = o.is_some_and(|o| o.on_delete);
+        let on_delete = o.is_some_and(|o| o.on_delete());
         let manual_command = if on_delete {
             delete_pods_command(w, &g.pods)
         } else {

@@ -172,8 +172,6 @@ pub struct Observed {
     pub template_labels: BTreeMap<String, String>,
     pub restarted_for: Option<String>,
     pub rolled_out: bool,
-    /// `OnDelete`: its controller never replaces pods by itself.
-    pub on_delete: bool,
     pub progress_deadline_secs: i64,
     pub deadline_exceeded: bool,
     /// Desired pods (`spec.replicas`, 1 when unset; a DaemonSet's
@@ -186,6 +184,15 @@ pub struct Observed {
     /// last rollout completed (`lastUpdateTime`).
     pub rollout_completed_at: Option<jiff::Timestamp>,
 }
+
+impl Observed {
+    /// `updateStrategy: OnDelete`: its controller never replaces pods by itself.
+    pub fn on_delete(&self) -> bool {
+        self.strategy == ON_DELETE
+    }
+}
+
+const ON_DELETE: &str = "OnDelete";
 
 fn template_meta(
     t: &k8s_openapi::api::core::v1::PodTemplateSpec,
@@ -231,7 +238,6 @@ pub async fn observe(
                 progress_deadline_secs: spec
                     .progress_deadline_seconds
                     .map_or(DEFAULT_PROGRESS_DEADLINE_SECS, i64::from),
-                on_delete: false,
                 replicas: want,
                 strategy: match spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) {
                     Some("Recreate") => "Recreate".to_string(),
@@ -285,16 +291,11 @@ pub async fn observe(
                     && st.ready_replicas.unwrap_or(0) == want
                     && st.replicas == want
                     && revisions_agree,
-                on_delete: spec
-                    .update_strategy
-                    .as_ref()
-                    .and_then(|u| u.type_.as_deref())
-                    == Some("OnDelete"),
                 progress_deadline_secs: DEFAULT_PROGRESS_DEADLINE_SECS,
                 deadline_exceeded: false,
                 replicas: want,
                 strategy: match spec.update_strategy.as_ref() {
-                    Some(u) if u.type_.as_deref() == Some("OnDelete") => "OnDelete".to_string(),
+                    Some(u) if u.type_.as_deref() == Some(ON_DELETE) => ON_DELETE.to_string(),
                     u => {
                         let ru = u.and_then(|u| u.rolling_update.as_ref());
                         format!(
@@ -326,16 +327,11 @@ pub async fn observe(
                 rolled_out: st.observed_generation >= d.metadata.generation
                     && st.updated_number_scheduled.unwrap_or(0) == want
                     && st.number_available.unwrap_or(0) == want,
-                on_delete: spec
-                    .update_strategy
-                    .as_ref()
-                    .and_then(|u| u.type_.as_deref())
-                    == Some("OnDelete"),
                 progress_deadline_secs: DEFAULT_PROGRESS_DEADLINE_SECS,
                 deadline_exceeded: false,
                 replicas: want,
                 strategy: match spec.update_strategy.as_ref() {
-                    Some(u) if u.type_.as_deref() == Some("OnDelete") => "OnDelete".to_string(),
+                    Some(u) if u.type_.as_deref() == Some(ON_DELETE) => ON_DELETE.to_string(),
                     u => {
                         let ru = u.and_then(|u| u.rolling_update.as_ref());
                         format!(
@@ -558,7 +554,7 @@ pub fn decide(auto: &Automation, f: &Facts<'_>) -> Decision {
     if f.marker.is_some() && o.restarted_for.as_deref() == f.marker {
         return Decision::AlreadyRestarted;
     }
-    if o.on_delete {
+    if o.on_delete() {
         return Decision::OnDelete;
     }
     match judge_pdbs(f.pdbs, &o.template_labels) {
@@ -1204,7 +1200,7 @@ mod tests {
             Decision::Restart { budget_busy: false }
         );
         let on_delete = Observed {
-            on_delete: true,
+            strategy: "OnDelete".into(),
             ..web.clone()
         };
         assert_eq!(
