@@ -114,18 +114,11 @@ async fn a_window_closing_mid_rotation_parks_at_the_next_boundary_until_the_next
     ops.start().await;
     // Window A is open now (from this hour, for 2h, every day); B opens 4h after this hour.
     // Two hours on, A has closed and B is 1-2h away; four hours on, B is open.
-    let hour = jiff::Timestamp::now().as_second().div_euclid(3600) * 3600;
+    let hour = this_hour();
     let b_opens = hour + 4 * 3600;
-    let at = |secs: i64| {
-        jiff::Timestamp::from_second(secs)
-            .expect("a time")
-            .strftime("%H:%M")
-            .to_string()
-    };
-    let every_day = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     let mut spec = automation(serde_json::json!({"maintenanceWindows": [
-        {"weekdays": every_day, "start": at(hour), "duration": "2h"},
-        {"weekdays": every_day, "start": at(b_opens), "duration": "2h", "timeZone": "UTC"},
+        {"weekdays": EVERY_DAY, "start": hh_mm(hour), "duration": "2h"},
+        {"weekdays": EVERY_DAY, "start": hh_mm(b_opens), "duration": "2h", "timeZone": "UTC"},
     ]}));
     // Held before the issuer moves, so that the window closes at a known point.
     spec["automation"]["approvals"] = serde_json::json!({"beforeIssuerRenewal": true});
@@ -243,6 +236,21 @@ async fn a_window_closing_mid_rotation_parks_at_the_next_boundary_until_the_next
     sim.shutdown().await;
 }
 
+const EVERY_DAY: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// The start of the current hour, in Unix seconds: window starts are set relative to it.
+fn this_hour() -> i64 {
+    jiff::Timestamp::now().as_second().div_euclid(3600) * 3600
+}
+
+/// `HH:MM` (UTC) of `secs`, a window's `start`.
+fn hh_mm(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs)
+        .expect("a time")
+        .strftime("%H:%M")
+        .to_string()
+}
+
 /// Generations of the Deployments in `namespace`, by name.
 async fn generations(client: &kube::Client, namespace: &str) -> Vec<(String, Option<i64>)> {
     kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), namespace)
@@ -262,15 +270,11 @@ async fn outside_the_windows_an_anchor_renewed_by_cert_manager_is_expanded_then_
     let ops = Ops::new(sim.kubeconfig_path(), clock.env());
     ops.start().await;
     // The only window opens two hours after this hour, every day: closed now.
-    let hour = jiff::Timestamp::now().as_second().div_euclid(3600) * 3600;
-    let start = jiff::Timestamp::from_second(hour + 2 * 3600)
-        .expect("a time")
-        .strftime("%H:%M")
-        .to_string();
+    let start = hh_mm(this_hour() + 2 * 3600);
     patch_spec(
         &client,
         automation(serde_json::json!({"maintenanceWindows": [
-            {"weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": start, "duration": "1h"},
+            {"weekdays": EVERY_DAY, "start": start, "duration": "1h"},
         ]})),
     )
     .await;
@@ -336,7 +340,7 @@ async fn an_unknown_time_zone_is_named_with_its_fix_and_holds_only_the_gated_ste
     ops.start().await;
     wait_status(&client, "Synced", T, |s| s.phase == Some(Phase::Synced)).await;
     // Every day, all day: the only thing that can hold the rotation is the bad zone.
-    let window = |tz: &str| serde_json::json!({"weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00", "duration": "24h", "timeZone": tz});
+    let window = |tz: &str| serde_json::json!({"weekdays": EVERY_DAY, "start": "00:00", "duration": "24h", "timeZone": tz});
     patch_spec(
         &client,
         serde_json::json!({"automation": {"workloadRestarts": "Automatic", "schedule": {"maintenanceWindows": [
