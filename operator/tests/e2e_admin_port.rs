@@ -67,11 +67,7 @@ async fn a_custom_admin_port_is_probed_where_the_proxy_listens() {
     // port: on the default port this pod would stay unreachable and the rotation stall.
     let s = finish_from_identity_rotation(&client, T).await;
     assert!(s.blocking_message.is_none());
-    assert!(
-        sim.oracle().min_ratio() >= 1.0,
-        "mTLS intact: {:?}",
-        sim.oracle().report().intervals
-    );
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }

@@ -84,11 +84,7 @@ async fn a_non_ca_anchor_never_enters_the_bundle_and_a_fixed_one_is_rotated_to()
     let s = finish_from_identity_rotation(&client, T).await;
     assert_eq!(s.history[0].to_anchor.as_deref(), Some(good.as_str()));
     assert_eq!(bundle_fingerprints(&client).await, [good]);
-    assert!(
-        sim.oracle().min_ratio() >= 1.0,
-        "mTLS intact: {:?}",
-        sim.oracle().report().intervals
-    );
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }
@@ -144,11 +140,7 @@ async fn an_issuer_linkerd_cannot_use_blocks_before_the_control_plane_restarts()
     .await;
     let s = finish_from_identity_rotation(&client, T).await;
     assert!(s.blocking_message.is_none());
-    assert!(
-        sim.oracle().min_ratio() >= 1.0,
-        "mTLS intact: {:?}",
-        sim.oracle().report().intervals
-    );
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }

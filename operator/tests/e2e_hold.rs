@@ -323,14 +323,7 @@ async fn a_paused_hold_at_propagating_trust_roots_survives_a_routine_issuer_rene
             .any(|m| m.contains("re-issued under the new trust anchor")),
         "a renewal after every pod carries both roots is no early renewal: {blocking:?}"
     );
-    let report = sim.oracle().report();
-    assert!(
-        report.min_ratio >= 1.0,
-        "mTLS never degraded: min ratio {} over {} samples, low intervals {:?}",
-        report.min_ratio,
-        report.samples,
-        report.intervals
-    );
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }

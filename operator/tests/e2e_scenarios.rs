@@ -241,11 +241,7 @@ async fn built_in_refresh_consumer_renews_certificates_without_a_restart_and_cle
         s.phase == Some(Phase::Synced) && s.rotation.is_none()
     })
     .await;
-    assert!(
-        sim.oracle().min_ratio() >= 1.0,
-        "mTLS intact: {:?}",
-        sim.oracle().report().intervals
-    );
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }
@@ -445,11 +441,7 @@ async fn a_status_lost_after_the_issuer_moved_is_resumed_without_reducing_early(
     .await;
     assert!(s.blocking_message.is_none());
     assert_eq!(bundle_fingerprints(&client).await.len(), 1);
-    assert!(
-        sim.oracle().min_ratio() >= 1.0,
-        "mTLS intact: {:?}",
-        sim.oracle().report().intervals
-    );
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }
@@ -672,11 +664,7 @@ async fn an_anchor_renewed_twice_mid_rotation_is_followed_to_the_newest_without_
     );
     ops.expect_metric("trust_rotation_rotations_retargeted_total", 2.0)
         .await;
-    assert!(
-        sim.oracle().min_ratio() >= 1.0,
-        "mTLS intact: {:?}",
-        sim.oracle().report().intervals
-    );
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }

@@ -98,14 +98,7 @@ async fn assert_synced_with_mtls_intact(sim: &cluster_sim::Sim) -> TrustAnchorRo
     })
     .await;
     assert!(s.blocking_message.is_none(), "{:?}", s.blocking_message);
-    let report = sim.oracle().report();
-    assert!(
-        report.min_ratio >= 1.0,
-        "mTLS intact: min {} over {} samples, {:?}",
-        report.min_ratio,
-        report.samples,
-        report.intervals
-    );
+    assert_mtls_intact(sim);
     s
 }
 

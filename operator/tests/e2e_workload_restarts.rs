@@ -190,14 +190,7 @@ async fn automatic_restarts_rotate_every_kind_with_no_further_command() {
     })
     .await;
     assert!(s.blocking_message.is_none(), "{:?}", s.blocking_message);
-    let report = sim.oracle().report();
-    assert!(
-        report.min_ratio >= 1.0,
-        "mTLS intact: min {} over {} samples, {:?}",
-        report.min_ratio,
-        report.samples,
-        report.intervals
-    );
+    assert_mtls_intact(&sim);
     assert_eq!(
         watcher.await.expect("watcher"),
         1,
@@ -329,8 +322,7 @@ async fn a_budget_allowing_no_disruption_is_skipped_and_named() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(restarted_for.contains("AwaitPropagation"));
-    let report = sim.oracle().report();
-    assert!(report.min_ratio >= 1.0, "{report:?}");
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }
@@ -459,8 +451,7 @@ async fn a_rollout_that_never_completes_stops_the_automation_until_skipped() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let report = sim.oracle().report();
-    assert!(report.min_ratio >= 1.0, "{report:?}");
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }
@@ -558,8 +549,7 @@ async fn operator_restarts_never_restart_a_workload_twice() {
         .collect();
     let seen: BTreeSet<(String, String)> = templates.keys().cloned().collect();
     assert_eq!(records, seen, "the status records every restart");
-    let report = sim.oracle().report();
-    assert!(report.min_ratio >= 1.0, "{report:?}");
+    assert_mtls_intact(&sim);
     ops.stop().await;
     sim.shutdown().await;
 }
