@@ -103,9 +103,10 @@ anchor=$("${KUBE[@]}" -n "$CERT_MANAGER_NS" get secret "$TRUST_ANCHOR" -o jsonpa
 [[ -n $(field '.status.history[0].issuerRenewal.triggeredAt') ]] ||
   die "the rotation finished without the operator re-issuing the identity issuer"
 echo "the operator re-issued the identity issuer at $(field '.status.history[0].issuerRenewal.triggeredAt')"
-# The operator records through events.k8s.io/v1 (kube's recorder); one Event per restart.
-restarted=$("${KUBE[@]}" get events.v1.events.k8s.io --all-namespaces \
-  --field-selector reason=WorkloadRestarted -o name | wc -l)
+# One Event per restart, read as a person would (kube's recorder writes them through
+# events.k8s.io; the API server serves the same objects as core Events).
+restarted=$("${KUBE[@]}" get events --all-namespaces \
+  --field-selector involvedObject.kind=TrustAnchorRotation,reason=WorkloadRestarted -o name | wc -l)
 ((restarted > 0)) || die "no WorkloadRestarted Event: the operator restarted nothing"
 id=$(field '.status.history[0].id')
 records=$(field ".status.workloadRestarts[?(@.rotationId==\"$id\")].state")
