@@ -341,7 +341,7 @@ mod tests {
         assert_eq!(bundle_state(&p, BUNDLE.trim_end()), BundleState::Stale);
         // ...unless the env says the trimmed contents match.
         p.trust_root_sha256 = Some("0000".into());
-        p.trust_anchors_env = Some(format!("{}\n", BUNDLE.trim()));
+        p.trust_anchors_env = Some(format!("{}\n", BUNDLE.trim()).into());
         assert_eq!(bundle_state(&p, BUNDLE.trim_end()), BundleState::Current);
         p.trust_anchors_env = Some("something else".into());
         assert_eq!(bundle_state(&p, BUNDLE), BundleState::Stale);

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod certmanager;
 pub mod convergence;
 pub mod error;
+mod intern;
 pub mod metrics;
 pub mod observe;
 pub mod pki;

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
 use kube::api::{Api, ListParams};
 use std::fmt;
+use std::sync::Arc;
 use trust_rotation_crds::defaults::{
     CONTROL_PLANE_NS_LABEL, PROXY_ADMIN_PORT, PROXY_CONTAINER, TRUST_ANCHORS_ENV,
     TRUST_ROOT_SHA256_ANNOTATION,
@@ -72,7 +73,7 @@ pub struct MeshedPod {
     /// The proxy's inline `LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS` value. `None` when the variable
     /// is absent, empty, or comes from `valueFrom` (the control plane reads the ConfigMap; judge
     /// those pods by [`MeshedPod::proxy_started_at`] instead).
-    pub trust_anchors_env: Option<String>,
+    pub trust_anchors_env: Option<Arc<str>>,
     /// `state.running.startedAt` of the `linkerd-proxy` container.
     pub proxy_started_at: Option<Timestamp>,
     /// `metadata.creationTimestamp`.
@@ -400,13 +401,18 @@ pub fn proxy_admin_port(
         .unwrap_or(PROXY_ADMIN_PORT)
 }
 
-fn inline_trust_anchors(c: &Container) -> Option<String> {
+/// The proxies of a mesh were injected with a handful of distinct bundles: each pod's value is
+/// shared with every other pod's that is equal to it.
+static TRUST_ANCHORS: crate::intern::Interner<str> = crate::intern::Interner::new();
+
+fn inline_trust_anchors(c: &Container) -> Option<Arc<str>> {
     c.env
         .iter()
         .flatten()
         .find(|e| e.name == TRUST_ANCHORS_ENV)
-        .and_then(|e| e.value.clone())
+        .and_then(|e| e.value.as_deref())
         .filter(|v| !v.trim().is_empty())
+        .map(|v| TRUST_ANCHORS.share(v, || Arc::from(v)))
 }
 
 fn started_at(cs: &ContainerStatus) -> Option<Timestamp> {

@@ -5,6 +5,7 @@
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::sync::Arc;
 use trust_rotation_crds::CertificateSummary;
 use x509_parser::prelude::*;
 
@@ -66,9 +67,14 @@ impl fmt::Display for KeyAlgorithm {
     }
 }
 
-/// One parsed certificate. Cheap to clone; equality is DER equality.
+/// One parsed certificate. Cheap to clone (clones share one parse); equality is DER equality.
+///
+/// Sharing matters at scale: a waiting step remembers every proxy's presented chain, and a
+/// rotation copies those answers from look to look.
 #[derive(Clone)]
-pub struct Certificate {
+pub struct Certificate(Arc<Parsed>);
+
+struct Parsed {
     der: Vec<u8>,
     fingerprint: String,
     subject: String,
@@ -86,7 +92,7 @@ pub struct Certificate {
 
 impl PartialEq for Certificate {
     fn eq(&self, other: &Self) -> bool {
-        self.der == other.der
+        self.0.der == other.0.der
     }
 }
 impl Eq for Certificate {}
@@ -94,9 +100,9 @@ impl Eq for Certificate {}
 impl fmt::Debug for Certificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Certificate")
-            .field("subject", &self.subject)
-            .field("fingerprint", &self.fingerprint)
-            .field("not_after", &self.not_after)
+            .field("subject", &self.0.subject)
+            .field("fingerprint", &self.0.fingerprint)
+            .field("not_after", &self.0.not_after)
             .finish()
     }
 }
@@ -112,6 +118,10 @@ pub fn short_fingerprint(fp: &str) -> &str {
     fp.get(..12).unwrap_or(fp)
 }
 
+/// CA certificates parsed once and shared while anyone holds them: every proxy presents the
+/// same issuer certificate after its leaf, and the bundle's roots are read on every look.
+static AUTHORITIES: crate::intern::Interner<Parsed> = crate::intern::Interner::new();
+
 impl Certificate {
     /// Parses one DER certificate. `index` is only used in the error.
     pub fn from_der(der: Vec<u8>) -> Result<Self, PkiError> {
@@ -119,6 +129,18 @@ impl Certificate {
     }
 
     fn from_der_at(der: Vec<u8>, index: usize) -> Result<Self, PkiError> {
+        let fingerprint = fingerprint(&der);
+        if let Some(shared) = AUTHORITIES.get(&fingerprint) {
+            return Ok(Self(shared));
+        }
+        let parsed = Self::parse(der, fingerprint, index)?;
+        if parsed.0.is_ca {
+            AUTHORITIES.keep(&parsed.0.fingerprint, &parsed.0);
+        }
+        Ok(parsed)
+    }
+
+    fn parse(der: Vec<u8>, fingerprint: String, index: usize) -> Result<Self, PkiError> {
         let invalid = |reason: String| PkiError::InvalidCertificate { index, reason };
         let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| invalid(e.to_string()))?;
         if !rest.is_empty() {
@@ -173,8 +195,8 @@ impl Certificate {
                 }
                 _ => None,
             });
-        Ok(Self {
-            fingerprint: fingerprint(&der),
+        Ok(Self(Arc::new(Parsed {
+            fingerprint,
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             serial: cert.raw_serial_as_string(),
@@ -187,59 +209,59 @@ impl Certificate {
             subject_key_id,
             authority_key_id,
             der,
-        })
+        })))
     }
 
     pub fn der(&self) -> &[u8] {
-        &self.der
+        &self.0.der
     }
     pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
+        &self.0.fingerprint
     }
     pub fn subject(&self) -> &str {
-        &self.subject
+        &self.0.subject
     }
     pub fn issuer_name(&self) -> &str {
-        &self.issuer
+        &self.0.issuer
     }
     pub fn serial(&self) -> &str {
-        &self.serial
+        &self.0.serial
     }
     pub fn not_before(&self) -> Timestamp {
-        self.not_before
+        self.0.not_before
     }
     pub fn not_after(&self) -> Timestamp {
-        self.not_after
+        self.0.not_after
     }
     pub fn key_algorithm(&self) -> &KeyAlgorithm {
-        &self.key_algorithm
+        &self.0.key_algorithm
     }
     pub fn is_ca(&self) -> bool {
-        self.is_ca
+        self.0.is_ca
     }
     /// The DNS names of its subjectAltName (a Linkerd workload certificate's identity).
     pub fn dns_names(&self) -> &[String] {
-        &self.dns_names
+        &self.0.dns_names
     }
     /// Its key may sign certificates: keyUsage has keyCertSign, or there is no keyUsage.
     pub fn may_sign_certificates(&self) -> bool {
-        self.may_sign_certificates
+        self.0.may_sign_certificates
     }
     pub fn subject_key_id(&self) -> Option<&[u8]> {
-        self.subject_key_id.as_deref()
+        self.0.subject_key_id.as_deref()
     }
     pub fn authority_key_id(&self) -> Option<&[u8]> {
-        self.authority_key_id.as_deref()
+        self.0.authority_key_id.as_deref()
     }
 
     /// Whether `at` lies within the validity period.
     pub fn valid_at(&self, at: Timestamp) -> bool {
-        self.not_before <= at && at <= self.not_after
+        self.0.not_before <= at && at <= self.0.not_after
     }
 
     /// The certificate as one PEM block, ending in a newline.
     pub fn to_pem(&self) -> String {
-        let block = ::pem::Pem::new("CERTIFICATE", self.der.clone());
+        let block = ::pem::Pem::new("CERTIFICATE", self.0.der.clone());
         ::pem::encode_config(
             &block,
             ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
@@ -249,8 +271,8 @@ impl Certificate {
     /// Whether `issuer`'s public key verifies this certificate's signature.
     pub fn is_signed_by(&self, issuer: &Certificate) -> bool {
         let (Ok((_, me)), Ok((_, them))) = (
-            X509Certificate::from_der(&self.der),
-            X509Certificate::from_der(&issuer.der),
+            X509Certificate::from_der(&self.0.der),
+            X509Certificate::from_der(&issuer.0.der),
         ) else {
             return false;
         };
@@ -260,10 +282,10 @@ impl Certificate {
     /// The summary recorded in the TrustAnchorRotation status.
     pub fn summary(&self) -> CertificateSummary {
         CertificateSummary {
-            fingerprint: self.fingerprint.clone(),
-            subject: Some(self.subject.clone()),
+            fingerprint: self.0.fingerprint.clone(),
+            subject: Some(self.0.subject.clone()),
             not_after: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                self.not_after,
+                self.0.not_after,
             )),
         }
     }
@@ -402,10 +424,10 @@ pub fn verify_chain<'r>(
     let leaf = chain.first().ok_or(ChainError::Empty)?;
     let check_time = |c: &Certificate| match at {
         Some(t) if !c.valid_at(t) => Err(ChainError::NotValid {
-            subject: c.subject.clone(),
+            subject: c.0.subject.clone(),
             at: t,
-            not_before: c.not_before,
-            not_after: c.not_after,
+            not_before: c.0.not_before,
+            not_after: c.0.not_after,
         }),
         _ => Ok(()),
     };
@@ -422,7 +444,7 @@ pub fn verify_chain<'r>(
             Some(_) => {
                 return Err(ChainError::Broken {
                     index: i,
-                    subject: cert.subject.clone(),
+                    subject: cert.0.subject.clone(),
                 })
             }
             None => break,
@@ -526,6 +548,17 @@ mod tests {
         assert!(certs[0].subject().contains("root.linkerd.cluster.local"));
         // Round trip through our own PEM writer.
         assert_eq!(parse_pem_certificate(&certs[0].to_pem()).unwrap(), certs[0]);
+    }
+
+    #[test]
+    fn an_authority_every_proxy_presents_is_held_once_and_a_leaf_is_not_shared() {
+        let issuer = root("identity.linkerd.cluster.local");
+        let (a, b) = (issuer.parsed(), issuer.parsed());
+        assert!(Arc::ptr_eq(&a.0, &b.0), "one parse shared by both answers");
+        let leaf = workload("web.emojivoto", &issuer, false);
+        let (x, y) = (leaf.parsed(), leaf.parsed());
+        assert_eq!(x, y);
+        assert!(!Arc::ptr_eq(&x.0, &y.0), "leaves are per pod: never kept");
     }
 
     #[test]

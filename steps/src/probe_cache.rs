@@ -115,6 +115,12 @@ impl ProbeCache {
         plan
     }
 
+    /// Forgets every answer: the step no longer waits on them.
+    pub fn clear(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        *entries = HashMap::new();
+    }
+
     /// Records an answer as it arrives: the same answer as last time for the same
     /// incarnation doubles the wait before the next probe; anything new resets it.
     pub fn record(&self, pod: &MeshedPod, outcome: &ProbeOutcome, now: Instant, backoff: Backoff) {

@@ -263,6 +263,10 @@ impl Step for ReduceBundle {
             report = report.notice(approval::APPROVAL_CONSUMED, approval::consumed_note(&a));
             report.progress.approvals.push(a);
         }
+        if report.outcome == Outcome::Done {
+            // A chain per proxy is no use once the old roots are gone.
+            self.probes.clear();
+        }
         Ok(report)
     }
 }

@@ -22,6 +22,7 @@ use crate::read::{self, BundleWriter, TrustBundle};
 use crate::snapshot::meshed_pods;
 use crate::step::{Outcome, Progress, StepContext, StepError, StepReport};
 use jiff::Timestamp;
+use std::collections::HashMap;
 use std::time::Duration;
 use trust_rotation_crds::{CertificateSummary, ConfigMapRef};
 
@@ -218,17 +219,23 @@ pub fn pods_at_risk<'p>(
     if e.propagated {
         needed.push(e.to.fingerprint());
     }
+    // Pods carry a handful of distinct bundles: each is parsed once per look, not per pod.
+    let mut parsed: HashMap<&str, Option<Bundle>> = HashMap::new();
     pods.iter()
         // A Terminating pod serves until it is gone: it is at risk like any other.
         .filter(|p| p.has_proxy)
         .filter_map(|p| {
-            let lacks: Vec<String> = match p.trust_anchors_env.as_deref().map(Bundle::parse) {
-                Some(Ok(carried)) => needed
+            let carried = p
+                .trust_anchors_env
+                .as_deref()
+                .map(|env| parsed.entry(env).or_insert_with(|| Bundle::parse(env).ok()));
+            let lacks: Vec<String> = match carried {
+                Some(Some(carried)) => needed
                     .iter()
                     .filter(|fp| !carried.contains(fp))
                     .map(|fp| fp.to_string())
                     .collect(),
-                Some(Err(_)) => Vec::new(),
+                Some(None) => Vec::new(),
                 None => match (broken, broken_since, p.proxy_started_at) {
                     (Some(v), Some(since), Some(started)) if p.control_plane && started > since => {
                         v.missing.iter().map(|m| m.fingerprint.clone()).collect()

@@ -388,6 +388,8 @@ impl AccelerateRefresh {
             outcome = outcome.expected_until(until);
         }
         if outcome == Outcome::Done {
+            // Every proxy is on the active issuer: its remembered chain is no use any more.
+            self.probes.clear();
             // Clean up whatever we published, whether or not the option is still on.
             withdraw_env(&ctx.client).await?;
             progress.merge(Progress {

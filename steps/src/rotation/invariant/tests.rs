@@ -59,7 +59,11 @@ fn observed(certs: &[&Ca], writer: Option<&str>) -> TrustBundle {
 
 fn carrying(name: &str, certs: &[&Ca]) -> MeshedPod {
     let mut p = pod("emojivoto", name, None);
-    p.trust_anchors_env = Some(Bundle::from_certs(certs.iter().map(|c| c.parsed())).to_pem());
+    p.trust_anchors_env = Some(
+        Bundle::from_certs(certs.iter().map(|c| c.parsed()))
+            .to_pem()
+            .into(),
+    );
     p
 }
 
