@@ -29,13 +29,17 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-/// What makes a pod's answer new: the pod, its proxy container's start, its IP.
+/// What makes a pod's answer new: the pod, its proxy container's start, its IP, and its
+/// readiness (a proxy becomes ready once it holds its certificate, so an answer taken just
+/// before is stale the moment the pod turns Ready: waiting out the backoff would delay the
+/// last pod's verdict, and with it the next phase).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Incarnation {
     created_at: Option<Timestamp>,
     proxy_started_at: Option<Timestamp>,
     ip: Option<String>,
     admin_port: u16,
+    ready: bool,
 }
 
 impl Incarnation {
@@ -45,6 +49,7 @@ impl Incarnation {
             proxy_started_at: p.proxy_started_at,
             ip: p.ip.clone(),
             admin_port: p.admin_port,
+            ready: p.ready,
         }
     }
 }
@@ -229,6 +234,26 @@ mod tests {
         assert_eq!(
             probed(&c.plan(vec![moved], later, settled)),
             ["emojivoto/web-1"]
+        );
+    }
+
+    #[test]
+    fn a_pod_turning_ready_is_probed_again_without_waiting_out_the_backoff() {
+        let c = ProbeCache::default();
+        let t0 = Instant::now();
+        let mut starting = pod("emojivoto", "web-2", None);
+        starting.ready = false;
+        c.record(&starting, &ProbeOutcome::TimedOut, t0, B);
+        let soon = t0 + Duration::from_millis(100);
+        assert!(c
+            .plan(vec![starting.clone()], soon, settled)
+            .probe
+            .is_empty());
+        let mut ready = starting;
+        ready.ready = true;
+        assert_eq!(
+            probed(&c.plan(vec![ready], soon, settled)),
+            ["emojivoto/web-2"]
         );
     }
 
