@@ -408,6 +408,8 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let steady_after_kib = proc_status_kib(pid, "VmRSS:");
     let hwm_kib = proc_status_kib(pid, "VmHWM:");
+    // This process holds the simulator (and the bench's few watches).
+    let sim_hwm_kib = proc_status_kib(std::process::id(), "VmHWM:");
     let cpu_total = proc_cpu_s(pid);
     let requests_total = operator_requests(&sim);
     let op_metrics = op.metrics().await;
@@ -470,6 +472,8 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     };
     let probes_per_s = sweep_s.map(|s| proxies as f64 / s);
 
+    let person = person_convergence_count(sim.kubeconfig_path()).await;
+
     let pinned = match operator_cpu {
         Some(c) => format!("simulator and bench on core 0, operator on core {c} (taskset)"),
         None => "not pinned".to_string(),
@@ -527,6 +531,15 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     );
     row(
         &mut out,
+        "simulator RSS peak (VmHWM of the bench's process)",
+        format!(
+            "{:.0} MiB ({:.1} KiB per workload pod)",
+            mib(sim_hwm_kib),
+            sim_hwm_kib as f64 / workload.max(1) as f64
+        ),
+    );
+    row(
+        &mut out,
         "CPU seconds (utime+stime): rotation / whole run",
         format!(
             "{cpu_rotation:.2} s / {cpu_total:.2} s ({:.0}% of a core during the rotation)",
@@ -564,6 +577,16 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
             _ => "not seen".into(),
         },
     );
+    row(
+        &mut out,
+        "a person's convergence count, per look",
+        match &person {
+            Ok((s, answer)) => format!(
+                "{s:.2} s ({answer} current; `linkerd check --proxy`'s way with kubectl + jq)"
+            ),
+            Err(why) => format!("not run ({why})"),
+        },
+    );
     let total_rot: u64 = requests_rotation.values().sum();
     let total_all: u64 = requests_total.values().sum();
     let _ = writeln!(
@@ -598,12 +621,14 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
         "rss_peak_mib": mib(hwm_kib),
         "rss_peak_during_rotation_mib": mib(peak_during_kib),
         "rss_steady_after_mib": mib(steady_after_kib),
+        "simulator_rss_peak_mib": mib(sim_hwm_kib),
         "cpu_rotation_s": cpu_rotation,
         "cpu_total_s": cpu_total,
         "anchor_to_bundle_s": anchor_to_bundle,
         "converged_to_next_phase_s": converged_to_phase.iter().map(|(t, s)| json!({"transition": t, "s": s})).collect::<Vec<_>>(),
         "probe_sweep_s": sweep_s,
         "probes_per_s": probes_per_s,
+        "check_proxy_script_s": person.as_ref().ok().map(|(s, _)| *s),
         "requests_rotation": requests_rotation.iter().map(|((v, r), n)| json!({"verb": v, "resource": r, "n": n})).collect::<Vec<_>>(),
         "requests_total": requests_total.iter().map(|((v, r), n)| json!({"verb": v, "resource": r, "n": n})).collect::<Vec<_>>(),
     });
@@ -623,6 +648,34 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
         oracle.intervals
     );
     Ok(())
+}
+
+/// How long a person waits for one convergence count done as `linkerd check --proxy` does it
+/// (list every meshed pod, compare each proxy's trust-anchors env with the bundle), written as
+/// the kubectl + jq script they would run. The operator keeps the same count from its watch,
+/// so what it costs per look is the reaction latency above. Returns the seconds and the
+/// script's answer (`current/total`).
+async fn person_convergence_count(kubeconfig: &Path) -> Result<(f64, String), String> {
+    const SCRIPT: &str = r#"bundle=$(kubectl -n linkerd get cm linkerd-identity-trust-roots -o json | jq -r '.data["ca-bundle.crt"]')
+kubectl get pods -A -l linkerd.io/control-plane-ns=linkerd -o json | jq -r --arg b "$bundle" '
+  def trim: gsub("^\\s+|\\s+$"; "");
+  [.items[] | select(.metadata.namespace != "linkerd")
+   | [(.spec.containers + (.spec.initContainers // []))[] | select(.name == "linkerd-proxy")
+      | .env[]? | select(.name == "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS") | .value][0]
+   | ((. // "") | trim) == ($b | trim)]
+  | "\(map(select(.)) | length)/\(length)"'"#;
+    let t = Instant::now();
+    let out = tokio::process::Command::new("sh")
+        .args(["-ec", SCRIPT])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    let s = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok((s, String::from_utf8_lossy(&out.stdout).trim().to_string()))
 }
 
 // === the parent: one child per size ===
