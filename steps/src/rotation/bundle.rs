@@ -7,7 +7,8 @@ use super::invariant::{
 use super::propagation::{restart_commands, stuck_terminating_block};
 use super::{anchor::write_previous_anchor, names, POLL};
 use crate::bundle::Bundle;
-use crate::convergence::{cert_convergence, cert_state, CertState};
+use crate::convergence::{cert_convergence_of, cert_state, CertState};
+use crate::observe::MeshedPod;
 use crate::pki::{short_fingerprint, Certificate};
 use crate::probe::ProbeOutcome;
 use crate::probe_cache::{look, sweep, Backoff, ProbeCache};
@@ -321,40 +322,29 @@ impl ReduceBundle {
             let on_issuer = active_issuer.clone();
             let settled = move |o: &ProbeOutcome| cert_state(o, &on_issuer) == CertState::Active;
             let total = pods.len();
-            let (answers, probed) = look(
-                &ctx.client,
-                &cfg,
-                &self.probes,
-                pods.clone(),
-                &settled,
-                backoff,
-            )
-            .await;
+            let (answers, probed) =
+                look(&ctx.client, &cfg, &self.probes, pods, &settled, backoff).await;
             let answers = if probed < total && answers.iter().all(|(_, o)| settled(o)) {
                 // Every remembered answer says yes: the decision to drop the old roots still
                 // rests on a fresh look at every proxy.
+                let pods = answers.into_iter().map(|(p, _)| p).collect();
                 sweep(&ctx.client, &cfg, &self.probes, pods, backoff).await
             } else {
                 answers
             };
-            let judge_by = active_issuer.clone();
-            let probed: Vec<_> = answers
+            // One record per pod: its state beside its answer (no copy of the pod per view).
+            let mut results: Vec<(MeshedPod, CertState, ProbeOutcome)> = answers
                 .into_iter()
-                .map(|(p, o)| {
-                    let state = cert_state(&o, &judge_by);
-                    (p, (state, o))
-                })
+                .map(|(p, o)| (p, cert_state(&o, &active_issuer), o))
                 .collect();
-            let (mut judged, mut results): (Vec<_>, Vec<_>) = probed
-                .into_iter()
-                .map(|(p, (state, outcome))| ((p.clone(), state), (p, outcome)))
-                .unzip();
-            let mut tally = cert_convergence(&judged);
+            let tally_of = |results: &[(MeshedPod, CertState, ProbeOutcome)]| {
+                cert_convergence_of(results.iter().map(|(p, s, _)| (p, s)))
+            };
+            let mut tally = tally_of(&results);
             let gone = gone_if_stalled(ctx, names::REDUCE_BUNDLE, &tally).await?;
             if !gone.is_empty() {
-                judged.retain(|(p, _)| !gone.contains(&p.pod));
-                results.retain(|(p, _)| !gone.contains(&p.pod));
-                tally = cert_convergence(&judged);
+                results.retain(|(p, _, _)| !gone.contains(&p.pod));
+                tally = tally_of(&results);
             }
             progress.merge(Progress {
                 workload_certificates: Some(tally.to_status(Some(
@@ -364,10 +354,10 @@ impl ReduceBundle {
             });
             let control_plane_unprobed: Vec<String> = results
                 .iter()
-                .filter(|(p, o)| {
+                .filter(|(p, _, o)| {
                     p.control_plane && !matches!(o, ProbeOutcome::Chain(c) if !c.is_empty())
                 })
-                .map(|(p, o)| {
+                .map(|(p, _, o)| {
                     let why = match o {
                         ProbeOutcome::Unreachable(e) => format!("unreachable: {e}"),
                         ProbeOutcome::TimedOut => "timed out".to_string(),
@@ -379,7 +369,7 @@ impl ReduceBundle {
                 })
                 .collect();
             if let Some(block) =
-                stuck_terminating_block(&tally, judged.iter().map(|(p, _)| p), ctx.now)
+                stuck_terminating_block(&tally, results.iter().map(|(p, _, _)| p), ctx.now)
             {
                 return Ok(Reduce::Outcome(block));
             }
@@ -409,7 +399,7 @@ impl ReduceBundle {
             }
             let live: Vec<(String, Vec<Certificate>)> = results
                 .into_iter()
-                .filter_map(|(p, o)| match o {
+                .filter_map(|(p, _, o)| match o {
                     ProbeOutcome::Chain(chain) => Some((p.pod.to_string(), chain)),
                     _ => None,
                 })

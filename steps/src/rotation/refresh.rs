@@ -372,12 +372,11 @@ impl AccelerateRefresh {
         let mut outcome = decide_refresh(&tally, &interval, ctx.spec.manage_proxy_refresh_env);
         // spec.automation.workloadRestarts: restart the workloads whose pods still serve a
         // certificate from the previous issuer rather than wait for their renewal.
-        let seen: Vec<MeshedPod> = results.iter().map(|(p, _)| p.clone()).collect();
         *drive = super::restarts::drive(
             ctx,
             names::ACCELERATE_REFRESH,
             &tally.unconverged,
-            &seen,
+            results.iter().map(|(p, _)| p),
             outcome == Outcome::Done,
         )
         .await?;

@@ -751,11 +751,11 @@ fn record(
 /// Restarts what holds `step`, when the rotation automates it. `unconverged` are the pods
 /// the step waits for; `pods` every meshed pod it saw (for the failing pods of a rollout).
 /// `done`: the step is finishing; the records are settled without touching anything.
-pub async fn drive<S>(
+pub async fn drive<'p, S>(
     ctx: &StepContext,
     step: &str,
     unconverged: &[PodStatus<S>],
-    pods: &[MeshedPod],
+    pods: impl IntoIterator<Item = &'p MeshedPod> + Clone,
     done: bool,
 ) -> Result<Drive, StepError> {
     let auto = &ctx.spec.automation;
@@ -836,7 +836,8 @@ pub async fn drive<S>(
         let waited = ctx.now.as_second() - r.at.0.as_second();
         if o.deadline_exceeded || waited > o.progress_deadline_secs {
             let failing: Vec<String> = pods
-                .iter()
+                .clone()
+                .into_iter()
                 .filter(|p| {
                     p.pod.namespace == w.namespace
                         && p.owner.as_deref() == Some(w.owner().as_str())
