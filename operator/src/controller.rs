@@ -40,7 +40,8 @@ use trust_rotation_steps::runner::{
 };
 use trust_rotation_steps::snapshot::PodSource;
 
-/// Coalesces bursts of watch events (a rollout touches many pods at once).
+/// Coalesces bursts of watch events (a rollout touches many pods at once): a look starts no
+/// sooner than this after the first event it answers.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 /// How long a reconcile in flight may finish after SIGTERM (while the Lease is still held).
 const DRAIN: Duration = Duration::from_secs(10);
@@ -277,13 +278,55 @@ fn by_name(name: &str) -> watcher::Config {
         .timeout(WATCH_TIMEOUT_SECS)
 }
 
+// === waking the loop ===
+
+/// Wakes the reconcile loop when a watch sees a change. It remembers when the first change
+/// since the last look arrived, so the loop waits [`DEBOUNCE`] from that change rather than
+/// from when it woke: a change that arrives during a long look is answered as soon as that
+/// look ends, not a debounce later.
+#[derive(Default)]
+pub struct Wake {
+    notify: Notify,
+    since: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Wake {
+    /// A watch saw a change.
+    pub fn notify(&self) {
+        self.since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(tokio::time::Instant::now);
+        self.notify.notify_one();
+    }
+
+    /// Waits for a change, then until [`DEBOUNCE`] after the first change not yet looked at.
+    async fn changed(&self) {
+        self.notify.notified().await;
+        if let Some(deadline) = self.deadline() {
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    /// When the changes not yet looked at have settled.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let since = *self.since.lock().unwrap_or_else(|e| e.into_inner());
+        since.map(|since| since + DEBOUNCE)
+    }
+
+    /// A look starts: it sees every change so far.
+    fn looking(&self) {
+        *self.since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 // === the watches ===
 
 /// The running watches; shared by the rotation watch, which changes them.
 #[derive(Clone)]
 pub struct Watches {
     client: kube::Client,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     health: Health,
     pods: Arc<PodCache>,
     running: Arc<Mutex<BTreeMap<WatchKey, AbortHandle>>>,
@@ -293,7 +336,7 @@ impl Watches {
     /// Starts watching the TrustAnchorRotations; they decide what else is watched.
     pub fn start(
         client: kube::Client,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
         health: Health,
         pods: Arc<PodCache>,
     ) -> Self {
@@ -388,11 +431,11 @@ impl Watches {
                 match ev {
                     Ok(watcher::Event::InitDone) => {
                         health.synced(&label);
-                        wake.notify_one();
+                        wake.notify();
                     }
                     Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
                         health.ok(&label);
-                        wake.notify_one();
+                        wake.notify();
                     }
                     Ok(_) => health.ok(&label),
                     Err(e) => {
@@ -432,7 +475,7 @@ impl Watches {
                             health.ok(&label);
                         }
                         if relevant {
-                            wake.notify_one();
+                            wake.notify();
                         }
                     }
                     Err(e) => {
@@ -527,7 +570,7 @@ impl Watches {
                         seen.iter().map(|(n, (_, spec, _))| (n.as_str(), spec)),
                     );
                     this.follow(&targets);
-                    this.wake.notify_one();
+                    this.wake.notify();
                 }
             }
         });
@@ -595,7 +638,7 @@ pub struct Reconciler {
     pub metrics: Metrics,
     pub pods: Arc<PodCache>,
     pub identity: String,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Wake>,
     /// Checked by the runner before every status write and Event.
     pub gate: WriteGate,
 }
@@ -614,9 +657,10 @@ pub async fn run(r: &Reconciler, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = stop.changed() => return,
-            _ = r.wake.notified() => tokio::time::sleep(DEBOUNCE).await,
+            _ = r.wake.changed() => {}
             _ = tokio::time::sleep_until(next) => {}
         }
+        r.wake.looking();
         let tars = match api.list(&ListParams::default()).await {
             Ok(l) => l.items,
             Err(e) => {
@@ -826,6 +870,36 @@ mod tests {
         assert!(
             refusal(&s, "mesh-b", Some(2), now).is_some(),
             "an edit is answered"
+        );
+    }
+
+    #[test]
+    fn a_change_during_a_long_look_is_answered_when_the_look_ends() {
+        let wake = Wake::default();
+        wake.looking();
+        wake.notify(); // a pod changes while the look is in flight
+        std::thread::sleep(DEBOUNCE); // the look takes longer than the debounce
+        let deadline = wake.deadline().expect("the change is remembered");
+        assert!(
+            deadline <= tokio::time::Instant::now(),
+            "the burst has had its debounce already: the next look starts at once"
+        );
+        wake.looking();
+        assert_eq!(wake.deadline(), None, "the next look saw it");
+    }
+
+    #[test]
+    fn a_burst_is_coalesced_from_its_first_change() {
+        let wake = Wake::default();
+        let before = tokio::time::Instant::now();
+        wake.notify();
+        std::thread::sleep(Duration::from_millis(100));
+        wake.notify(); // later changes of the same burst do not push the look back
+        let deadline = wake.deadline().expect("a change is waiting");
+        assert!(deadline >= before + DEBOUNCE, "a burst gets its debounce");
+        assert!(
+            deadline < before + DEBOUNCE + Duration::from_millis(100),
+            "measured from the burst's first change, not its last"
         );
     }
 

@@ -19,7 +19,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use lease::{Leadership, LeaseLock, LeaseTiming};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::{info, warn};
 use trust_rotation_crds::{TrustAnchorRotation, CRD_NAME};
 use trust_rotation_steps::metrics::Metrics;
@@ -167,7 +167,7 @@ async fn run_inner(args: &Args) -> anyhow::Result<()> {
     info!(addr = %bound, "admin server listening");
     let admin = tokio::spawn(server);
 
-    let wake = Arc::new(Notify::new());
+    let wake = Arc::new(controller::Wake::default());
     let pods = Arc::new(controller::PodCache::default());
     let _watches = controller::Watches::start(watch_client, wake.clone(), health, pods.clone());
 
