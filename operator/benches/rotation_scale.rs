@@ -13,7 +13,9 @@
 //! `target/bench/rotation_scale-<N>.json` so two commits can be compared.
 //!
 //! With two or more cores and `taskset`, the simulator's process runs on core 0 and the
-//! operator on core 1 (`ROTATION_BENCH_PIN=0` turns that off).
+//! operator on core 1 (`ROTATION_BENCH_PIN=0` turns that off). Every probe pays a simulated
+//! network round trip of `ROTATION_BENCH_PROBE_LATENCY_MS` (default 20), so the probe sweep is
+//! compared with its ideal, proxies x latency / concurrency.
 //!
 //! `cargo bench -p trust-rotation-operator --bench rotation_scale` (in `make bench`) runs
 //! 1,000 and 10,000 pods; `ROTATION_BENCH_PODS=1000,10000,50000` picks sizes. Without
@@ -40,6 +42,19 @@ use std::time::{Duration, Instant};
 use trust_rotation_crds::{Phase, TrustAnchorRotation};
 
 const OPERATOR_UA: &str = "trust-rotation-operator";
+/// The chart's `probe.concurrency` (passed to the operator below).
+const PROBE_CONCURRENCY: usize = 50;
+
+/// The network round trip every probe pays (`ROTATION_BENCH_PROBE_LATENCY_MS`, default 20):
+/// the simulator's proxies wait it out before answering a connection.
+fn probe_latency() -> Duration {
+    Duration::from_millis(
+        std::env::var("ROTATION_BENCH_PROBE_LATENCY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20),
+    )
+}
 
 // === /proc ===
 
@@ -251,13 +266,13 @@ fn spawn_operator(kubeconfig: &Path, cpu: Option<usize>, log: &Path) -> Operator
     cmd.arg("--kubeconfig")
         .arg(kubeconfig)
         .arg(format!("--admin-addr={admin}"))
+        .arg(format!("--probe-concurrency={PROBE_CONCURRENCY}"))
         .args([
             "--log-level=info",
             "--log-format=json",
             "--leader-election=true",
             "--lease-namespace=linkerd",
             "--probe=direct",
-            "--probe-concurrency=50",
             "--probe-timeout=5s",
             "--resync-interval=30s",
         ])
@@ -300,6 +315,7 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
         // the guide's restart asks them to (as in the operator's end-to-end tests).
         durations: cluster_sim::Durations {
             workload_cert_lifetime: Duration::from_secs(600),
+            proxy_admin_latency: probe_latency(),
             ..cluster_sim::Durations::demo()
         },
         ..Default::default()
@@ -471,6 +487,9 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
         _ => None,
     };
     let probes_per_s = sweep_s.map(|s| proxies as f64 / s);
+    // Its ideal: every probe waits out the latency, PROBE_CONCURRENCY at a time (the pod list
+    // comes from the operator's cache, so there is no list time to add).
+    let sweep_ideal_s = probe_latency().as_secs_f64() * proxies as f64 / PROBE_CONCURRENCY as f64;
 
     let person = person_convergence_count(sim.kubeconfig_path()).await;
 
@@ -579,6 +598,18 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     );
     row(
         &mut out,
+        "  its ideal (proxies x latency / concurrency)",
+        match sweep_s {
+            Some(s) if sweep_ideal_s > 0.0 => format!(
+                "{sweep_ideal_s:.2} s ({} ms a probe, {PROBE_CONCURRENCY} at once) -> {:.2}x (goal <= 1.25x)",
+                probe_latency().as_millis(),
+                s / sweep_ideal_s
+            ),
+            _ => "no probe latency (ROTATION_BENCH_PROBE_LATENCY=0)".into(),
+        },
+    );
+    row(
+        &mut out,
         "a person's convergence count, per look",
         match &person {
             Ok((s, answer)) => format!(
@@ -628,6 +659,8 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
         "converged_to_next_phase_s": converged_to_phase.iter().map(|(t, s)| json!({"transition": t, "s": s})).collect::<Vec<_>>(),
         "probe_sweep_s": sweep_s,
         "probes_per_s": probes_per_s,
+        "probe_latency_ms": probe_latency().as_millis() as u64,
+        "probe_sweep_ideal_s": sweep_ideal_s,
         "check_proxy_script_s": person.as_ref().ok().map(|(s, _)| *s),
         "requests_rotation": requests_rotation.iter().map(|((v, r), n)| json!({"verb": v, "resource": r, "n": n})).collect::<Vec<_>>(),
         "requests_total": requests_total.iter().map(|((v, r), n)| json!({"verb": v, "resource": r, "n": n})).collect::<Vec<_>>(),

@@ -53,6 +53,10 @@ struct ServeArgs {
     /// Seed for reproducible randomness (fault injection, pod IPs).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Added latency before a proxy's admin port answers each connection (a network round
+    /// trip for probes), e.g. 20ms.
+    #[arg(long, value_parser = parse_duration)]
+    proxy_admin_latency: Option<Duration>,
     /// Added latency on every API request, e.g. 50ms.
     #[arg(long, value_parser = parse_duration)]
     fault_latency: Option<Duration>,
@@ -121,10 +125,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         TopologyArg::Demo => Topology::Demo,
         TopologyArg::DemoAllKinds => Topology::DemoAllKinds,
     };
-    let durations = if args.real_durations {
-        Durations::real()
-    } else {
-        Durations::demo()
+    let durations = Durations {
+        proxy_admin_latency: args.proxy_admin_latency.unwrap_or_default(),
+        ..if args.real_durations {
+            Durations::real()
+        } else {
+            Durations::demo()
+        }
     };
     let config = SimConfig {
         addr: args.addr,

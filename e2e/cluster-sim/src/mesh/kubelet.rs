@@ -1470,7 +1470,12 @@ fn spawn_proxy(p: ProxyStart) {
             shared.proxies.remove_exact(&proxy);
             return;
         }
-        if let Err(e) = proxy::serve_admin(proxy.clone(), listener, cancel.clone()) {
+        if let Err(e) = proxy::serve_admin(
+            proxy.clone(),
+            listener,
+            shared.durations.proxy_admin_latency,
+            cancel.clone(),
+        ) {
             tracing::warn!(namespace = %ns, pod = %name, error = %e, "admin server failed");
             return;
         }

@@ -93,6 +93,10 @@ pub struct Durations {
     /// How long one minute of CronJob schedule time lasts on the wall clock (schedules
     /// are evaluated on a clock that runs `60s / cron_minute` times faster).
     pub cron_minute: Duration,
+    /// A network round trip added before a proxy's admin port answers a new connection (0
+    /// unless asked for): the simulator's pods are on loopback, so a probe sweep measured
+    /// against it would otherwise show no network at all.
+    pub proxy_admin_latency: Duration,
 }
 
 impl Durations {
@@ -109,6 +113,7 @@ impl Durations {
             crash_backoff: Duration::from_secs(10),
             oracle_interval: Duration::from_millis(500),
             cron_minute: Duration::from_secs(60),
+            proxy_admin_latency: Duration::ZERO,
         }
     }
 
@@ -124,6 +129,7 @@ impl Durations {
             crash_backoff: Duration::from_millis(500),
             oracle_interval: Duration::from_millis(100),
             cron_minute: Duration::from_secs(5),
+            proxy_admin_latency: Duration::ZERO,
         }
     }
 
@@ -139,6 +145,7 @@ impl Durations {
             crash_backoff: Duration::from_millis(200),
             oracle_interval: Duration::from_millis(50),
             cron_minute: Duration::from_secs(1),
+            proxy_admin_latency: Duration::ZERO,
         }
     }
 }

@@ -378,10 +378,12 @@ fn tls_config(proxy: &Arc<Proxy>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// Serves the admin port on the pod's listener until `cancel`.
+/// Serves the admin port on the pod's listener until `cancel`, answering each connection
+/// `latency` after it was accepted (a simulated network round trip).
 pub(crate) fn serve_admin(
     proxy: Arc<Proxy>,
     listener: std::net::TcpListener,
+    latency: Duration,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -402,6 +404,9 @@ pub(crate) fn serve_admin(
             let Some(proxy) = weak.upgrade() else { return };
             let cancel = cancel.clone();
             tokio::spawn(async move {
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
                 let mut first = [0u8; 1];
                 let peeked =
                     tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await;
