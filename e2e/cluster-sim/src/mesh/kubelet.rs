@@ -16,12 +16,38 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Raises the soft open-file limit to the hard limit: every meshed pod holds a listener.
-pub fn raise_fd_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+/// Open files a simulator needs besides its proxies' listeners (API connections, watches,
+/// probes and port-forwards in flight).
+const FD_HEADROOM: u64 = 1024;
+
+/// Raises the soft open-file limit to the hard limit, since every meshed pod holds a
+/// listener, and refuses a mesh of `pods` extra pods that the limit cannot hold: without
+/// this the pods beyond it would wait for an admin port forever and the simulator would
+/// never become ready, saying nothing.
+pub fn raise_fd_limit(pods: usize) -> anyhow::Result<()> {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            return Ok(());
+        }
+    };
+    tracing::debug!(limit, "open-file limit");
+    check_fd_limit(pods, limit)
+}
+
+fn check_fd_limit(pods: usize, limit: u64) -> anyhow::Result<()> {
+    let needed = pods as u64 + FD_HEADROOM;
+    if needed > limit {
+        anyhow::bail!(
+            "{pods} meshed pods need about {needed} open files (one admin-port listener per \
+             proxy, plus {FD_HEADROOM} for connections), but this process may open only \
+             {limit} (the hard limit, `ulimit -Hn`); raise it (as root, or LimitNOFILE= for a \
+             service) or ask for at most {} pods",
+            limit.saturating_sub(FD_HEADROOM)
+        );
     }
+    Ok(())
 }
 
 /// Hands out unique pod IPs in 127.0.0.0/8 (never 127.0.0.x), starting at a seeded random
@@ -1572,6 +1598,19 @@ fn resolve_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mesh_the_open_file_limit_cannot_hold_is_refused_with_what_to_do() {
+        assert!(check_fd_limit(10_000, 20_000).is_ok());
+        let err = check_fd_limit(50_000, 20_000).unwrap_err().to_string();
+        assert!(
+            err.contains("50000 meshed pods need about 51024 open files"),
+            "{err}"
+        );
+        assert!(err.contains("may open only 20000"), "{err}");
+        assert!(err.contains("ulimit -Hn"), "{err}");
+        assert!(err.contains("at most 18976 pods"), "{err}");
+    }
 
     /// The interleaving behind a flaky `linkerd-identity not rolled out` hang: the proxy
     /// of an identity pod became ready and started publishing while the identity

@@ -206,7 +206,7 @@ pub struct MeshHandle {
 /// objects. Must run inside a Tokio runtime. Returns at once; [`MeshHandle::converged`]
 /// waits for the topology to be Ready.
 pub fn install(store: &Store, cfg: &MeshConfig) -> anyhow::Result<MeshHandle> {
-    kubelet::raise_fd_limit();
+    kubelet::raise_fd_limit(cfg.pods)?;
     types::register_missing(store);
     let cancel = CancellationToken::new();
     let shared = Arc::new(Shared {
