@@ -236,3 +236,52 @@ async fn proxies_keep_the_bundle_they_started_with_until_restarted() {
     );
     mesh.shutdown().await;
 }
+
+/// `--proxy-admin-latency`: every connection to a proxy's admin port waits out the round trip
+/// before it is answered (TLS or plain), and connections wait side by side, as on a network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_admin_latency_delays_every_connection_but_not_in_turn() {
+    let latency = Duration::from_millis(300);
+    let (store, mesh) = demo(Durations {
+        proxy_admin_latency: latency,
+        ..Durations::fast()
+    })
+    .await;
+    let web = store
+        .list(&k("", "pods"), Some("emojivoto"))
+        .0
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "web")
+        .expect("the web pod");
+    let ip = web["status"]["podIP"].as_str().unwrap().to_string();
+    let sni = "web.emojivoto.serviceaccount.identity.linkerd.cluster.local";
+
+    let t = std::time::Instant::now();
+    let chain = probe_chain(&ip, sni).await.expect("TLS probe");
+    assert_eq!(chain.len(), 2, "the probe still gets the chain");
+    assert!(
+        t.elapsed() >= latency,
+        "a TLS probe waited {:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(admin_get(&ip, "/ready").await.unwrap().0, 200);
+    assert!(
+        t.elapsed() >= latency,
+        "plain HTTP waited {:?}",
+        t.elapsed()
+    );
+
+    // Ten probes at once take about one round trip, not ten.
+    let t = std::time::Instant::now();
+    let probes = (0..10).map(|_| probe_chain(&ip, sni));
+    for r in futures::future::join_all(probes).await {
+        r.expect("TLS probe");
+    }
+    assert!(
+        t.elapsed() < latency * 5,
+        "ten concurrent probes took {:?}",
+        t.elapsed()
+    );
+    mesh.shutdown().await;
+}
