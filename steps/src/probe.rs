@@ -455,7 +455,7 @@ impl ServerCertVerifier for ChainRecorder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::convergence::{cert_state, CertState};
     use crate::observe::PodRef;
@@ -467,12 +467,12 @@ mod tests {
     use trust_rotation_crds::defaults::PROXY_ADMIN_PORT;
 
     /// A loopback address unlikely to collide with other tests running at the same time.
-    fn loopback(n: u8) -> Ipv4Addr {
+    pub(crate) fn loopback(n: u8) -> Ipv4Addr {
         let pid = std::process::id();
         Ipv4Addr::new(127, 200 + (pid % 50) as u8, (pid / 50 % 250) as u8 + 1, n)
     }
 
-    fn server_config(leaf: &Ca, chain: &[&Ca]) -> Arc<rustls::ServerConfig> {
+    pub(crate) fn server_config(leaf: &Ca, chain: &[&Ca]) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = chain
             .iter()
@@ -490,7 +490,7 @@ mod tests {
     }
 
     /// Serves TLS with `chain` on `ip:port`; reports the SNI of each handshake.
-    async fn tls_server(
+    pub(crate) async fn tls_server(
         ip: Ipv4Addr,
         port: u16,
         cfg: Arc<rustls::ServerConfig>,
@@ -540,7 +540,7 @@ mod tests {
         });
     }
 
-    fn pod(name: &str, ip: Option<Ipv4Addr>) -> MeshedPod {
+    pub(crate) fn pod(name: &str, ip: Option<Ipv4Addr>) -> MeshedPod {
         MeshedPod {
             pod: PodRef::new("emojivoto", name),
             owner: Some(format!("deployment/{name}")),
@@ -560,7 +560,7 @@ mod tests {
         }
     }
 
-    fn offline_client() -> kube::Client {
+    pub(crate) fn offline_client() -> kube::Client {
         // Never contacted in direct mode.
         let cfg = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         kube::Client::try_from(cfg).unwrap()

@@ -166,6 +166,30 @@ pub async fn look(
     (cached, probed)
 }
 
+/// A look whose yes rests on fresh answers only: [`look`], and when every answer is settled
+/// but some came from memory, those pods are probed again now. The pods probed during the
+/// look are not probed twice. What a step needs that acts once every proxy says yes.
+pub async fn confirming_look(
+    client: &kube::Client,
+    cfg: &ProbeConfig,
+    cache: &ProbeCache,
+    pods: Vec<MeshedPod>,
+    settled: impl Fn(&ProbeOutcome) -> bool,
+    backoff: Backoff,
+) -> Vec<(MeshedPod, ProbeOutcome)> {
+    let Plan { cached, probe } = cache.plan(pods, Instant::now(), &settled);
+    let fresh = sweep(client, cfg, cache, probe, backoff).await;
+    let all_settled = cached.iter().chain(&fresh).all(|(_, o)| settled(o));
+    let mut answers = if all_settled && !cached.is_empty() {
+        let remembered = cached.into_iter().map(|(p, _)| p).collect();
+        sweep(client, cfg, cache, remembered, backoff).await
+    } else {
+        cached
+    };
+    answers.extend(fresh);
+    answers
+}
+
 /// Probes every one of `pods` now, recording each answer in `cache` as it arrives.
 pub async fn sweep(
     client: &kube::Client,
@@ -205,6 +229,89 @@ mod tests {
 
     fn settled(o: &ProbeOutcome) -> bool {
         matches!(o, ProbeOutcome::Chain(_))
+    }
+
+    /// The final look before old roots are dropped: a yes from memory is confirmed by a
+    /// fresh probe, but a proxy probed during the look is not probed a second time (at
+    /// 10,000 pods that second round doubled the last sweep).
+    #[tokio::test]
+    async fn a_confirming_look_probes_each_proxy_once() {
+        use crate::pki::testing::{issued, root, workload};
+        use crate::probe::tests::{loopback, offline_client, pod, server_config, tls_server};
+        use crate::probe::ProbeMode;
+        use trust_rotation_crds::defaults::PROXY_ADMIN_PORT;
+
+        let r = root("root");
+        let issuer = issued("issuer", &r, true);
+        let mut servers = Vec::new();
+        let mut pods = Vec::new();
+        for (i, name) in ["remembered", "new"].into_iter().enumerate() {
+            let identity =
+                format!("{name}.emojivoto.serviceaccount.identity.linkerd.cluster.local");
+            let leaf = workload(&identity, &issuer, false);
+            let ip = loopback(40 + i as u8);
+            let (_, handshakes) = tls_server(
+                ip,
+                PROXY_ADMIN_PORT,
+                server_config(&leaf, &[&leaf, &issuer]),
+            )
+            .await;
+            servers.push(handshakes);
+            pods.push(pod(name, Some(ip)));
+        }
+        let cfg = ProbeConfig {
+            mode: ProbeMode::Direct,
+            concurrency: 4,
+            timeout: Duration::from_secs(5),
+            trust_domain: "cluster.local".into(),
+            linkerd_ns: "linkerd".into(),
+        };
+        let cache = ProbeCache::default();
+        cache.record(&pods[0], &good(), Instant::now(), B);
+
+        let answers =
+            confirming_look(&offline_client(), &cfg, &cache, pods.clone(), settled, B).await;
+        assert_eq!(answers.len(), 2);
+        assert!(answers
+            .iter()
+            .all(|(_, o)| matches!(o, ProbeOutcome::Chain(c) if c.len() == 2)));
+        // The servers report a handshake just after the client saw it end.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut handshakes = Vec::new();
+        for rx in &mut servers {
+            let mut n = 0;
+            while rx.try_recv().is_ok() {
+                n += 1;
+            }
+            handshakes.push(n);
+        }
+        assert_eq!(
+            handshakes,
+            [1, 1],
+            "the remembered proxy is confirmed, the new one is not probed twice"
+        );
+
+        // An answer that is not yes: nothing is confirmed (the step waits anyway).
+        let mut gone = pods[1].clone();
+        gone.ip = Some(loopback(42).to_string());
+        gone.proxy_started_at = Some(Timestamp::from_second(1_800_000_000).unwrap());
+        let answers = confirming_look(
+            &offline_client(),
+            &cfg,
+            &cache,
+            vec![pods[0].clone(), gone],
+            settled,
+            B,
+        )
+        .await;
+        assert!(
+            matches!(answers[1].1, ProbeOutcome::Unreachable(_)),
+            "{answers:?}"
+        );
+        assert!(
+            servers[0].try_recv().is_err(),
+            "no confirmation round without a yes"
+        );
     }
 
     #[test]
