@@ -70,6 +70,27 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Both processes' CPU seconds at one moment.
+struct CpuSample {
+    at: Instant,
+    operator_s: f64,
+    simulator_s: f64,
+}
+
+/// The share of a core the operator and the simulator's process each used between `from` and
+/// `to`, from the samples nearest those moments.
+fn cpu_share(samples: &[CpuSample], from: Instant, to: Instant) -> Option<(f64, f64)> {
+    let first = samples.iter().find(|s| s.at >= from)?;
+    let last = samples.iter().rev().find(|s| s.at <= to)?;
+    let secs = last.at.checked_duration_since(first.at)?.as_secs_f64();
+    (secs > 0.0).then(|| {
+        (
+            (last.operator_s - first.operator_s) / secs,
+            (last.simulator_s - first.simulator_s) / secs,
+        )
+    })
+}
+
 /// utime + stime of `pid` in seconds (USER_HZ = 100 on Linux).
 fn proc_cpu_s(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -355,15 +376,22 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     let first_synced_s = t.elapsed().as_secs_f64();
 
     // RSS sampler (VmHWM gives the peak; this keeps the curve's maximum over the rotation).
+    // It also samples both processes' CPU seconds, to tell which core bounds the probe sweep.
     let rss_max = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cpu_samples: Arc<Mutex<Vec<CpuSample>>> = Arc::default();
     {
-        let m = rss_max.clone();
+        let (m, samples) = (rss_max.clone(), cpu_samples.clone());
         tokio::spawn(async move {
             loop {
                 m.fetch_max(
                     proc_status_kib(pid, "VmRSS:"),
                     std::sync::atomic::Ordering::Relaxed,
                 );
+                samples.lock().unwrap().push(CpuSample {
+                    at: Instant::now(),
+                    operator_s: proc_cpu_s(pid),
+                    simulator_s: proc_cpu_s(std::process::id()),
+                });
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
@@ -417,6 +445,7 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     })
     .await;
     let wall_s = t0.elapsed().as_secs_f64();
+    let synced_at = Instant::now();
     let cpu_rotation = proc_cpu_s(pid) - cpu_before;
     let oracle = sim.oracle().report();
     let requests_rotation = minus(&operator_requests(&sim), &requests_before);
@@ -490,6 +519,14 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     // Its ideal: every probe waits out the latency, PROBE_CONCURRENCY at a time (the pod list
     // comes from the operator's cache, so there is no list time to add).
     let sweep_ideal_s = probe_latency().as_secs_f64() * proxies as f64 / PROBE_CONCURRENCY as f64;
+    // What each core was busy with during the sweep (it ended just before Synced).
+    let sweep_cpu = sweep_s.and_then(|s| {
+        cpu_share(
+            &cpu_samples.lock().unwrap(),
+            synced_at.checked_sub(Duration::from_secs_f64(s))?,
+            synced_at,
+        )
+    });
 
     let person = person_convergence_count(sim.kubeconfig_path()).await;
 
@@ -605,7 +642,19 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
                 probe_latency().as_millis(),
                 s / sweep_ideal_s
             ),
-            _ => "no probe latency (ROTATION_BENCH_PROBE_LATENCY=0)".into(),
+            _ => "no probe latency (ROTATION_BENCH_PROBE_LATENCY_MS=0)".into(),
+        },
+    );
+    row(
+        &mut out,
+        "  CPU busy during the sweep",
+        match sweep_cpu {
+            Some((op, sim)) => format!(
+                "operator {:.0}%, simulator's process {:.0}% (of one core each)",
+                op * 100.0,
+                sim * 100.0
+            ),
+            None => "not sampled".into(),
         },
     );
     row(
@@ -661,6 +710,8 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
         "probes_per_s": probes_per_s,
         "probe_latency_ms": probe_latency().as_millis() as u64,
         "probe_sweep_ideal_s": sweep_ideal_s,
+        "probe_sweep_cpu_operator": sweep_cpu.map(|(op, _)| op),
+        "probe_sweep_cpu_simulator": sweep_cpu.map(|(_, sim)| sim),
         "check_proxy_script_s": person.as_ref().ok().map(|(s, _)| *s),
         "requests_rotation": requests_rotation.iter().map(|((v, r), n)| json!({"verb": v, "resource": r, "n": n})).collect::<Vec<_>>(),
         "requests_total": requests_total.iter().map(|((v, r), n)| json!({"verb": v, "resource": r, "n": n})).collect::<Vec<_>>(),
