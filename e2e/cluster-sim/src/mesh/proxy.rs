@@ -402,6 +402,9 @@ pub(crate) fn serve_admin(
                 },
             };
             let Some(proxy) = weak.upgrade() else { return };
+            // As the real proxy's sockets: without it the handshake's server flight waits on
+            // Nagle's algorithm and the client's delayed ACK.
+            let _ = stream.set_nodelay(true);
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 if !latency.is_zero() {
