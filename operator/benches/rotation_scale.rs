@@ -445,7 +445,6 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     })
     .await;
     let wall_s = t0.elapsed().as_secs_f64();
-    let synced_at = Instant::now();
     let cpu_rotation = proc_cpu_s(pid) - cpu_before;
     let oracle = sim.oracle().report();
     let requests_rotation = minus(&operator_requests(&sim), &requests_before);
@@ -519,14 +518,17 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     // Its ideal: every probe waits out the latency, PROBE_CONCURRENCY at a time (the pod list
     // comes from the operator's cache, so there is no list time to add).
     let sweep_ideal_s = probe_latency().as_secs_f64() * proxies as f64 / PROBE_CONCURRENCY as f64;
-    // What each core was busy with during the sweep (it ended just before Synced).
-    let sweep_cpu = sweep_s.and_then(|s| {
-        cpu_share(
-            &cpu_samples.lock().unwrap(),
-            synced_at.checked_sub(Duration::from_secs_f64(s))?,
-            synced_at,
-        )
-    });
+    // What each core was busy with during the sweep: it ends with ReduceBundle writing the
+    // reduced bundle, the rotation's last bundle change.
+    let sweep_cpu = sweep_s
+        .zip(seen.bundle_changes.last())
+        .and_then(|(s, end)| {
+            cpu_share(
+                &cpu_samples.lock().unwrap(),
+                end.checked_sub(Duration::from_secs_f64(s))?,
+                *end,
+            )
+        });
 
     let person = person_convergence_count(sim.kubeconfig_path()).await;
 
