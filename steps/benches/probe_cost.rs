@@ -83,7 +83,9 @@ fn main() -> anyhow::Result<()> {
         let settled = |o: &ProbeOutcome| cert_state(o, &issuer) == CertState::Active;
 
         let t = Instant::now();
-        let (answers, first) = look(&client, &cfg, &cache, meshed.clone(), settled, backoff).await;
+        let first_look = look(&client, &cfg, &cache, meshed.clone(), settled, backoff).await;
+        let first = first_look.probed();
+        let answers = first_look.answers();
         let first_s = t.elapsed().as_secs_f64();
         let active = answers
             .iter()
@@ -99,8 +101,9 @@ fn main() -> anyhow::Result<()> {
         let (mut looks, mut probes) = (0u64, 0u64);
         while t.elapsed() < window {
             let next = Instant::now() + POLL;
-            let (answers, probed) =
-                look(&client, &cfg, &cache, meshed.clone(), settled, backoff).await;
+            let this_look = look(&client, &cfg, &cache, meshed.clone(), settled, backoff).await;
+            let probed = this_look.probed();
+            let answers = this_look.answers();
             anyhow::ensure!(
                 answers.len() == meshed.len(),
                 "a look answers for every pod"

@@ -149,9 +149,50 @@ impl ProbeCache {
     }
 }
 
+/// What one look saw: the answers remembered from earlier looks and the ones just probed.
+pub struct Look {
+    pub remembered: Vec<(MeshedPod, ProbeOutcome)>,
+    pub fresh: Vec<(MeshedPod, ProbeOutcome)>,
+}
+
+impl Look {
+    /// How many pods the look probed.
+    pub fn probed(&self) -> usize {
+        self.fresh.len()
+    }
+
+    /// Every pod with its answer, remembered or fresh.
+    pub fn answers(self) -> Vec<(MeshedPod, ProbeOutcome)> {
+        let mut answers = self.remembered;
+        answers.extend(self.fresh);
+        answers
+    }
+
+    /// The answers, with a yes resting on fresh answers only: when every answer is settled
+    /// but some came from memory, those pods are probed again now (the ones probed during the
+    /// look are not probed twice). What a step needs that acts once every proxy says yes.
+    pub async fn confirmed(
+        self,
+        client: &kube::Client,
+        cfg: &ProbeConfig,
+        cache: &ProbeCache,
+        settled: impl Fn(&ProbeOutcome) -> bool,
+        backoff: Backoff,
+    ) -> Vec<(MeshedPod, ProbeOutcome)> {
+        let Look { remembered, fresh } = self;
+        let all_settled = remembered.iter().chain(&fresh).all(|(_, o)| settled(o));
+        if !all_settled || remembered.is_empty() {
+            return Look { remembered, fresh }.answers();
+        }
+        let pods = remembered.into_iter().map(|(p, _)| p).collect();
+        let mut answers = sweep(client, cfg, cache, pods, backoff).await;
+        answers.extend(fresh);
+        answers
+    }
+}
+
 /// One look at `pods` through `cache`: probes the pods that are due (recording each answer
-/// as it arrives) and returns every pod with its answer, remembered or fresh, and how many
-/// were probed.
+/// as it arrives) and returns every pod with its answer, remembered or fresh.
 pub async fn look(
     client: &kube::Client,
     cfg: &ProbeConfig,
@@ -159,35 +200,12 @@ pub async fn look(
     pods: Vec<MeshedPod>,
     settled: impl Fn(&ProbeOutcome) -> bool,
     backoff: Backoff,
-) -> (Vec<(MeshedPod, ProbeOutcome)>, usize) {
-    let Plan { mut cached, probe } = cache.plan(pods, Instant::now(), settled);
-    let probed = probe.len();
-    cached.extend(sweep(client, cfg, cache, probe, backoff).await);
-    (cached, probed)
-}
-
-/// A look whose yes rests on fresh answers only: [`look`], and when every answer is settled
-/// but some came from memory, those pods are probed again now. The pods probed during the
-/// look are not probed twice. What a step needs that acts once every proxy says yes.
-pub async fn confirming_look(
-    client: &kube::Client,
-    cfg: &ProbeConfig,
-    cache: &ProbeCache,
-    pods: Vec<MeshedPod>,
-    settled: impl Fn(&ProbeOutcome) -> bool,
-    backoff: Backoff,
-) -> Vec<(MeshedPod, ProbeOutcome)> {
-    let Plan { cached, probe } = cache.plan(pods, Instant::now(), &settled);
-    let fresh = sweep(client, cfg, cache, probe, backoff).await;
-    let all_settled = cached.iter().chain(&fresh).all(|(_, o)| settled(o));
-    let mut answers = if all_settled && !cached.is_empty() {
-        let remembered = cached.into_iter().map(|(p, _)| p).collect();
-        sweep(client, cfg, cache, remembered, backoff).await
-    } else {
-        cached
-    };
-    answers.extend(fresh);
-    answers
+) -> Look {
+    let Plan { cached, probe } = cache.plan(pods, Instant::now(), settled);
+    Look {
+        remembered: cached,
+        fresh: sweep(client, cfg, cache, probe, backoff).await,
+    }
 }
 
 /// Probes every one of `pods` now, recording each answer in `cache` as it arrives.
@@ -269,8 +287,10 @@ mod tests {
         let cache = ProbeCache::default();
         cache.record(&pods[0], &good(), Instant::now(), B);
 
-        let answers =
-            confirming_look(&offline_client(), &cfg, &cache, pods.clone(), settled, B).await;
+        let answers = look(&offline_client(), &cfg, &cache, pods.clone(), settled, B)
+            .await
+            .confirmed(&offline_client(), &cfg, &cache, settled, B)
+            .await;
         assert_eq!(answers.len(), 2);
         assert!(answers
             .iter()
@@ -295,7 +315,7 @@ mod tests {
         let mut gone = pods[1].clone();
         gone.ip = Some(loopback(42).to_string());
         gone.proxy_started_at = Some(Timestamp::from_second(1_800_000_000).unwrap());
-        let answers = confirming_look(
+        let answers = look(
             &offline_client(),
             &cfg,
             &cache,
@@ -303,6 +323,8 @@ mod tests {
             settled,
             B,
         )
+        .await
+        .confirmed(&offline_client(), &cfg, &cache, settled, B)
         .await;
         assert!(
             matches!(answers[1].1, ProbeOutcome::Unreachable(_)),

@@ -11,7 +11,7 @@ use crate::convergence::{cert_convergence_of, cert_state, CertState};
 use crate::observe::MeshedPod;
 use crate::pki::{short_fingerprint, Certificate};
 use crate::probe::ProbeOutcome;
-use crate::probe_cache::{confirming_look, Backoff, ProbeCache};
+use crate::probe_cache::{look, Backoff, ProbeCache};
 use crate::read::{self, TrustBundle};
 use crate::runner::telemetry::TracedWrite as _;
 use crate::runner::FIELD_MANAGER;
@@ -323,8 +323,10 @@ impl ReduceBundle {
             let settled = move |o: &ProbeOutcome| cert_state(o, &on_issuer) == CertState::Active;
             // When every answer says yes, the decision to drop the old roots still rests on a
             // fresh probe of every proxy: the remembered answers are confirmed.
-            let answers =
-                confirming_look(&ctx.client, &cfg, &self.probes, pods, &settled, backoff).await;
+            let answers = look(&ctx.client, &cfg, &self.probes, pods, &settled, backoff)
+                .await
+                .confirmed(&ctx.client, &cfg, &self.probes, &settled, backoff)
+                .await;
             // One record per pod: its state beside its answer (no copy of the pod per view).
             let mut results: Vec<(MeshedPod, CertState, ProbeOutcome)> = answers
                 .into_iter()

@@ -336,7 +336,7 @@ impl AccelerateRefresh {
             .filter(|p| p.is_workload() && !p.never_started())
             .collect();
         let on_issuer = issuer.clone();
-        let (answers, _) = look(
+        let answers = look(
             &ctx.client,
             &ctx.probe_config(),
             &self.probes,
@@ -344,7 +344,8 @@ impl AccelerateRefresh {
             move |o| cert_state(o, &on_issuer) == CertState::Active,
             Backoff::for_refresh_interval(POLL, &interval),
         )
-        .await;
+        .await
+        .answers();
         let judged: Vec<_> = answers
             .into_iter()
             .map(|(p, o)| (p, (cert_state(&o, &issuer), o.leaf_not_after())))
