@@ -402,8 +402,7 @@ pub(crate) fn serve_admin(
                 },
             };
             let Some(proxy) = weak.upgrade() else { return };
-            // As the real proxy's sockets: without it the handshake's server flight waits on
-            // Nagle's algorithm and the client's delayed ACK.
+            // linkerd2-proxy sets TCP_NODELAY on its sockets; so does the simulated one.
             let _ = stream.set_nodelay(true);
             let cancel = cancel.clone();
             tokio::spawn(async move {
