@@ -339,6 +339,10 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
             proxy_admin_latency: probe_latency(),
             ..cluster_sim::Durations::demo()
         },
+        listeners: cluster_sim::mesh::listeners::ListenerConfig {
+            per_process: None,
+            helper_exe: std::env::current_exe().ok(),
+        },
         ..Default::default()
     })
     .await?;
@@ -831,6 +835,9 @@ fn run_size(pods: usize, pin: bool, smoke: bool) -> Result<(), String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The simulator's listener helpers (meshes beyond one process's open-file limit) run
+    // this same executable.
+    cluster_sim::mesh::listeners::serve_helper_if_asked();
     if let Ok(n) = std::env::var("ROTATION_BENCH_CHILD_PODS") {
         return child(n.parse()?);
     }

@@ -85,6 +85,9 @@ async fn run(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<Run>
 }
 
 fn main() -> anyhow::Result<()> {
+    // The simulator's listener helpers (meshes beyond one process's open-file limit) run
+    // this same executable.
+    cluster_sim::mesh::listeners::serve_helper_if_asked();
     let pods = env_num("INSPECT_BENCH_PODS", 10_000) as usize;
     let concurrency = env_num("INSPECT_BENCH_CONCURRENCY", 50);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -100,6 +103,10 @@ fn main() -> anyhow::Result<()> {
             topology: Topology::Demo,
             durations: Durations::real(),
             pods,
+            listeners: cluster_sim::mesh::listeners::ListenerConfig {
+                per_process: None,
+                helper_exe: std::env::current_exe().ok(),
+            },
             ..SimConfig::default()
         })
         .await?;

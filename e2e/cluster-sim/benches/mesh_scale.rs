@@ -34,7 +34,7 @@ fn child(pods: usize) -> anyhow::Result<()> {
     rt.block_on(async move {
         let base_rss = rss_kib();
         let store = Store::new();
-        let cfg = MeshConfig { topology: Topology::Demo, pods, durations: Durations::demo(), seed: 1 };
+        let cfg = MeshConfig { topology: Topology::Demo, pods, durations: Durations::demo(), seed: 1, ..Default::default() };
         let started = Instant::now();
         let m = mesh::install(&store, &cfg)?;
         m.converged(Duration::from_secs(600)).await?;

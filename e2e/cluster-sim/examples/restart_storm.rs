@@ -26,6 +26,7 @@ fn child(pods: usize, budget: Duration) -> anyhow::Result<()> {
             pods,
             durations: Durations::demo(),
             seed: 1,
+            ..Default::default()
         };
         let started = Instant::now();
         let m = mesh::install(&store, &cfg)?;

@@ -43,6 +43,9 @@ pub struct SimConfig {
     pub faults: FaultConfig,
     /// Seed for everything random that must be reproducible (fault injection, part 2).
     pub seed: u64,
+    /// Where proxies' admin-port listeners may live (helper processes for meshes beyond
+    /// this process's open-file limit).
+    pub listeners: mesh::listeners::ListenerConfig,
 }
 
 impl Default for SimConfig {
@@ -55,6 +58,7 @@ impl Default for SimConfig {
             durations: Durations::default(),
             faults: FaultConfig::default(),
             seed: 0,
+            listeners: Default::default(),
         }
     }
 }
@@ -193,6 +197,7 @@ fn install_components(store: &Store, config: &SimConfig) -> anyhow::Result<mesh:
         pods: config.pods,
         durations: config.durations.clone(),
         seed: config.seed,
+        listeners: config.listeners.clone(),
     };
     mesh::install(store, &cfg)
 }

@@ -99,8 +99,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Started as a listener helper by a simulator beyond its open-file limit: serve that.
+    cluster_sim::mesh::listeners::serve_helper_if_asked();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args).await,
@@ -147,6 +155,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             conflict_rate: args.fault_conflict_rate,
         },
         seed: args.seed,
+        listeners: cluster_sim::mesh::listeners::ListenerConfig {
+            per_process: None,
+            // Meshes beyond this process's open-file limit spread their admin ports over
+            // helper processes running this same executable.
+            helper_exe: std::env::current_exe().ok(),
+        },
     };
     let sim = Sim::start(config).await?;
     tracing::info!(addr = %sim.addr(), kubeconfig = %sim.kubeconfig_path().display(), "cluster-sim serving");

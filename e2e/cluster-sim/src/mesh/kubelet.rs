@@ -7,6 +7,7 @@
 //! `restartPolicy`, terminates deleted pods gracefully (`preStop`, SIGTERM, grace period,
 //! the proxy last) and evicts pods under (simulated) node pressure.
 
+use super::listeners::{AdminListener, AdminPorts};
 use super::proxy::{self, Proxy};
 use super::{configmaps, linkerd, mutate_if_exists, name_of, now_rfc3339, ns_of, pods, Shared};
 use serde_json::{json, Value};
@@ -15,40 +16,6 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Open files a simulator needs besides its proxies' listeners (API connections, watches,
-/// probes and port-forwards in flight).
-const FD_HEADROOM: u64 = 1024;
-
-/// Raises the soft open-file limit to the hard limit, since every meshed pod holds a
-/// listener, and refuses a mesh of `pods` extra pods that the limit cannot hold: without
-/// this the pods beyond it would wait for an admin port forever and the simulator would
-/// never become ready, saying nothing.
-pub fn raise_fd_limit(pods: usize) -> anyhow::Result<()> {
-    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not raise the open-file limit");
-            return Ok(());
-        }
-    };
-    tracing::debug!(limit, "open-file limit");
-    check_fd_limit(pods, limit)
-}
-
-fn check_fd_limit(pods: usize, limit: u64) -> anyhow::Result<()> {
-    let needed = pods as u64 + FD_HEADROOM;
-    if needed > limit {
-        anyhow::bail!(
-            "{pods} meshed pods need about {needed} open files (one admin-port listener per \
-             proxy, plus {FD_HEADROOM} for connections), but this process may open only \
-             {limit} (the hard limit, `ulimit -Hn`); raise it (as root, or LimitNOFILE= for a \
-             service) or ask for at most {} pods",
-            limit.saturating_sub(FD_HEADROOM)
-        );
-    }
-    Ok(())
-}
 
 /// Hands out unique pod IPs in 127.0.0.0/8 (never 127.0.0.x), starting at a seeded random
 /// point so that simulators running side by side rarely collide; a meshed pod's IP is
@@ -95,15 +62,16 @@ impl IpAllocator {
     }
 
     /// An IP whose admin port is bound, with the listener.
-    pub fn allocate_bound(&self, port: u16) -> std::io::Result<(Ipv4Addr, std::net::TcpListener)> {
+    pub async fn allocate_bound(
+        &self,
+        port: u16,
+        ports: &AdminPorts,
+    ) -> std::io::Result<(Ipv4Addr, AdminListener)> {
         let mut last = None;
         for _ in 0..64 {
             let ip = self.next_candidate();
-            match std::net::TcpListener::bind((ip, port)) {
-                Ok(l) => {
-                    l.set_nonblocking(true)?;
-                    return Ok((ip, l));
-                }
+            match ports.bind(ip, port).await {
+                Ok(l) => return Ok((ip, l)),
                 Err(e) => {
                     last = Some(e);
                 }
@@ -114,11 +82,12 @@ impl IpAllocator {
 
     /// A requested IP (see [`requested_ip`]), with its admin port bound when `port` is set.
     /// Fails while another pod holds it, as the CNI's sandbox setup would.
-    pub fn claim(
+    pub async fn claim(
         &self,
         ip: Ipv4Addr,
         port: Option<u16>,
-    ) -> std::io::Result<Option<std::net::TcpListener>> {
+        ports: &AdminPorts,
+    ) -> std::io::Result<Option<AdminListener>> {
         if !self
             .state
             .lock()
@@ -134,11 +103,8 @@ impl IpAllocator {
         let Some(port) = port else {
             return Ok(None);
         };
-        match std::net::TcpListener::bind((ip, port)) {
-            Ok(l) => {
-                l.set_nonblocking(true)?;
-                Ok(Some(l))
-            }
+        match ports.bind(ip, port).await {
+            Ok(l) => Ok(Some(l)),
             Err(e) => {
                 self.release(ip);
                 Err(e)
@@ -1234,9 +1200,18 @@ async fn run_pod(
     };
     let admin_port = proxy_admin_port(&pod);
     let (ip, listener) = match requested_ip(&pod) {
-        Some(ip) => (ip, shared.ips.claim(ip, meshed.then_some(admin_port))?),
+        Some(ip) => (
+            ip,
+            shared
+                .ips
+                .claim(ip, meshed.then_some(admin_port), &shared.admin_ports)
+                .await?,
+        ),
         None if meshed => {
-            let (ip, l) = shared.ips.allocate_bound(admin_port)?;
+            let (ip, l) = shared
+                .ips
+                .allocate_bound(admin_port, &shared.admin_ports)
+                .await?;
             (ip, Some(l))
         }
         None => (shared.ips.allocate(), None),
@@ -1419,7 +1394,7 @@ fn spawn_identity(
 struct ProxyStart {
     shared: Arc<Shared>,
     rt: Arc<Mutex<PodRt>>,
-    listener: std::net::TcpListener,
+    listener: AdminListener,
     spec: Value,
     pod_ref: Value,
     ip: Ipv4Addr,
@@ -1599,19 +1574,6 @@ fn resolve_env(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_mesh_the_open_file_limit_cannot_hold_is_refused_with_what_to_do() {
-        assert!(check_fd_limit(10_000, 20_000).is_ok());
-        let err = check_fd_limit(50_000, 20_000).unwrap_err().to_string();
-        assert!(
-            err.contains("50000 meshed pods need about 51024 open files"),
-            "{err}"
-        );
-        assert!(err.contains("may open only 20000"), "{err}");
-        assert!(err.contains("ulimit -Hn"), "{err}");
-        assert!(err.contains("at most 18976 pods"), "{err}");
-    }
-
     /// The interleaving behind a flaky `linkerd-identity not rolled out` hang: the proxy
     /// of an identity pod became ready and started publishing while the identity
     /// controller (not ready yet in its view) was about to become ready; the identity's
@@ -1693,33 +1655,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_requested_ip_is_claimed_once_and_free_again_when_released() {
+    fn local_ports() -> AdminPorts {
+        AdminPorts::new(&Default::default(), 0).expect("ports")
+    }
+
+    #[tokio::test]
+    async fn a_requested_ip_is_claimed_once_and_free_again_when_released() {
         let a = IpAllocator::new(5);
+        let ports = local_ports();
         let pod = json!({"metadata": {"annotations": {
             REQUESTED_IPS_ANNOTATION: "[\"127.77.0.9\"]"
         }}});
         let ip = requested_ip(&pod).expect("requested");
         assert_eq!(ip, Ipv4Addr::new(127, 77, 0, 9));
-        assert!(a.claim(ip, None).is_ok());
-        let e = a.claim(ip, None).expect_err("in use");
+        assert!(a.claim(ip, None, &ports).await.is_ok());
+        let e = a.claim(ip, None, &ports).await.err().expect("in use");
         assert!(e.to_string().contains("in use by another pod"), "{e}");
         a.release(ip);
-        assert!(a.claim(ip, None).is_ok(), "free again once its pod is gone");
+        assert!(
+            a.claim(ip, None, &ports).await.is_ok(),
+            "free again once its pod is gone"
+        );
         let elsewhere = json!({"metadata": {"annotations": {
             REQUESTED_IPS_ANNOTATION: "[\"10.0.0.5\"]"
         }}});
         assert_eq!(requested_ip(&elsewhere), None, "loopback only");
     }
 
-    #[test]
-    fn a_second_simulator_skips_addresses_bound_by_the_first() {
+    #[tokio::test]
+    async fn a_second_simulator_skips_addresses_bound_by_the_first() {
+        let ports = local_ports();
         let first = IpAllocator::new(9);
-        let (ip, held) = first.allocate_bound(0).unwrap();
+        let (ip, held) = first.allocate_bound(0, &ports).await.unwrap();
         let port = held.local_addr().unwrap().port();
         // Same seed, same starting point: the bound address is skipped.
         let second = IpAllocator::new(9);
-        let (other, _l) = second.allocate_bound(port).unwrap();
+        let (other, _l) = second.allocate_bound(port, &ports).await.unwrap();
         assert_ne!(other, ip);
     }
 

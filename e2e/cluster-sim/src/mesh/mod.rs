@@ -14,6 +14,7 @@ pub mod cron;
 pub mod disruption;
 pub mod kubelet;
 pub mod linkerd;
+pub mod listeners;
 pub mod oracle;
 pub mod pki;
 pub mod proxy;
@@ -164,6 +165,8 @@ pub struct MeshConfig {
     pub pods: usize,
     pub durations: Durations,
     pub seed: u64,
+    /// Where proxies' admin-port listeners may live.
+    pub listeners: listeners::ListenerConfig,
 }
 
 impl Default for MeshConfig {
@@ -173,6 +176,7 @@ impl Default for MeshConfig {
             pods: 0,
             durations: Durations::default(),
             seed: 0,
+            listeners: Default::default(),
         }
     }
 }
@@ -184,6 +188,7 @@ pub(crate) struct Shared {
     pub proxies: proxy::Registry,
     pub identity: linkerd::IdentityService,
     pub ips: kubelet::IpAllocator,
+    pub admin_ports: listeners::AdminPorts,
     pub bundle_view: linkerd::BundleView,
     pub cancel: CancellationToken,
     pub topology: Arc<topology::Progress>,
@@ -206,7 +211,7 @@ pub struct MeshHandle {
 /// objects. Must run inside a Tokio runtime. Returns at once; [`MeshHandle::converged`]
 /// waits for the topology to be Ready.
 pub fn install(store: &Store, cfg: &MeshConfig) -> anyhow::Result<MeshHandle> {
-    kubelet::raise_fd_limit(cfg.pods)?;
+    let admin_ports = listeners::AdminPorts::new(&cfg.listeners, cfg.pods)?;
     types::register_missing(store);
     let cancel = CancellationToken::new();
     let shared = Arc::new(Shared {
@@ -215,6 +220,7 @@ pub fn install(store: &Store, cfg: &MeshConfig) -> anyhow::Result<MeshHandle> {
         proxies: proxy::Registry::default(),
         identity: linkerd::IdentityService::default(),
         ips: kubelet::IpAllocator::new(cfg.seed),
+        admin_ports,
         bundle_view: linkerd::BundleView::default(),
         cancel: cancel.clone(),
         topology: topology::progress(),
@@ -283,6 +289,11 @@ impl MeshHandle {
     /// Starts recording [`MeshHandle::max_unavailable`] afresh.
     pub fn reset_max_unavailable(&self) {
         self.shared.max_unavailable.reset()
+    }
+
+    /// Listener helper processes started so far (see [`listeners`]).
+    pub async fn listener_helpers(&self) -> usize {
+        self.shared.admin_ports.helpers().await
     }
 
     /// Stops every controller, proxy and admin server.

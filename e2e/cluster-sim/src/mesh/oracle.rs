@@ -372,6 +372,8 @@ mod tests {
             proxies: Default::default(),
             identity: Default::default(),
             ips: crate::mesh::kubelet::IpAllocator::new(7),
+            admin_ports: crate::mesh::listeners::AdminPorts::new(&Default::default(), 0)
+                .expect("admin ports"),
             bundle_view: Default::default(),
             cancel: Default::default(),
             topology: crate::mesh::topology::progress(),

@@ -382,15 +382,14 @@ fn tls_config(proxy: &Arc<Proxy>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
 /// `latency` after it was accepted (a simulated network round trip).
 pub(crate) fn serve_admin(
     proxy: Arc<Proxy>,
-    listener: std::net::TcpListener,
+    mut listener: super::listeners::AdminListener,
     latency: Duration,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     let weak = Arc::downgrade(&proxy);
     tokio::spawn(async move {
         loop {
-            let (stream, _) = tokio::select! {
+            let stream = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = listener.accept() => match r {
                     Ok(s) => s,

@@ -29,6 +29,7 @@ pub async fn topology(topology: Topology, durations: Durations) -> (Store, MeshH
         pods: 0,
         durations,
         seed: 0,
+        ..Default::default()
     };
     let mesh = mesh::install(&store, &cfg).expect("install");
     mesh.converged(Duration::from_secs(60))
