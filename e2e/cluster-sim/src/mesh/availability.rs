@@ -56,23 +56,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     };
     // Each pass looks at the workloads the events since the last one name (a workload, its
     // ReplicaSet, or a pod of theirs; that is every change unavailability depends on);
-    // every workload every 5 s, and after a lagging receiver.
-    const FULL_EVERY: Duration = Duration::from_secs(5);
+    // every workload every 5 s (longer on a large mesh, see `SafetyNet`), and after a
+    // lagging receiver.
+    let mut net = super::SafetyNet::new(Duration::from_secs(5));
     let mut changes = super::Changes::All;
-    let mut last_full = tokio::time::Instant::now();
     loop {
         match &changes {
-            super::Changes::Events(evs) if last_full.elapsed() < FULL_EVERY => {
-                observe_changed(&shared, evs)
-            }
-            _ => {
-                last_full = tokio::time::Instant::now();
-                observe(&shared)
-            }
+            super::Changes::Events(evs) if !net.due() => observe_changed(&shared, evs),
+            _ => net.run(|| observe(&shared)),
         }
-        match super::wait_for_changes(&mut rx, &shared.cancel, last_full + FULL_EVERY, &relevant)
-            .await
-        {
+        match super::wait_for_changes(&mut rx, &shared.cancel, net.deadline(), &relevant).await {
             Some(c) => changes = c,
             None => return,
         }

@@ -538,6 +538,49 @@ pub(crate) async fn wait_for_change(
     true
 }
 
+/// When a controller's full pass (the safety net behind its event-driven passes) is next
+/// due: every `base`, or 20 times as long as the last full pass took when that is longer, so
+/// that on a large mesh (a pass over 50,000 pods) the safety net takes at most a twentieth of
+/// the simulator's core instead of crowding out the work the events ask for.
+pub(crate) struct SafetyNet {
+    base: Duration,
+    last: tokio::time::Instant,
+    period: Duration,
+}
+
+impl SafetyNet {
+    /// The first full pass is due at once.
+    pub(crate) fn new(base: Duration) -> Self {
+        Self {
+            base,
+            last: tokio::time::Instant::now(),
+            period: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn due(&self) -> bool {
+        self.last.elapsed() >= self.period
+    }
+
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        self.last + self.period
+    }
+
+    /// Runs a full pass and schedules the next.
+    pub(crate) fn run<T>(&mut self, pass: impl FnOnce() -> T) -> T {
+        let started = tokio::time::Instant::now();
+        let out = pass();
+        self.last = started;
+        self.period = self.base.max(started.elapsed() * 20);
+        out
+    }
+
+    /// Makes the next full pass due at once (after an error).
+    pub(crate) fn now(&mut self) {
+        self.period = Duration::ZERO;
+    }
+}
+
 /// What a controller has to look at after [`wait_for_changes`].
 pub(crate) enum Changes {
     /// Everything: the first pass, or a receiver that lagged and lost events.

@@ -32,24 +32,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     };
     // Each pass looks only at the sets the events since the last one name (a set, or a pod
     // it owns); every second the sets with `minReadySeconds` (whose pods become available
-    // with time, not with an event); a full pass every 5 s, on a Node change, after an error
-    // or a lagging watch catches anything else.
-    const FULL_EVERY: Duration = Duration::from_secs(5);
+    // with time, not with an event); a full pass every 5 s (longer on a large mesh, see
+    // `SafetyNet`), on a Node change, after an error or a lagging watch catches anything else.
     const TIMER_EVERY: Duration = Duration::from_secs(1);
+    let mut net = super::SafetyNet::new(Duration::from_secs(5));
     let mut changes = super::Changes::All;
-    let now = tokio::time::Instant::now();
-    let (mut last_full, mut last_timer) = (now, now);
+    let mut last_timer = tokio::time::Instant::now();
     loop {
-        let full_due = last_full.elapsed() >= FULL_EVERY;
         let result = match &changes {
-            super::Changes::Events(evs) if !full_due && !evs.iter().any(|e| e.key == nodes()) => {
+            super::Changes::Events(evs) if !net.due() && !evs.iter().any(|e| e.key == nodes()) => {
                 reconcile_changed(&store, evs)
             }
-            super::Changes::Due if !full_due => Ok(()),
+            super::Changes::Due if !net.due() => Ok(()),
             _ => {
-                last_full = tokio::time::Instant::now();
-                last_timer = last_full;
-                reconcile_all(&store)
+                last_timer = tokio::time::Instant::now();
+                net.run(|| reconcile_all(&store))
             }
         };
         let result = result.and_then(|()| {
@@ -61,9 +58,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         });
         if let Err(e) = result {
             tracing::warn!(error = %e, "statefulset/daemonset reconcile failed; retrying");
-            last_full = tokio::time::Instant::now() - FULL_EVERY;
+            net.now();
         }
-        let deadline = (last_full + FULL_EVERY).min(last_timer + TIMER_EVERY);
+        let deadline = net.deadline().min(last_timer + TIMER_EVERY);
         match super::wait_for_changes(&mut rx, &shared.cancel, deadline, &relevant).await {
             Some(c) => changes = c,
             None => return,

@@ -24,28 +24,20 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             || (k.group.is_empty() && k.plural == "pods")
     };
     // Each pass looks only at the Deployments and ReplicaSets the events since the last one
-    // name; a full pass at least every two seconds (and after an error or a lagging watch)
-    // catches anything else.
-    const FULL_EVERY: Duration = Duration::from_secs(2);
+    // name; a full pass at least every two seconds (longer on a large mesh, see
+    // `SafetyNet`; at once after an error or a lagging watch) catches anything else.
+    let mut net = super::SafetyNet::new(Duration::from_secs(2));
     let mut changes = super::Changes::All;
-    let mut last_full = tokio::time::Instant::now();
     loop {
         let result = match &changes {
-            super::Changes::Events(evs) if last_full.elapsed() < FULL_EVERY => {
-                reconcile_changed(&store, evs)
-            }
-            _ => {
-                last_full = tokio::time::Instant::now();
-                reconcile_all(&store)
-            }
+            super::Changes::Events(evs) if !net.due() => reconcile_changed(&store, evs),
+            _ => net.run(|| reconcile_all(&store)),
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "workload reconcile failed; retrying");
-            last_full = tokio::time::Instant::now() - FULL_EVERY;
+            net.now();
         }
-        match super::wait_for_changes(&mut rx, &shared.cancel, last_full + FULL_EVERY, &relevant)
-            .await
-        {
+        match super::wait_for_changes(&mut rx, &shared.cancel, net.deadline(), &relevant).await {
             Some(c) => changes = c,
             None => return,
         }
