@@ -178,7 +178,10 @@ fn spawn_watchers(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
             .default_backoff()
             .applied_objects()
             .boxed();
-        while let Some(Ok(tar)) = stream.next().await {
+        while let Some(next) = stream.next().await {
+            // A watch error is retried by the watcher (with backoff); ending the loop on one
+            // silently lost every later observation.
+            let Ok(tar) = next else { continue };
             if let Some(p) = tar.status.and_then(|s| s.phase) {
                 let mut v = s.lock().unwrap();
                 if v.phases.last().map(|(_, q)| *q) != Some(p) {
@@ -196,7 +199,10 @@ fn spawn_watchers(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
             .applied_objects()
             .boxed();
         let mut last: Option<Vec<u8>> = None;
-        while let Some(Ok(secret)) = stream.next().await {
+        while let Some(next) = stream.next().await {
+            // A watch error is retried by the watcher (with backoff); ending the loop on one
+            // silently lost every later observation.
+            let Ok(secret) = next else { continue };
             let crt = secret
                 .data
                 .and_then(|mut d| d.remove("tls.crt"))
@@ -216,7 +222,10 @@ fn spawn_watchers(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
             .applied_objects()
             .boxed();
         let mut last: Option<String> = None;
-        while let Some(Ok(cm)) = stream.next().await {
+        while let Some(next) = stream.next().await {
+            // A watch error is retried by the watcher (with backoff); ending the loop on one
+            // silently lost every later observation.
+            let Ok(cm) = next else { continue };
             let bundle = cm.data.and_then(|mut d| d.remove("ca-bundle.crt"));
             if last.is_some() && bundle != last {
                 s.lock().unwrap().bundle_changes.push(Instant::now());
@@ -229,7 +238,10 @@ fn spawn_watchers(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
     tokio::spawn(async move {
         let cfg = watcher::Config::default().labels("linkerd.io/control-plane-ns=linkerd");
         let mut stream = watcher(pods, cfg).default_backoff().boxed();
-        while let Some(Ok(ev)) = stream.next().await {
+        while let Some(next) = stream.next().await {
+            // A watch error is retried by the watcher (with backoff); ending the loop on one
+            // silently lost every later observation.
+            let Ok(ev) = next else { continue };
             let pod = match ev {
                 watcher::Event::Apply(p) | watcher::Event::Delete(p) => p,
                 _ => continue,
