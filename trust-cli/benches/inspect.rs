@@ -103,10 +103,7 @@ fn main() -> anyhow::Result<()> {
             topology: Topology::Demo,
             durations: Durations::real(),
             pods,
-            listeners: cluster_sim::mesh::listeners::ListenerConfig {
-                per_process: None,
-                helper_exe: std::env::current_exe().ok(),
-            },
+            listeners: cluster_sim::mesh::listeners::ListenerConfig::helpers_from_this_executable(),
             ..SimConfig::default()
         })
         .await?;

@@ -155,12 +155,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             conflict_rate: args.fault_conflict_rate,
         },
         seed: args.seed,
-        listeners: cluster_sim::mesh::listeners::ListenerConfig {
-            per_process: None,
-            // Meshes beyond this process's open-file limit spread their admin ports over
-            // helper processes running this same executable.
-            helper_exe: std::env::current_exe().ok(),
-        },
+        // Meshes beyond this process's open-file limit spread their admin ports over helper
+        // processes running this same executable.
+        listeners: cluster_sim::mesh::listeners::ListenerConfig::helpers_from_this_executable(),
     };
     let sim = Sim::start(config).await?;
     tracing::info!(addr = %sim.addr(), kubeconfig = %sim.kubeconfig_path().display(), "cluster-sim serving");

@@ -45,6 +45,17 @@ pub struct ListenerConfig {
     pub helper_exe: Option<PathBuf>,
 }
 
+impl ListenerConfig {
+    /// Helpers that run the current executable, with the open-file limit's share per process:
+    /// for a program whose `main` calls [`serve_helper_if_asked`] first.
+    pub fn helpers_from_this_executable() -> Self {
+        Self {
+            per_process: None,
+            helper_exe: std::env::current_exe().ok(),
+        }
+    }
+}
+
 /// Binds admin ports (see the module docs).
 pub struct AdminPorts {
     per_process: usize,
@@ -80,11 +91,8 @@ impl AdminListener {
                     s.set_nonblocking(true)?;
                     tokio::net::TcpStream::from_std(s)
                 }
-                None => {
-                    // The helper is gone: nothing will come again.
-                    std::future::pending::<()>().await;
-                    unreachable!()
-                }
+                // The helper is gone: nothing will come again.
+                None => std::future::pending().await,
             },
         }
     }
@@ -98,11 +106,6 @@ impl AdminListener {
                 "the port is held by a listener helper",
             )),
         }
-    }
-
-    /// Whether a helper process holds the port.
-    pub fn in_helper(&self) -> bool {
-        matches!(self.inner, Inner::Remote { .. })
     }
 }
 
