@@ -635,6 +635,9 @@ pub struct DeploymentView {
     /// started before the time asked for, as `namespace/name` (only filled by
     /// [`deployment_since`]).
     pub stale_pods: Vec<String>,
+    /// The Deployment's meshed pods that are not being deleted (only filled by
+    /// [`deployment_since`]).
+    pub live_pods: Vec<crate::observe::MeshedPod>,
 }
 
 impl DeploymentView {
@@ -659,6 +662,7 @@ impl DeploymentView {
             updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
             available: status.and_then(|s| s.available_replicas).unwrap_or(0),
             stale_pods: Vec::new(),
+            live_pods: Vec::new(),
         }
     }
 
@@ -752,6 +756,12 @@ pub async fn deployment_since(
         .await
         .map_err(|e| ReadError::api(format!("listing pods of Deployment {namespace}/{name}"), e))?;
     view.stale_pods = stale_pods(&list.items, namespace, since);
+    view.live_pods = list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| meshed_pod_from(p, namespace))
+        .collect();
     Ok(view)
 }
 

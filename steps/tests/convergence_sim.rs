@@ -94,6 +94,37 @@ async fn demo_pods_are_observed_converged_and_probed_both_ways() {
         assert_eq!((t.converged, t.target), (4, 4), "{mode}: {t:?}");
     }
 
+    // The identity pods' own proxies answer too, with a certificate from the issuer their
+    // local controller signs with: AwaitIssuer asks them when start times and Events cannot
+    // tell.
+    let identity = trust_rotation_steps::read::deployment_since(
+        &client,
+        "linkerd",
+        "linkerd-identity",
+        jiff::Timestamp::now(),
+    )
+    .await
+    .expect("identity");
+    assert_eq!(identity.live_pods.len(), 1, "{:?}", identity.live_pods);
+    assert!(identity.live_pods[0].control_plane);
+    let cfg = ProbeConfig {
+        mode: ProbeMode::Direct,
+        concurrency: 3,
+        timeout: Duration::from_secs(5),
+        trust_domain: "cluster.local".into(),
+        linkerd_ns: "linkerd".into(),
+    };
+    let judge_by = active.clone();
+    let results = probe_pods(
+        &client,
+        identity.live_pods,
+        &cfg,
+        move |o| cert_state(&o, &judge_by),
+        |_, _| {},
+    )
+    .await;
+    assert_eq!(results[0].1, CertState::Active, "{:?}", results[0].0.pod);
+
     // A pod that does not exist (any more) is unreachable through port-forward, not a hang.
     let mut gone = pods.iter().find(|p| p.is_workload()).unwrap().clone();
     gone.pod.name = "gone-0".into();

@@ -4,7 +4,9 @@
 
 use super::invariant::Expectation;
 use super::{names, POLL};
+use crate::convergence::{cert_state, CertState};
 use crate::pki::{short_fingerprint, Certificate};
+use crate::probe;
 use crate::read::{self, IdentityEvent};
 use crate::step::{ErrorCategory, Outcome, Progress, Step, StepContext, StepError, StepReport};
 use async_trait::async_trait;
@@ -28,8 +30,23 @@ pub struct IdentityView {
     /// Events on the identity Deployment, oldest first.
     pub events: Vec<IdentityEvent>,
     /// Every identity pod started after the issuer changed (so it loaded it at start, against
-    /// the expanded bundle it read then).
+    /// the expanded bundle it read then): see [`loaded_at_start_since`].
     pub restarted_since_issuer: bool,
+    /// Every running identity pod's own proxy serves a workload certificate signed by this
+    /// issuer. That proxy certifies through its local identity controller, so this proves the
+    /// controller signs with the issuer, whatever the clocks and Events say.
+    pub signing_with_issuer: bool,
+}
+
+/// The time from which an identity pod that started surely read `issuer` at start.
+///
+/// Kubernetes records a container's start, and X.509 an issuer's notBefore, to the second: an
+/// identity pod that started in the issuer's own second may have read the Secret just before
+/// cert-manager wrote it, and then signs with the old issuer until its hot reload (after the
+/// kubelet's volume update). Counting that pod as restarted onto the new issuer would let the
+/// next phase restart workloads onto certificates from the old one.
+pub fn loaded_at_start_since(issuer: &Certificate) -> jiff::Timestamp {
+    issuer.not_before() + jiff::SignedDuration::from_secs(1)
 }
 
 /// The awaited manual step, as the status says it.
@@ -59,7 +76,7 @@ pub fn decide_issuer(
             POLL,
         );
     }
-    if identity.restarted_since_issuer {
+    if identity.restarted_since_issuer || identity.signing_with_issuer {
         return Outcome::Done;
     }
     // Events since the issuer changed; the latest verdict wins.
@@ -204,30 +221,51 @@ impl AwaitIssuer {
             }
         }
         let cp = &ctx.spec.control_plane;
-        let identity = if issuer.is_signed_by(&new_root) {
-            let events =
+        let mut identity = IdentityView {
+            events: vec![],
+            restarted_since_issuer: false,
+            signing_with_issuer: false,
+        };
+        let mut pods = Vec::new();
+        if issuer.is_signed_by(&new_root) {
+            identity.events =
                 read::identity_events(&ctx.client, &cp.namespace, &cp.identity_deployment).await?;
-            let restarted = read::split_missing(
+            if let Ok(d) = read::split_missing(
                 read::deployment_since(
                     &ctx.client,
                     &cp.namespace,
                     &cp.identity_deployment,
-                    issuer.not_before(),
+                    loaded_at_start_since(issuer),
                 )
                 .await,
-            )?
-            .is_ok_and(|d| d.rollout_complete() && d.stale_pods.is_empty() && d.replicas > 0);
-            IdentityView {
-                events,
-                restarted_since_issuer: restarted,
+            )? {
+                identity.restarted_since_issuer =
+                    d.rollout_complete() && d.stale_pods.is_empty() && d.replicas > 0;
+                pods = d.live_pods;
             }
-        } else {
-            IdentityView {
-                events: vec![],
-                restarted_since_issuer: false,
+        }
+        let mut outcome =
+            decide_issuer(issuer, &new_root, &identity, &ctx.spec.identity_issuer, cp);
+        if outcome != Outcome::Done && issuer.is_signed_by(&new_root) && !pods.is_empty() {
+            // Not proven by the start times or an Event: ask the identity pods' own proxies.
+            identity.signing_with_issuer = probe::probe_pods(
+                &ctx.client,
+                pods,
+                &ctx.probe_config(),
+                {
+                    let issuer = issuer.clone();
+                    move |o| cert_state(&o, &issuer) == CertState::Active
+                },
+                |_, _| {},
+            )
+            .await
+            .iter()
+            .all(|(_, on_issuer)| *on_issuer);
+            if identity.signing_with_issuer {
+                outcome =
+                    decide_issuer(issuer, &new_root, &identity, &ctx.spec.identity_issuer, cp);
             }
-        };
-        let outcome = decide_issuer(issuer, &new_root, &identity, &ctx.spec.identity_issuer, cp);
+        }
         Ok(if issuer.is_signed_by(&new_root) {
             outcome
         } else {
@@ -372,6 +410,68 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_pod_started_in_the_issuers_second_may_hold_the_old_issuer() {
+        let new = root("root");
+        let issuer = issued("identity", &new, true).parsed();
+        // The identity pod's proxy started at the issuer's notBefore, to the second.
+        let started = |t: jiff::Timestamp| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "linkerd-identity-1", "namespace": "linkerd",
+                             "labels": {"linkerd.io/control-plane-ns": "linkerd"}},
+                "spec": {"containers": [{"name": "linkerd-proxy", "image": "proxy:1"}]},
+                "status": {"containerStatuses": [{
+                    "name": "linkerd-proxy", "ready": true, "restartCount": 0,
+                    "image": "proxy:1", "imageID": "", "state": {"running": {"startedAt": t.to_string()}},
+                }]},
+            }))
+            .expect("valid pod")
+        };
+        let since = loaded_at_start_since(&issuer);
+        let same_second = [started(issuer.not_before())];
+        assert_eq!(
+            read::stale_pods(&same_second, "linkerd", since),
+            ["linkerd/linkerd-identity-1"],
+            "it may have read the Secret just before cert-manager wrote the new issuer"
+        );
+        let next_second = [started(issuer.not_before() + 1.second())];
+        assert!(read::stale_pods(&next_second, "linkerd", since).is_empty());
+    }
+
+    #[test]
+    fn identity_proxies_on_the_new_issuer_prove_identity_loaded_it() {
+        let new = root("root");
+        let issuer = issued("identity", &new, true).parsed();
+        let (r, cp) = (
+            CertificateRef::default_identity_issuer(),
+            ControlPlaneRef::default(),
+        );
+        let t = issuer.not_before();
+        // No Event, no restart after the issuer: waiting...
+        let silent = IdentityView {
+            events: vec![],
+            restarted_since_issuer: false,
+            signing_with_issuer: false,
+        };
+        assert!(matches!(
+            decide_issuer(&issuer, &new.parsed(), &silent, &r, &cp),
+            Outcome::Wait { .. }
+        ));
+        // ...until the identity pods' own proxies serve certificates from it, even after an
+        // IssuerUpdateSkipped (identity was restarted onto it since).
+        for events in [vec![], vec![ev(ISSUER_UPDATE_SKIPPED, t + 1.second())]] {
+            let signing = IdentityView {
+                events,
+                restarted_since_issuer: false,
+                signing_with_issuer: true,
+            };
+            assert_eq!(
+                decide_issuer(&issuer, &new.parsed(), &signing, &r, &cp),
+                Outcome::Done
+            );
+        }
+    }
+
+    #[test]
     fn waits_for_renewal_then_for_identity_to_load_it() {
         let old = root("root");
         let new = root("root");
@@ -382,6 +482,7 @@ mod tests {
         let none = IdentityView {
             events: vec![],
             restarted_since_issuer: false,
+            signing_with_issuer: false,
         };
         // Not renewed yet: the status names the manual step.
         let Outcome::Wait { reason, .. } =
@@ -409,6 +510,7 @@ mod tests {
         let stale = IdentityView {
             events: vec![ev(ISSUER_UPDATED, t - 1.hour())],
             restarted_since_issuer: false,
+            signing_with_issuer: false,
         };
         assert!(matches!(
             decide_issuer(&new_issuer, &new.parsed(), &stale, &r, &cp),
@@ -417,6 +519,7 @@ mod tests {
         let loaded = IdentityView {
             events: vec![ev(ISSUER_UPDATED, t + 1.second())],
             restarted_since_issuer: false,
+            signing_with_issuer: false,
         };
         assert_eq!(
             decide_issuer(&new_issuer, &new.parsed(), &loaded, &r, &cp),
@@ -429,6 +532,7 @@ mod tests {
                 ev(ISSUER_UPDATE_SKIPPED, t + 1.second()),
             ],
             restarted_since_issuer: false,
+            signing_with_issuer: false,
         };
         let Outcome::Blocked { message } =
             decide_issuer(&new_issuer, &new.parsed(), &skipped, &r, &cp)
@@ -455,6 +559,7 @@ mod tests {
                 ev(ISSUER_UPDATED, t + 5.second()),
             ],
             restarted_since_issuer: false,
+            signing_with_issuer: false,
         };
         assert_eq!(
             decide_issuer(&new_issuer, &new.parsed(), &later, &r, &cp),
@@ -467,6 +572,7 @@ mod tests {
                 ..ev(ISSUER_VALIDATION_FAILED, t + 1.second())
             }],
             restarted_since_issuer: false,
+            signing_with_issuer: false,
         };
         let Outcome::Blocked { message } =
             decide_issuer(&new_issuer, &new.parsed(), &failed, &r, &cp)
