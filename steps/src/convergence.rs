@@ -13,12 +13,13 @@
 //! Only pods outside the control plane that are not being deleted count.
 
 use crate::bundle::{env_matches_bundle, trust_root_sha256};
-use crate::observe::{MeshedPod, PodRef};
+use crate::observe::MeshedPod;
 use crate::pki::{short_fingerprint, Certificate};
 use crate::probe::ProbeOutcome;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::fmt;
+use std::sync::Arc;
 use trust_rotation_crds::Convergence;
 
 /// Whether a state counts as converged.
@@ -109,12 +110,14 @@ pub enum CertState {
     Active,
     /// Signed by another issuer; carries the fingerprint of the presented intermediate
     /// (`chain[1]`) when the proxy sent one.
-    OtherIssuer { issuer_fingerprint: Option<String> },
+    OtherIssuer {
+        issuer_fingerprint: Option<Arc<str>>,
+    },
     /// Outside a rotation's RenewingWorkloadCerts: signed by a previous issuer whose chain
     /// leads to a root of the current bundle (every pod for up to a day after cert-manager's
     /// routine issuer renewal). Healthy: the proxy renews it by itself before `expires`.
     Trusted {
-        issuer_fingerprint: Option<String>,
+        issuer_fingerprint: Option<Arc<str>>,
         expires: jiff::Timestamp,
     },
     /// The proxy could not be reached (the text says why).
@@ -190,7 +193,7 @@ pub fn cert_state(outcome: &ProbeOutcome, active_issuer: &Certificate) -> CertSt
             None => CertState::Invalid("the proxy presented no parsable certificate".into()),
             Some(leaf) if leaf.is_signed_by(active_issuer) => CertState::Active,
             Some(_) => CertState::OtherIssuer {
-                issuer_fingerprint: chain.get(1).map(|c| c.fingerprint().to_string()),
+                issuer_fingerprint: chain.get(1).map(Certificate::shared_fingerprint),
             },
         },
         ProbeOutcome::Unreachable(why) => CertState::Unreachable(why.clone()),
@@ -223,14 +226,19 @@ pub fn cert_state_under(
     }
 }
 
-/// One pod that has not converged, and why.
+/// One pod that has not converged, and why. Its facts (`pod`, `owner`, ...) are the shared
+/// [`MeshedPod`]'s: a look over 50,000 unconverged pods copies no names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodStatus<S> {
-    pub pod: PodRef,
-    pub owner: Option<String>,
-    /// What a person does to replace it ([`MeshedPod::restart_command`]).
-    pub fix: String,
+    pub meshed: MeshedPod,
     pub state: S,
+}
+
+impl<S> std::ops::Deref for PodStatus<S> {
+    type Target = crate::observe::PodFacts;
+    fn deref(&self) -> &Self::Target {
+        &self.meshed
+    }
 }
 
 /// Convergence counts over the pods that must converge.
@@ -264,9 +272,7 @@ impl<S: Converged> Tally<S> {
                 t.converged = t.converged.saturating_add(1);
             } else {
                 t.unconverged.push(PodStatus {
-                    pod: pod.pod.clone(),
-                    owner: pod.owner.clone(),
-                    fix: pod.restart_command(),
+                    meshed: pod.clone(),
                     state,
                 });
             }
@@ -327,8 +333,8 @@ mod tests {
     use crate::pki::testing::{issued, root};
 
     fn pod(ns: &str, name: &str) -> MeshedPod {
-        MeshedPod {
-            pod: PodRef::new(ns, name),
+        MeshedPod::from(crate::observe::PodFacts {
+            pod: crate::observe::PodRef::new(ns, name),
             owner: Some(format!("deployment/{name}")),
             service_account: "default".into(),
             ip: Some("127.0.0.2".into()),
@@ -343,7 +349,7 @@ mod tests {
             proxy_started_at: None,
             created_at: None,
             admin_port: trust_rotation_crds::defaults::PROXY_ADMIN_PORT,
-        }
+        })
     }
 
     const BUNDLE: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
@@ -352,7 +358,7 @@ mod tests {
     fn bundle_state_by_exact_hash_then_trimmed_env() {
         let mut p = pod("app", "a");
         assert_eq!(bundle_state(&p, BUNDLE), BundleState::Stale);
-        p.trust_root_sha256 = Some(trust_root_sha256(BUNDLE));
+        p.trust_root_sha256 = Some(trust_root_sha256(BUNDLE).into());
         assert_eq!(bundle_state(&p, BUNDLE), BundleState::Current);
         // The hash is over exact bytes: a different trailing newline is another bundle...
         assert_eq!(bundle_state(&p, BUNDLE.trim_end()), BundleState::Stale);
@@ -380,7 +386,7 @@ mod tests {
     #[test]
     fn bundle_tally_excludes_control_plane_and_counts_terminating_pods() {
         let mut current = pod("app", "b-current");
-        current.trust_root_sha256 = Some(trust_root_sha256(BUNDLE));
+        current.trust_root_sha256 = Some(trust_root_sha256(BUNDLE).into());
         let stale = pod("app", "a-stale");
         let mut noproxy = pod("app", "c-noproxy");
         noproxy.has_proxy = false;
@@ -449,7 +455,7 @@ mod tests {
         assert_eq!(
             cert_state(&old, &active),
             CertState::OtherIssuer {
-                issuer_fingerprint: Some(old_issuer.parsed().fingerprint().to_string())
+                issuer_fingerprint: Some(old_issuer.parsed().fingerprint().into())
             }
         );
         // Lying about the intermediate does not help: the leaf must verify.
@@ -531,7 +537,7 @@ mod tests {
                     p.deleting = deleting;
                     p.has_proxy = has_proxy;
                     if current {
-                        p.trust_root_sha256 = Some(trust_root_sha256(BUNDLE));
+                        p.trust_root_sha256 = Some(trust_root_sha256(BUNDLE).into());
                     }
                     (p, current, outcome)
                 })
@@ -594,7 +600,7 @@ mod tests {
         assert_eq!(
             state,
             CertState::Trusted {
-                issuer_fingerprint: Some(previous.parsed().fingerprint().to_string()),
+                issuer_fingerprint: Some(previous.parsed().fingerprint().into()),
                 expires: leaf.parsed().not_after(),
             }
         );

@@ -43,9 +43,36 @@ impl fmt::Display for PodRef {
     }
 }
 
+/// What a rotation needs to know about one meshed pod: its [`PodFacts`], shared.
+///
+/// Cloning is a reference count: the operator's pod cache hands every look all its pods, and
+/// at 50,000 pods a deep copy per look was tens of MiB of garbage each time. Changing a field
+/// (tests do) copies the facts first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshedPod(Arc<PodFacts>);
+
+impl From<PodFacts> for MeshedPod {
+    fn from(facts: PodFacts) -> Self {
+        Self(Arc::new(facts))
+    }
+}
+
+impl std::ops::Deref for MeshedPod {
+    type Target = PodFacts;
+    fn deref(&self) -> &PodFacts {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for MeshedPod {
+    fn deref_mut(&mut self) -> &mut PodFacts {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
 /// What a rotation needs to know about one meshed pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeshedPod {
+pub struct PodFacts {
     pub pod: PodRef,
     /// The workload that owns the pod, as `kind/name` (for example `deployment/web`), from the
     /// `linkerd.io/proxy-<kind>` labels the injector sets.
@@ -63,13 +90,13 @@ pub struct MeshedPod {
     pub deletion_deadline: Option<Timestamp>,
     /// The proxy's version: the injector's `linkerd.io/proxy-version` annotation, else the
     /// proxy image's tag.
-    pub proxy_version: Option<String>,
+    pub proxy_version: Option<Arc<str>>,
     /// The pod runs in the Linkerd control-plane namespace.
     pub control_plane: bool,
     /// A `linkerd-proxy` container exists (in `containers` or `initContainers`).
     pub has_proxy: bool,
     /// The `linkerd.io/trust-root-sha256` annotation.
-    pub trust_root_sha256: Option<String>,
+    pub trust_root_sha256: Option<Arc<str>>,
     /// The proxy's inline `LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS` value. `None` when the variable
     /// is absent, empty, or comes from `valueFrom` (the control plane reads the ConfigMap; judge
     /// those pods by [`MeshedPod::proxy_started_at`] instead).
@@ -311,7 +338,7 @@ pub fn meshed_pod_from(pod: &Pod, linkerd_ns: &str) -> Option<MeshedPod> {
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|c| c.status == "True");
-    Some(MeshedPod {
+    Some(MeshedPod::from(PodFacts {
         control_plane: namespace == linkerd_ns,
         pod: PodRef { namespace, name },
         owner,
@@ -335,18 +362,19 @@ pub fn meshed_pod_from(pod: &Pod, linkerd_ns: &str) -> Option<MeshedPod> {
             .and_then(|a| a.get(PROXY_VERSION_ANNOTATION))
             .cloned()
             .filter(|v| !v.is_empty())
-            .or_else(|| proxy.and_then(image_tag)),
+            .or_else(|| proxy.and_then(image_tag))
+            .map(|v| ALIKE.share(&v, || Arc::from(v.as_str()))),
         has_proxy: proxy.is_some(),
         trust_root_sha256: meta
             .annotations
             .as_ref()
             .and_then(|a| a.get(TRUST_ROOT_SHA256_ANNOTATION))
-            .cloned(),
+            .map(|v| ALIKE.share(v, || Arc::from(v.as_str()))),
         trust_anchors_env: proxy.and_then(inline_trust_anchors),
         proxy_started_at: proxy_status.and_then(started_at),
         created_at: meta.creation_timestamp.as_ref().map(|t| t.0),
         admin_port: proxy_admin_port(proxy, meta.annotations.as_ref()),
-    })
+    }))
 }
 
 /// The annotation the proxy injector sets to the proxy's version.
@@ -404,6 +432,10 @@ pub fn proxy_admin_port(
 /// The proxies of a mesh were injected with a handful of distinct bundles: each pod's value is
 /// shared with every other pod's that is equal to it.
 static TRUST_ANCHORS: crate::intern::Interner<str> = crate::intern::Interner::new();
+
+/// Short values most pods share (the bundle hash they were injected with, the proxy version):
+/// a handful of distinct ones in a mesh, so one copy each.
+static ALIKE: crate::intern::Interner<str> = crate::intern::Interner::new();
 
 fn inline_trust_anchors(c: &Container) -> Option<Arc<str>> {
     c.env

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use trust_rotation_crds::CertificateSummary;
 use x509_parser::prelude::*;
 
@@ -75,21 +75,19 @@ impl fmt::Display for KeyAlgorithm {
 pub struct Certificate(Arc<Parsed>);
 
 struct Parsed {
-    /// `is_signed_by`'s last answer, with the issuer's fingerprint it was for.
-    signed_by: Mutex<Option<(String, bool)>>,
+    /// `is_signed_by`'s last answer, with the fingerprint of the issuer it was for (shared with
+    /// that issuer: a remembered leaf per pod does not keep a copy).
+    signed_by: Mutex<Option<(Arc<str>, bool)>>,
     der: Vec<u8>,
-    fingerprint: String,
-    subject: String,
-    issuer: String,
-    serial: String,
+    fingerprint: Arc<str>,
+    /// Read from the DER when first asked: a waiting step remembers a leaf per pod and never
+    /// asks a leaf's subject, so those do not keep one.
+    subject: OnceLock<String>,
     not_before: Timestamp,
     not_after: Timestamp,
     key_algorithm: KeyAlgorithm,
     is_ca: bool,
     may_sign_certificates: bool,
-    dns_names: Vec<String>,
-    subject_key_id: Option<Vec<u8>>,
-    authority_key_id: Option<Vec<u8>>,
 }
 
 impl PartialEq for Certificate {
@@ -102,7 +100,7 @@ impl Eq for Certificate {}
 impl fmt::Debug for Certificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Certificate")
-            .field("subject", &self.0.subject)
+            .field("subject", &self.subject())
             .field("fingerprint", &self.0.fingerprint)
             .field("not_after", &self.0.not_after)
             .finish()
@@ -169,47 +167,14 @@ impl Certificate {
             Ok(None) => true,
             Err(_) => false,
         };
-        let dns_names = match cert.subject_alternative_name() {
-            Ok(Some(san)) => san
-                .value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let subject_key_id = cert
-            .extensions()
-            .iter()
-            .find_map(|e| match e.parsed_extension() {
-                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-                _ => None,
-            });
-        let authority_key_id = cert
-            .extensions()
-            .iter()
-            .find_map(|e| match e.parsed_extension() {
-                ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                    aki.key_identifier.as_ref().map(|id| id.0.to_vec())
-                }
-                _ => None,
-            });
         Ok(Self(Arc::new(Parsed {
-            fingerprint,
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
-            serial: cert.raw_serial_as_string(),
+            fingerprint: fingerprint.into(),
+            subject: OnceLock::new(),
             not_before,
             not_after,
             key_algorithm,
             is_ca,
             may_sign_certificates,
-            dns_names,
-            subject_key_id,
-            authority_key_id,
             der,
             signed_by: Mutex::new(None),
         })))
@@ -221,14 +186,17 @@ impl Certificate {
     pub fn fingerprint(&self) -> &str {
         &self.0.fingerprint
     }
+    /// The fingerprint, shared (no copy per pod that names this issuer).
+    pub fn shared_fingerprint(&self) -> Arc<str> {
+        self.0.fingerprint.clone()
+    }
+    /// The subject's distinguished name (`CN=...`).
     pub fn subject(&self) -> &str {
-        &self.0.subject
-    }
-    pub fn issuer_name(&self) -> &str {
-        &self.0.issuer
-    }
-    pub fn serial(&self) -> &str {
-        &self.0.serial
+        self.0.subject.get_or_init(|| {
+            X509Certificate::from_der(&self.0.der)
+                .map(|(_, c)| c.subject().to_string())
+                .unwrap_or_default()
+        })
     }
     pub fn not_before(&self) -> Timestamp {
         self.0.not_before
@@ -242,21 +210,29 @@ impl Certificate {
     pub fn is_ca(&self) -> bool {
         self.0.is_ca
     }
-    /// The DNS names of its subjectAltName (a Linkerd workload certificate's identity).
-    pub fn dns_names(&self) -> &[String] {
-        &self.0.dns_names
+    /// The DNS names of its subjectAltName (a Linkerd workload certificate's identity), read
+    /// from the DER on each call.
+    pub fn dns_names(&self) -> Vec<String> {
+        let Ok((_, cert)) = X509Certificate::from_der(&self.0.der) else {
+            return Vec::new();
+        };
+        match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
     }
     /// Its key may sign certificates: keyUsage has keyCertSign, or there is no keyUsage.
     pub fn may_sign_certificates(&self) -> bool {
         self.0.may_sign_certificates
     }
-    pub fn subject_key_id(&self) -> Option<&[u8]> {
-        self.0.subject_key_id.as_deref()
-    }
-    pub fn authority_key_id(&self) -> Option<&[u8]> {
-        self.0.authority_key_id.as_deref()
-    }
-
     /// Whether `at` lies within the validity period.
     pub fn valid_at(&self, at: Timestamp) -> bool {
         self.0.not_before <= at && at <= self.0.not_after
@@ -279,7 +255,7 @@ impl Certificate {
     pub fn is_signed_by(&self, issuer: &Certificate) -> bool {
         let mut memo = self.0.signed_by.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((fp, answer)) = memo.as_ref() {
-            if *fp == issuer.0.fingerprint {
+            if Arc::ptr_eq(fp, &issuer.0.fingerprint) || *fp == issuer.0.fingerprint {
                 return *answer;
             }
         }
@@ -297,8 +273,8 @@ impl Certificate {
     /// The summary recorded in the TrustAnchorRotation status.
     pub fn summary(&self) -> CertificateSummary {
         CertificateSummary {
-            fingerprint: self.0.fingerprint.clone(),
-            subject: Some(self.0.subject.clone()),
+            fingerprint: self.0.fingerprint.to_string(),
+            subject: Some(self.subject().to_string()),
             not_after: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 self.0.not_after,
             )),
@@ -439,7 +415,7 @@ pub fn verify_chain<'r>(
     let leaf = chain.first().ok_or(ChainError::Empty)?;
     let check_time = |c: &Certificate| match at {
         Some(t) if !c.valid_at(t) => Err(ChainError::NotValid {
-            subject: c.0.subject.clone(),
+            subject: c.subject().to_string(),
             at: t,
             not_before: c.0.not_before,
             not_after: c.0.not_after,
@@ -459,7 +435,7 @@ pub fn verify_chain<'r>(
             Some(_) => {
                 return Err(ChainError::Broken {
                     index: i,
-                    subject: cert.0.subject.clone(),
+                    subject: cert.subject().to_string(),
                 })
             }
             None => break,

@@ -323,11 +323,12 @@ fn unproven(
     signature: Option<Result<(), String>>,
     now: jiff::Timestamp,
 ) -> Option<String> {
-    if !leaf.dns_names().iter().any(|n| n == identity) {
-        let names = if leaf.dns_names().is_empty() {
+    let dns_names = leaf.dns_names();
+    if !dns_names.iter().any(|n| n == identity) {
+        let names = if dns_names.is_empty() {
             "no DNS name".to_string()
         } else {
-            leaf.dns_names().join(", ")
+            dns_names.join(", ")
         };
         return Some(format!(
             "the certificate presented is for {names}, not {identity}: something other than this pod's proxy \
@@ -541,7 +542,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn pod(name: &str, ip: Option<Ipv4Addr>) -> MeshedPod {
-        MeshedPod {
+        MeshedPod::from(crate::observe::PodFacts {
             pod: PodRef::new("emojivoto", name),
             owner: Some(format!("deployment/{name}")),
             service_account: name.into(),
@@ -557,7 +558,7 @@ pub(crate) mod tests {
             proxy_started_at: None,
             created_at: None,
             admin_port: PROXY_ADMIN_PORT,
-        }
+        })
     }
 
     pub(crate) fn offline_client() -> kube::Client {
@@ -612,7 +613,7 @@ pub(crate) mod tests {
         assert_eq!(
             cert_state(&outcome, &other.parsed()),
             CertState::OtherIssuer {
-                issuer_fingerprint: Some(issuer.parsed().fingerprint().to_string())
+                issuer_fingerprint: Some(issuer.parsed().fingerprint().into())
             }
         );
     }

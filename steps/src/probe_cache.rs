@@ -52,6 +52,15 @@ impl Incarnation {
             ready: p.ready,
         }
     }
+
+    /// Whether `p` is this incarnation (without copying its IP: a look asks this of every pod).
+    fn is(&self, p: &MeshedPod) -> bool {
+        self.created_at == p.created_at
+            && self.proxy_started_at == p.proxy_started_at
+            && self.ip == p.ip
+            && self.admin_port == p.admin_port
+            && self.ready == p.ready
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -109,7 +118,7 @@ impl ProbeCache {
         for p in pods {
             match entries.get(&p.pod) {
                 Some(e)
-                    if e.incarnation == Incarnation::of(&p)
+                    if e.incarnation.is(&p)
                         && (settled(&e.outcome) || now < e.probed_at + e.wait) =>
                 {
                     plan.cached.push((p, e.outcome.clone()));
@@ -130,9 +139,8 @@ impl ProbeCache {
     /// incarnation doubles the wait before the next probe; anything new resets it.
     pub fn record(&self, pod: &MeshedPod, outcome: &ProbeOutcome, now: Instant, backoff: Backoff) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let incarnation = Incarnation::of(pod);
         let wait = match entries.get(&pod.pod) {
-            Some(e) if e.incarnation == incarnation && e.outcome == *outcome => {
+            Some(e) if e.incarnation.is(pod) && e.outcome == *outcome => {
                 (e.wait * 2).min(backoff.max)
             }
             _ => backoff.first.min(backoff.max),
@@ -140,7 +148,7 @@ impl ProbeCache {
         entries.insert(
             pod.pod.clone(),
             Entry {
-                incarnation,
+                incarnation: Incarnation::of(pod),
                 outcome: outcome.clone(),
                 probed_at: now,
                 wait,

@@ -223,7 +223,7 @@ pub fn rows(
                 .as_ref()
                 .and_then(|(_, e)| *e)
                 .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
-            proxy_version: pod.proxy_version.clone(),
+            proxy_version: pod.proxy_version.as_deref().map(str::to_string),
             fix: fix_for(pod, b, c),
         });
     }

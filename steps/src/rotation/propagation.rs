@@ -18,7 +18,7 @@ use trust_rotation_crds::Phase;
 pub fn restart_commands<S>(tally: &Tally<S>, max: usize) -> Vec<String> {
     let mut by_command: std::collections::BTreeMap<String, usize> = Default::default();
     for p in &tally.unconverged {
-        *by_command.entry(p.fix.clone()).or_default() += 1;
+        *by_command.entry(p.meshed.restart_command()).or_default() += 1;
     }
     let total = by_command.len();
     let mut out: Vec<String> = by_command
@@ -208,7 +208,7 @@ pub(crate) mod tests {
     use crate::pki::testing::{issued, root};
 
     pub(crate) fn pod(ns: &str, name: &str, bundle: Option<&str>) -> MeshedPod {
-        MeshedPod {
+        MeshedPod::from(crate::observe::PodFacts {
             pod: PodRef::new(ns, name),
             owner: Some(format!(
                 "deployment/{}",
@@ -222,12 +222,12 @@ pub(crate) mod tests {
             proxy_version: None,
             control_plane: ns == "linkerd",
             has_proxy: true,
-            trust_root_sha256: bundle.map(trust_root_sha256),
+            trust_root_sha256: bundle.map(|b| trust_root_sha256(b).into()),
             trust_anchors_env: None,
             proxy_started_at: None,
             created_at: None,
             admin_port: trust_rotation_crds::defaults::PROXY_ADMIN_PORT,
-        }
+        })
     }
 
     #[test]

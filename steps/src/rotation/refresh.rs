@@ -475,14 +475,16 @@ mod tests {
     #[test]
     fn waits_naming_unreachable_pods() {
         use crate::convergence::PodStatus;
-        use crate::observe::PodRef;
+        use crate::rotation::propagation::tests::pod;
         let tally = Tally {
             converged: 1,
             target: 2,
             unconverged: vec![PodStatus {
-                pod: PodRef::new("app", "web-1"),
-                owner: None,
-                fix: "kubectl -n app delete pod web-1 (a bare pod: nothing recreates it)".into(),
+                meshed: {
+                    let mut p = pod("app", "web-1", None);
+                    p.owner = None;
+                    p
+                },
                 state: CertState::Unreachable("connection refused".into()),
             }],
         };
@@ -500,9 +502,11 @@ mod tests {
         );
         // Several pods of one workload: one command, with the count.
         let other = |name: &str| PodStatus {
-            pod: PodRef::new("app", name),
-            owner: Some("statefulset/db".into()),
-            fix: "kubectl -n app rollout restart statefulset/db".into(),
+            meshed: {
+                let mut p = pod("app", name, None);
+                p.owner = Some("statefulset/db".into());
+                p
+            },
             state: CertState::OtherIssuer {
                 issuer_fingerprint: None,
             },
