@@ -17,6 +17,9 @@
 //! network round trip of `ROTATION_BENCH_PROBE_LATENCY_MS` (default 20), so the probe sweep is
 //! compared with its ideal, proxies x latency / concurrency.
 //!
+//! `ROTATION_BENCH_OPERATOR_WRAPPER` prefixes the operator's command line with a profiler
+//! (`heaptrack -o /tmp/op`, say); the operator's RSS and CPU figures are then the wrapper's.
+//!
 //! `cargo bench -p trust-rotation-operator --bench rotation_scale` (in `make bench`) runs
 //! 1,000 and 10,000 pods; `ROTATION_BENCH_PODS=1000,10000,50000` picks sizes. Without
 //! `--bench` (`cargo test --bench rotation_scale`, `make bench-smoke` in CI) it runs 1,000 pods
@@ -286,14 +289,17 @@ fn spawn_operator(kubeconfig: &Path, cpu: Option<usize>, log: &Path) -> Operator
         std::net::SocketAddr::from(([127, 0, 0, 1], l.local_addr().expect("bound").port()))
     };
     let bin = env!("CARGO_BIN_EXE_trust-rotation-operator");
-    let mut cmd = match cpu {
-        Some(c) => {
-            let mut t = tokio::process::Command::new("taskset");
-            t.args(["-c", &c.to_string(), bin]);
-            t
-        }
-        None => tokio::process::Command::new(bin),
-    };
+    // `ROTATION_BENCH_OPERATOR_WRAPPER="heaptrack -o /tmp/op"` runs the operator under a
+    // profiler; the RSS and CPU figures are then the wrapper's, not the operator's.
+    let mut argv: Vec<String> = std::env::var("ROTATION_BENCH_OPERATOR_WRAPPER")
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    if let Some(c) = cpu {
+        argv.splice(0..0, ["taskset".to_string(), "-c".into(), c.to_string()]);
+    }
+    argv.push(bin.to_string());
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     // Its log (stdout and stderr, one file offset) is kept for a run that fails.
     let out = std::fs::File::create(log).expect("the operator's log file");
     // The chart's arguments and defaults (values.yaml), out of cluster as e2e/demo.sh runs it.
