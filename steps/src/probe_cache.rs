@@ -33,7 +33,9 @@ pub struct Backoff {
 /// readiness (a proxy becomes ready once it holds its certificate, so an answer taken just
 /// before is stale the moment the pod turns Ready: waiting out the backoff would delay the
 /// last pod's verdict, and with it the next phase).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// [`Incarnation::is`] is the one comparison (a look asks it of every pod without copying).
+#[derive(Debug, Clone)]
 struct Incarnation {
     created_at: Option<Timestamp>,
     proxy_started_at: Option<Timestamp>,

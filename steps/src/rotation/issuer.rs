@@ -204,15 +204,17 @@ impl AwaitIssuer {
             active_issuer: Some(issuer.summary()),
             ..Default::default()
         });
+        // Whether the issuer moved to the new anchor yet: everything below turns on it.
+        let moved = issuer.is_signed_by(&new_root);
         // An issuer Linkerd cannot use: the control plane is not restarted onto it.
-        if issuer.is_signed_by(&new_root) {
+        if moved {
             if let Some(m) =
                 super::validate::issuer_block(issuer, ctx.now, &ctx.spec.identity_issuer)
             {
                 return Ok(Outcome::blocked(m));
             }
         }
-        if !issuer.is_signed_by(&new_root) {
+        if !moved {
             if let Some(parked) = self.automation(ctx, issuer, progress, notices).await? {
                 return Ok(again_after_retarget(
                     parked,
@@ -227,7 +229,7 @@ impl AwaitIssuer {
             signing_with_issuer: false,
         };
         let mut pods = Vec::new();
-        if issuer.is_signed_by(&new_root) {
+        if moved {
             identity.events =
                 read::identity_events(&ctx.client, &cp.namespace, &cp.identity_deployment).await?;
             if let Ok(d) = read::split_missing(
@@ -246,7 +248,7 @@ impl AwaitIssuer {
         }
         let mut outcome =
             decide_issuer(issuer, &new_root, &identity, &ctx.spec.identity_issuer, cp);
-        if outcome != Outcome::Done && issuer.is_signed_by(&new_root) && !pods.is_empty() {
+        if outcome != Outcome::Done && moved && !pods.is_empty() {
             // Not proven by the start times or an Event: ask the identity pods' own proxies.
             identity.signing_with_issuer = probe::probe_pods(
                 &ctx.client,
@@ -266,7 +268,7 @@ impl AwaitIssuer {
                     decide_issuer(issuer, &new_root, &identity, &ctx.spec.identity_issuer, cp);
             }
         }
-        Ok(if issuer.is_signed_by(&new_root) {
+        Ok(if moved {
             outcome
         } else {
             again_after_retarget(outcome, &ctx.rotation.superseded_anchors)
