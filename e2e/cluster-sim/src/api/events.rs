@@ -78,16 +78,17 @@ pub fn convert(obj: &Value, to_core: bool) -> Value {
 /// creationTimestamp, managedFields): equal content needs no write, which ends the echo of
 /// a mirrored write.
 fn same_content(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.as_object_mut() {
-            m.remove("metadata");
-        }
-        v
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
     };
-    strip(a) == strip(b)
-        && a["metadata"].get("labels") == b["metadata"].get("labels")
-        && a["metadata"].get("annotations") == b["metadata"].get("annotations")
+    let content = |m: &'_ Map<String, Value>| m.len() - usize::from(m.contains_key("metadata"));
+    content(a) == content(b)
+        && a.iter()
+            .filter(|(k, _)| *k != "metadata")
+            .all(|(k, v)| b.get(k) == Some(v))
+        && ["labels", "annotations"].iter().all(|f| {
+            a.get("metadata").and_then(|m| m.get(f)) == b.get("metadata").and_then(|m| m.get(f))
+        })
 }
 
 /// Mirrors one change (`kind` ADDED, MODIFIED or DELETED) of `obj`, a `key` object.
@@ -148,23 +149,42 @@ fn on_event(store: &Store, ev: &WatchEvent) {
     mirror(store, ev.kind, &ev.key, &ev.object);
 }
 
+/// An object's resourceVersion as the store assigned it.
+fn resource_version(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
 /// Mirrors Events between the two APIs until `cancel`.
 pub async fn run(store: Store, cancel: CancellationToken) {
     let Ok((_, mut rx)) = store.watch(None) else {
         return;
     };
+    // Every change up to this resourceVersion has been mirrored.
+    let mut mirrored = store.resource_version();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             ev = rx.recv() => match ev {
-                Ok(ev) => on_event(&store, &ev),
-                // Missed events: mirror whatever exists now in either API.
+                Ok(ev) => {
+                    mirrored = mirrored.max(ev.resource_version);
+                    on_event(&store, &ev);
+                }
+                // Missed events: mirror the Events written since the last one mirrored (a
+                // pass over every Event, converting each, grew with the cluster's history
+                // and, on a busy simulator, made it lag again).
                 Err(RecvError::Lagged(_)) => {
+                    let now = store.resource_version();
                     for key in [events_k8s_io(), core()] {
                         for obj in store.list(&key, None).0 {
-                            mirror(&store, "MODIFIED", &key, &obj);
+                            if resource_version(&obj) > mirrored {
+                                mirror(&store, "MODIFIED", &key, &obj);
+                            }
                         }
                     }
+                    mirrored = mirrored.max(now);
                 }
                 Err(RecvError::Closed) => return,
             }

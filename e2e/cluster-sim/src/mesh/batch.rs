@@ -37,22 +37,94 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     .chain(ev.previous.as_ref())
                     .any(|p| super::controller_of_kind(p, "Job").is_some()))
     };
+    // Each pass looks only at the Jobs and CronJobs the events since the last one name (a
+    // Job, a CronJob, or a pod a Job owns; a Job's CronJob with it), as kube-controller-manager
+    // queues them by key. A full pass runs when a timer a pass set is due (a CronJob's next
+    // schedule minute, a back-off, a TTL, a deadline), every 2 s (longer on a large cluster,
+    // see `SafetyNet`), after an error and after a lagging watch. A full pass on every
+    // change cost most of the simulator's core with a CronJob in each of 500 namespaces.
+    let mut net = super::SafetyNet::new(Duration::from_secs(2));
+    let mut timer: Option<tokio::time::Instant> = None;
+    let mut changes = super::Changes::All;
     loop {
-        let wake = match reconcile_all(&shared) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "job/cronjob reconcile failed; retrying");
-                Some(Duration::from_millis(200))
+        let now = tokio::time::Instant::now();
+        let timer_due = timer.is_some_and(|t| t <= now);
+        let result = match &changes {
+            super::Changes::Events(evs) if !net.due() && !timer_due => {
+                reconcile_changed(&shared, evs)
+            }
+            super::Changes::Due if !net.due() && !timer_due => Ok(None),
+            _ => {
+                timer = None;
+                net.run(|| reconcile_all(&shared))
             }
         };
-        let wait = wake
-            .unwrap_or(Duration::from_secs(2))
-            .min(Duration::from_secs(2));
-        let deadline = Some(tokio::time::Instant::now() + wait);
-        if !super::wait_for_change(&mut rx, &shared.cancel, deadline, &relevant).await {
-            return;
+        match result {
+            Ok(Some(wake)) => {
+                let at = now + wake;
+                timer = Some(timer.map_or(at, |t| t.min(at)));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "job/cronjob reconcile failed; retrying");
+                timer = Some(now + Duration::from_millis(200));
+                net.now();
+            }
+        }
+        let deadline = timer.map_or(net.deadline(), |t| t.min(net.deadline()));
+        match super::wait_for_changes(&mut rx, &shared.cancel, deadline, &relevant).await {
+            Some(c) => changes = c,
+            None => return,
         }
     }
+}
+
+/// One pass over the Jobs and CronJobs `events` name, as [`reconcile_all`] would treat them;
+/// returns how long until something they set is due.
+fn reconcile_changed(
+    shared: &Shared,
+    events: &[crate::store::WatchEvent],
+) -> Result<Option<Duration>, StoreError> {
+    use super::controller_of_kind;
+    use std::collections::BTreeSet;
+    let store = &shared.store;
+    let mut named_jobs: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut named_cjs: BTreeSet<(String, String)> = BTreeSet::new();
+    for ev in events {
+        let own = |o: &Value| (ns_of(o).to_string(), name_of(o).to_string());
+        let versions = || std::iter::once(&ev.object).chain(ev.previous.as_ref());
+        match ev.key.plural.as_str() {
+            "jobs" => {
+                named_jobs.insert(own(&ev.object));
+                // Its CronJob counts its history and active Jobs (a deleted Job included).
+                named_cjs.extend(versions().filter_map(|j| controller_of_kind(j, "CronJob")));
+            }
+            "cronjobs" => {
+                named_cjs.insert(own(&ev.object));
+            }
+            "pods" => named_jobs.extend(versions().filter_map(|p| controller_of_kind(p, "Job"))),
+            _ => {}
+        }
+    }
+    let mut wake = None;
+    for (ns, name) in &named_jobs {
+        if let Some(j) = store.get(&jobs(), Some(ns), name) {
+            named_cjs.extend(controller_of_kind(&j, "CronJob"));
+            let ps = store.list_owned(&pods(), uid(&j));
+            wake = soonest(wake, reconcile_job(shared, &j, &ps)?);
+        }
+    }
+    for (ns, name) in &named_cjs {
+        if let Some(cj) = store.get(&cronjobs(), Some(ns), name) {
+            let js = store.list_owned(&jobs(), uid(&cj));
+            let pods_by_owner: HashMap<String, Vec<Arc<Value>>> = js
+                .iter()
+                .map(|j| (uid(j).to_string(), store.list_owned(&pods(), uid(j))))
+                .collect();
+            wake = soonest(wake, reconcile_cronjob(shared, &cj, &js, &pods_by_owner)?);
+        }
+    }
+    Ok(wake)
 }
 
 fn soonest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
