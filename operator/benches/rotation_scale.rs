@@ -3,13 +3,14 @@
 //!
 //! Each size runs in its own child process (memory figures do not mix) holding the simulator
 //! (`demo-all-kinds` plus N pods spread over Deployments, StatefulSets and DaemonSets, 100 per
-//! `scale-NNN` namespace, with a CronJob firing in each). The child runs the operator binary
-//! with the chart's flags, drives the user guide's rotation as `e2e_walkthrough` does (renew the
-//! anchor, `rollout restart` every workload, renew the issuer, restart twice more) and prints
-//! one table: the operator's RSS and CPU seconds (from `/proc`), its API requests by verb and
-//! resource (the simulator's `/metrics`, `user_agent="trust-rotation-operator"`), the two
-//! reaction latencies (watched from outside), the probe sweep (from the operator's own step
-//! histogram), the rotation's wall time and the mTLS oracle's minimum. The figures also go to
+//! `scale-NNN` namespace, with a CronJob firing in each every two real minutes). The child runs
+//! the operator binary with the chart's flags, drives the user guide's rotation as
+//! `e2e_walkthrough` does (renew the anchor, `rollout restart` every workload, renew the
+//! issuer, restart twice more) and prints one table: the operator's RSS and CPU seconds (from
+//! `/proc`), its API requests by verb and resource (the simulator's `/metrics`,
+//! `user_agent="trust-rotation-operator"`), the two reaction latencies (watched from
+//! outside), the probe sweep (from the operator's own step histogram), the rotation's wall
+//! time and the mTLS oracle's minimum. The figures also go to
 //! `target/bench/rotation_scale-<N>.json` so two commits can be compared.
 //!
 //! With two or more cores and `taskset`, the simulator's process runs on core 0 and the
@@ -352,9 +353,13 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
         topology: cluster_sim::Topology::DemoAllKinds,
         pods,
         // The demo's seconds, with workload certificates that move to the new issuer only when
-        // the guide's restart asks them to (as in the operator's end-to-end tests).
+        // the guide's restart asks them to (as in the operator's end-to-end tests), and
+        // CronJobs on the real clock: the demo's 5-second minute fired a Job in each of the
+        // 501 namespaces every 10 s at 50,000 pods (50 Jobs a second), which took most of
+        // the simulator's core from the rollouts being measured.
         durations: cluster_sim::Durations {
             workload_cert_lifetime: Duration::from_secs(600),
+            cron_minute: cluster_sim::Durations::real().cron_minute,
             proxy_admin_latency: probe_latency(),
             ..cluster_sim::Durations::demo()
         },
