@@ -78,7 +78,7 @@ struct Parsed {
     /// `is_signed_by`'s last answer, with the fingerprint of the issuer it was for (shared with
     /// that issuer: a remembered leaf per pod does not keep a copy).
     signed_by: Mutex<Option<(Arc<str>, bool)>>,
-    der: Vec<u8>,
+    body: Body,
     fingerprint: Arc<str>,
     /// Read from the DER when first asked: a waiting step remembers a leaf per pod and never
     /// asks a leaf's subject, so those do not keep one.
@@ -90,9 +90,22 @@ struct Parsed {
     may_sign_certificates: bool,
 }
 
+/// What a [`Certificate`] keeps of its encoding.
+enum Body {
+    Der(Vec<u8>),
+    /// A leaf that dropped its DER once its signature verified with `signer`'s public key
+    /// ([`Certificate::vouched_by`]): a waiting step remembers one leaf per pod, and the DER
+    /// was most of it. Such a leaf answers every question but [`Certificate::der`] (empty),
+    /// [`Certificate::to_pem`] and [`Certificate::dns_names`] (read at probe time, before).
+    Vouched {
+        signer: Certificate,
+    },
+}
+
 impl PartialEq for Certificate {
+    /// Same fingerprint: the SHA-256 of the same DER.
     fn eq(&self, other: &Self) -> bool {
-        self.0.der == other.0.der
+        Arc::ptr_eq(&self.0, &other.0) || self.0.fingerprint == other.0.fingerprint
     }
 }
 impl Eq for Certificate {}
@@ -175,13 +188,41 @@ impl Certificate {
             key_algorithm,
             is_ca,
             may_sign_certificates,
-            der,
+            body: Body::Der(der),
             signed_by: Mutex::new(None),
         })))
     }
 
+    /// The DER encoding (empty for a leaf [`Certificate::vouched_by`] its issuer).
     pub fn der(&self) -> &[u8] {
-        &self.0.der
+        match &self.0.body {
+            Body::Der(der) => der,
+            Body::Vouched { .. } => &[],
+        }
+    }
+
+    /// This leaf, keeping no DER, if `signer`'s public key verifies its signature (else
+    /// `None`): what to remember of a proxy's answer. The copy's subject is read now; it is
+    /// signed by every certificate with `signer`'s public key, as this one is.
+    pub fn vouched_by(&self, signer: &Certificate) -> Option<Certificate> {
+        if matches!(self.0.body, Body::Vouched { .. }) || !self.is_signed_by(signer) {
+            return None;
+        }
+        let subject = OnceLock::new();
+        let _ = subject.set(self.subject().to_string());
+        Some(Self(Arc::new(Parsed {
+            signed_by: Mutex::new(Some((signer.0.fingerprint.clone(), true))),
+            body: Body::Vouched {
+                signer: signer.clone(),
+            },
+            fingerprint: self.0.fingerprint.clone(),
+            subject,
+            not_before: self.0.not_before,
+            not_after: self.0.not_after,
+            key_algorithm: self.0.key_algorithm.clone(),
+            is_ca: self.0.is_ca,
+            may_sign_certificates: self.0.may_sign_certificates,
+        })))
     }
     pub fn fingerprint(&self) -> &str {
         &self.0.fingerprint
@@ -193,7 +234,7 @@ impl Certificate {
     /// The subject's distinguished name (`CN=...`).
     pub fn subject(&self) -> &str {
         self.0.subject.get_or_init(|| {
-            X509Certificate::from_der(&self.0.der)
+            X509Certificate::from_der(self.der())
                 .map(|(_, c)| c.subject().to_string())
                 .unwrap_or_default()
         })
@@ -213,7 +254,7 @@ impl Certificate {
     /// The DNS names of its subjectAltName (a Linkerd workload certificate's identity), read
     /// from the DER on each call.
     pub fn dns_names(&self) -> Vec<String> {
-        let Ok((_, cert)) = X509Certificate::from_der(&self.0.der) else {
+        let Ok((_, cert)) = X509Certificate::from_der(self.der()) else {
             return Vec::new();
         };
         match cert.subject_alternative_name() {
@@ -240,7 +281,7 @@ impl Certificate {
 
     /// The certificate as one PEM block, ending in a newline.
     pub fn to_pem(&self) -> String {
-        let block = ::pem::Pem::new("CERTIFICATE", self.0.der.clone());
+        let block = ::pem::Pem::new("CERTIFICATE", self.der().to_vec());
         ::pem::encode_config(
             &block,
             ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
@@ -259,12 +300,28 @@ impl Certificate {
                 return *answer;
             }
         }
-        let answer = match (
-            X509Certificate::from_der(&self.0.der),
-            X509Certificate::from_der(&issuer.0.der),
-        ) {
-            (Ok((_, me)), Ok((_, them))) => me.verify_signature(Some(them.public_key())).is_ok(),
-            _ => false,
+        let answer = match &self.0.body {
+            Body::Der(der) => match (
+                X509Certificate::from_der(der),
+                X509Certificate::from_der(issuer.der()),
+            ) {
+                (Ok((_, me)), Ok((_, them))) => {
+                    me.verify_signature(Some(them.public_key())).is_ok()
+                }
+                _ => false,
+            },
+            // A signature that verified with `signer`'s key verifies with the same key in
+            // another certificate (an issuer re-issued on its key), and with no other.
+            Body::Vouched { signer } => {
+                *signer == *issuer
+                    || match (
+                        X509Certificate::from_der(signer.der()),
+                        X509Certificate::from_der(issuer.der()),
+                    ) {
+                        (Ok((_, a)), Ok((_, b))) => a.public_key().raw == b.public_key().raw,
+                        _ => false,
+                    }
+            }
         };
         *memo = Some((issuer.0.fingerprint.clone(), answer));
         answer
@@ -561,6 +618,51 @@ mod tests {
             assert!(leaf.is_signed_by(&a));
             assert!(!leaf.is_signed_by(&b));
         }
+    }
+
+    #[test]
+    fn a_vouched_leaf_keeps_its_answers_without_its_der() {
+        let root_ca = root("root.linkerd.cluster.local");
+        let issuer = issued("identity.linkerd.cluster.local", &root_ca, true);
+        let other = root("identity.linkerd.cluster.local");
+        let full = workload("web.emojivoto.serviceaccount", &issuer, false).parsed();
+        // The same key in another certificate (an issuer re-issued on its key).
+        let reissued = {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, "identity.linkerd.cluster.local");
+            let by = rcgen::Issuer::from_params(&p, &root_ca.key);
+            Certificate::from_der(p.signed_by(&issuer.key, &by).unwrap().der().to_vec()).unwrap()
+        };
+        let (issuer, other, root_c) = (issuer.parsed(), other.parsed(), root_ca.parsed());
+        assert_ne!(reissued, issuer);
+
+        assert!(
+            full.vouched_by(&other).is_none(),
+            "another key does not vouch"
+        );
+        let leaf = full.vouched_by(&issuer).expect("its issuer vouches");
+        assert!(leaf.der().is_empty(), "the DER is what it drops");
+        assert!(leaf.vouched_by(&issuer).is_none(), "vouched once");
+        assert_eq!(leaf, full, "the same certificate (fingerprint)");
+        assert_eq!(leaf.fingerprint(), full.fingerprint());
+        assert_eq!(leaf.subject(), full.subject());
+        assert_eq!(leaf.not_after(), full.not_after());
+        assert!(leaf.is_signed_by(&issuer));
+        assert!(
+            leaf.is_signed_by(&reissued),
+            "same key, another certificate"
+        );
+        assert!(!leaf.is_signed_by(&other));
+        assert!(!leaf.is_signed_by(&root_c));
+        // The chain it was presented in still verifies to the root, and only to it.
+        let chain = [leaf.clone(), issuer.clone()];
+        assert_eq!(
+            verify_chain(&chain, std::slice::from_ref(&root_c), None),
+            Ok(&root_c)
+        );
+        assert!(verify_chain(&chain, std::slice::from_ref(&other), None).is_err());
     }
 
     #[test]

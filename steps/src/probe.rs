@@ -87,6 +87,21 @@ pub enum ProbeOutcome {
 }
 
 impl ProbeOutcome {
+    /// What to remember of this answer: the same, with a presented leaf that the issuer
+    /// presented after it vouches for kept without its DER ([`Certificate::vouched_by`]).
+    pub fn remembered(&self) -> ProbeOutcome {
+        if let ProbeOutcome::Chain(chain) = self {
+            if let [leaf, issuer, ..] = chain.as_slice() {
+                if let Some(vouched) = leaf.vouched_by(issuer) {
+                    let mut chain = chain.clone();
+                    chain[0] = vouched;
+                    return ProbeOutcome::Chain(chain);
+                }
+            }
+        }
+        self.clone()
+    }
+
     /// When the presented leaf certificate expires, if a chain was presented.
     pub fn leaf_not_after(&self) -> Option<jiff::Timestamp> {
         match self {

@@ -140,6 +140,7 @@ impl ProbeCache {
     /// Records an answer as it arrives: the same answer as last time for the same
     /// incarnation doubles the wait before the next probe; anything new resets it.
     pub fn record(&self, pod: &MeshedPod, outcome: &ProbeOutcome, now: Instant, backoff: Backoff) {
+        let remembered = outcome.remembered();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let wait = match entries.get(&pod.pod) {
             Some(e) if e.incarnation.is(pod) && e.outcome == *outcome => {
@@ -151,7 +152,7 @@ impl ProbeCache {
             pod.pod.clone(),
             Entry {
                 incarnation: Incarnation::of(pod),
-                outcome: outcome.clone(),
+                outcome: remembered,
                 probed_at: now,
                 wait,
             },
@@ -218,7 +219,10 @@ pub async fn look(
     }
 }
 
-/// Probes every one of `pods` now, recording each answer in `cache` as it arrives.
+/// Probes every one of `pods` now, recording each answer in `cache` as it arrives. Answers
+/// come back as remembered ([`ProbeOutcome::remembered`]): a leaf its issuer vouches for drops
+/// its DER as soon as it is judged, not when the look ends (a sweep of 50,000 proxies held
+/// every presented leaf at once).
 pub async fn sweep(
     client: &kube::Client,
     cfg: &ProbeConfig,
@@ -231,7 +235,7 @@ pub async fn sweep(
         client,
         pods,
         cfg,
-        |o| o,
+        |o| o.remembered(),
         move |p, o| memory.record(p, o, Instant::now(), backoff),
     )
     .await
@@ -257,6 +261,46 @@ mod tests {
 
     fn settled(o: &ProbeOutcome) -> bool {
         matches!(o, ProbeOutcome::Chain(_))
+    }
+
+    /// A remembered chain keeps its leaf without the DER (most of a pod's memory at 50,000
+    /// pods), answers as the fresh one does, and counts as the same answer when it comes back.
+    #[test]
+    fn a_remembered_leaf_drops_its_der_and_still_answers() {
+        use crate::pki::testing::{issued, root, workload};
+        let r = root("root");
+        let (issuer, other) = (issued("issuer", &r, true), issued("other", &r, true));
+        let leaf = workload("web.emojivoto.serviceaccount", &issuer, false);
+        let presented = ProbeOutcome::Chain(vec![leaf.parsed(), issuer.parsed()]);
+        let p = crate::probe::tests::pod("web", Some(crate::probe::tests::loopback(60)));
+        let cache = ProbeCache::default();
+        let t0 = Instant::now();
+        let unsettled = |_: &ProbeOutcome| false;
+        cache.record(&p, &presented, t0, B);
+        cache.record(&p, &presented, t0, B);
+        // The same answer twice: the wait doubled (2 s, then 4 s), so at 3 s it is not due.
+        let plan = cache.plan(vec![p.clone()], t0 + Duration::from_secs(3), unsettled);
+        assert!(plan.probe.is_empty(), "{:?}", probed(&plan));
+        let ProbeOutcome::Chain(chain) = &plan.cached[0].1 else {
+            panic!("{:?}", plan.cached)
+        };
+        assert!(chain[0].der().is_empty(), "the leaf's DER is not kept");
+        assert_eq!(chain[0], leaf.parsed());
+        assert!(chain[0].is_signed_by(&issuer.parsed()));
+        assert!(!chain[0].is_signed_by(&other.parsed()));
+        assert_eq!(
+            crate::pki::verify_chain(chain, &[r.parsed()], None),
+            Ok(&r.parsed())
+        );
+        // A leaf its presented issuer did not sign is kept whole (judged afresh each look).
+        let lying = ProbeOutcome::Chain(vec![leaf.parsed(), other.parsed()]);
+        cache.record(&p, &lying, t0, B);
+        let plan = cache.plan(vec![p], t0, unsettled);
+        assert!(
+            matches!(&plan.cached[0].1, ProbeOutcome::Chain(c) if !c[0].der().is_empty()),
+            "{:?}",
+            plan.cached
+        );
     }
 
     /// The final look before old roots are dropped: a yes from memory is confirmed by a
