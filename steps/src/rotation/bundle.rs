@@ -363,9 +363,7 @@ impl ReduceBundle {
                     format!("{} ({why})", p.pod)
                 })
                 .collect();
-            if let Some(block) =
-                stuck_terminating_block(&tally, results.iter().map(|(p, _, _)| p), ctx.now)
-            {
+            if let Some(block) = stuck_terminating_block(&tally, ctx.now) {
                 return Ok(Reduce::Outcome(block));
             }
             if !tally.is_complete() || !control_plane_unprobed.is_empty() {

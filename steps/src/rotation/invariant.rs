@@ -219,16 +219,19 @@ pub fn pods_at_risk<'p>(
     if e.propagated {
         needed.push(e.to.fingerprint());
     }
-    // Pods carry a handful of distinct bundles: each is parsed once per look, not per pod.
-    let mut parsed: HashMap<&str, Option<Bundle>> = HashMap::new();
+    // Pods carry a handful of distinct bundles: each is parsed once per look, not per pod,
+    // and found by its shared copy's address (interned when read), not by hashing its text
+    // (50,000 PEMs a look).
+    let mut parsed: HashMap<*const u8, Option<Bundle>> = HashMap::new();
     pods.iter()
         // A Terminating pod serves until it is gone: it is at risk like any other.
         .filter(|p| p.has_proxy)
         .filter_map(|p| {
-            let carried = p
-                .trust_anchors_env
-                .as_deref()
-                .map(|env| parsed.entry(env).or_insert_with(|| Bundle::parse(env).ok()));
+            let carried = p.trust_anchors_env.as_ref().map(|env| {
+                parsed
+                    .entry(std::sync::Arc::as_ptr(env).cast::<u8>())
+                    .or_insert_with(|| Bundle::parse(env).ok())
+            });
             let lacks: Vec<String> = match carried {
                 Some(Some(carried)) => needed
                     .iter()

@@ -4,7 +4,7 @@
 use super::invariant::Guarded;
 use super::{refresh, POLL};
 use crate::convergence::{bundle_convergence, BundleState, Tally};
-use crate::observe::{stuck_terminating, MeshedPod, PodRef};
+use crate::observe::stuck_terminating;
 use crate::pki::{short_fingerprint, Certificate};
 use crate::snapshot::gone_if_stalled;
 use crate::step::{Outcome, Progress, Step, StepContext, StepError, StepReport};
@@ -39,19 +39,10 @@ pub fn restart_commands<S>(tally: &Tally<S>, max: usize) -> Vec<String> {
 }
 
 /// A block naming the pods the tally waits for that stay Terminating past their grace
-/// period (waiting cannot help); `None` when there are none.
-pub fn stuck_terminating_block<'a, S>(
-    tally: &Tally<S>,
-    pods: impl IntoIterator<Item = &'a MeshedPod>,
-    now: jiff::Timestamp,
-) -> Option<Outcome> {
-    if tally.unconverged.is_empty() {
-        return None;
-    }
-    let waiting: std::collections::BTreeSet<&PodRef> =
-        tally.unconverged.iter().map(|p| &p.pod).collect();
-    stuck_terminating(pods.into_iter().filter(|p| waiting.contains(&p.pod)), now)
-        .map(Outcome::blocked)
+/// period (waiting cannot help); `None` when there are none. The tally holds those pods
+/// (looking each pod of the mesh up among them took a third of a look at 50,000 pods).
+pub fn stuck_terminating_block<S>(tally: &Tally<S>, now: jiff::Timestamp) -> Option<Outcome> {
+    stuck_terminating(tally.unconverged.iter().map(|p| &p.meshed), now).map(Outcome::blocked)
 }
 
 /// The decision of AwaitPropagation over what it observed.
@@ -183,7 +174,7 @@ impl AwaitPropagation {
         }
         let decision = decide_propagation(&tally, early.as_ref());
         if matches!(decision, Outcome::Wait { .. }) {
-            if let Some(block) = stuck_terminating_block(&tally, &pods, ctx.now) {
+            if let Some(block) = stuck_terminating_block(&tally, ctx.now) {
                 return Ok(block);
             }
         }
@@ -204,7 +195,7 @@ impl AwaitPropagation {
 pub(crate) mod tests {
     use super::*;
     use crate::bundle::trust_root_sha256;
-    use crate::observe::PodRef;
+    use crate::observe::{MeshedPod, PodRef};
     use crate::pki::testing::{issued, root};
 
     pub(crate) fn pod(ns: &str, name: &str, bundle: Option<&str>) -> MeshedPod {
@@ -307,7 +298,7 @@ pub(crate) mod tests {
         let pods = vec![slow.clone(), pod("emojivoto", "voting-1", Some(b))];
         let tally = bundle_convergence(&pods, b);
         assert_eq!(tally.unconverged.len(), 1, "a Terminating pod still counts");
-        assert!(stuck_terminating_block(&tally, &pods, now).is_none());
+        assert!(stuck_terminating_block(&tally, now).is_none());
         let Outcome::Wait { reason, .. } = decide_propagation(&tally, None) else {
             panic!("expected to wait");
         };
@@ -319,7 +310,7 @@ pub(crate) mod tests {
         slow.deletion_deadline = Some(now - jiff::SignedDuration::from_secs(120));
         let pods = vec![slow, pod("emojivoto", "voting-1", Some(b))];
         let tally = bundle_convergence(&pods, b);
-        let Some(Outcome::Blocked { message }) = stuck_terminating_block(&tally, &pods, now) else {
+        let Some(Outcome::Blocked { message }) = stuck_terminating_block(&tally, now) else {
             panic!("expected a block");
         };
         assert!(
@@ -339,7 +330,7 @@ pub(crate) mod tests {
         done.deleting = true;
         done.deletion_deadline = Some(now - jiff::SignedDuration::from_secs(120));
         let pods = vec![done];
-        assert!(stuck_terminating_block(&bundle_convergence(&pods, b), &pods, now).is_none());
+        assert!(stuck_terminating_block(&bundle_convergence(&pods, b), now).is_none());
     }
 
     #[test]

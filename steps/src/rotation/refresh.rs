@@ -365,9 +365,7 @@ impl AccelerateRefresh {
             workload_certificates: Some(tally.to_status(Some(Time(ctx.now)))),
             ..Default::default()
         });
-        if let Some(block) =
-            stuck_terminating_block(&tally, results.iter().map(|(p, _)| p), ctx.now)
-        {
+        if let Some(block) = stuck_terminating_block(&tally, ctx.now) {
             return Ok(block);
         }
         let mut outcome = decide_refresh(&tally, &interval, ctx.spec.manage_proxy_refresh_env);
