@@ -47,6 +47,10 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 const DRAIN: Duration = Duration::from_secs(10);
 /// How soon to look again after a status write lost a race with another writer.
 const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+/// How long a new leader's first look waits for the meshed-pod watch's first list: until it
+/// has synced a step lists every pod itself, and at 50,000 pods the two lists of the whole
+/// mesh would overlap (twice the requests, twice the pages held at once).
+const POD_SYNC_GRACE: Duration = Duration::from_secs(30);
 
 // === pod cache ===
 
@@ -99,6 +103,15 @@ fn pod_key(p: &Pod) -> String {
 }
 
 impl PodCache {
+    /// Whether the watch of `linkerd_ns`'s meshed pods is still on its first list: not
+    /// synced, and not failing either (then waiting for it is no use).
+    pub fn first_list_pending(&self, linkerd_ns: &str) -> bool {
+        self.meshes.read().is_ok_and(|m| {
+            m.get(linkerd_ns)
+                .is_none_or(|mesh| !mesh.synced && mesh.failing.is_none())
+        })
+    }
+
     /// Applies one watch event; returns whether the cache just synced.
     fn apply(&self, linkerd_ns: &str, ev: watcher::Event<Pod>) -> bool {
         let Ok(mut meshes) = self.meshes.write() else {
@@ -651,6 +664,7 @@ pub async fn run(r: &Reconciler, mut stop: watch::Receiver<bool>) {
     let mut runner: Option<(Option<String>, Runner)> = None;
     // Look at once: a new leader must not wait for a watch event.
     let mut next = tokio::time::Instant::now();
+    let leading_since = tokio::time::Instant::now();
     loop {
         if *stop.borrow() {
             return;
@@ -738,6 +752,15 @@ pub async fn run(r: &Reconciler, mut stop: watch::Receiver<bool>) {
         let Some((_, current)) = runner.as_ref() else {
             continue;
         };
+        // Its sync wakes the loop; once it fails, or past the grace period, the steps list
+        // pods themselves.
+        let mesh = &tar.spec.control_plane.namespace;
+        if r.pods.first_list_pending(mesh) && leading_since.elapsed() < POD_SYNC_GRACE {
+            debug!(mesh = %mesh, "waiting for the meshed-pod watch's first list");
+            next = (tokio::time::Instant::now() + Duration::from_secs(1))
+                .min(leading_since + POD_SYNC_GRACE);
+            continue;
+        }
         let fut = current.reconcile();
         tokio::pin!(fut);
         let result = tokio::select! {
@@ -931,6 +954,23 @@ mod tests {
         cache.forget_pod("linkerd", &PodRef::new("app", "d"));
         assert_eq!(names(&cache), Some(vec![]));
         cache.forget_pod("other", &PodRef::new("app", "d"));
+    }
+
+    #[test]
+    fn the_first_look_waits_for_the_pod_watch_only_while_it_is_listing() {
+        let cache = PodCache::default();
+        assert!(cache.first_list_pending("linkerd"), "not started yet");
+        cache.apply("linkerd", watcher::Event::Init);
+        cache.apply("linkerd", watcher::Event::InitApply(pod("app", "a", true)));
+        assert!(cache.first_list_pending("linkerd"), "listing");
+        cache.failed("linkerd", "pods is forbidden".into(), Instant::now());
+        assert!(
+            !cache.first_list_pending("linkerd"),
+            "a failing watch is not waited for: the steps list pods themselves"
+        );
+        cache.apply("linkerd", watcher::Event::Init);
+        cache.apply("linkerd", watcher::Event::InitDone);
+        assert!(!cache.first_list_pending("linkerd"), "synced");
     }
 
     #[test]
