@@ -117,10 +117,7 @@ fn reconcile_changed(
     for (ns, name) in &named_cjs {
         if let Some(cj) = store.get(&cronjobs(), Some(ns), name) {
             let js = store.list_owned(&jobs(), uid(&cj));
-            let pods_by_owner: HashMap<String, Vec<Arc<Value>>> = js
-                .iter()
-                .map(|j| (uid(j).to_string(), store.list_owned(&pods(), uid(j))))
-                .collect();
+            let pods_by_owner = pods_by_job(store, &js);
             wake = soonest(wake, reconcile_cronjob(shared, &cj, &js, &pods_by_owner)?);
         }
     }
@@ -135,6 +132,14 @@ fn soonest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
+/// The pods of each of `jobs`, by Job uid: from the store's owner index, not every pod in the
+/// cluster.
+fn pods_by_job(store: &Store, jobs: &[Arc<Value>]) -> HashMap<String, Vec<Arc<Value>>> {
+    jobs.iter()
+        .map(|j| (uid(j).to_string(), store.list_owned(&pods(), uid(j))))
+        .collect()
+}
+
 /// One pass; returns how long until something is due (a CronJob's next run, a Job's
 /// back-off, a TTL).
 pub(crate) fn reconcile_all(shared: &Shared) -> Result<Option<Duration>, StoreError> {
@@ -144,11 +149,7 @@ pub(crate) fn reconcile_all(shared: &Shared) -> Result<Option<Duration>, StoreEr
     if all_jobs.is_empty() && all_cjs.is_empty() {
         return Ok(None);
     }
-    // Only the Jobs' pods (from the store's owner index), not every pod in the cluster.
-    let pods_by_owner: HashMap<String, Vec<Arc<Value>>> = all_jobs
-        .iter()
-        .map(|j| (uid(j).to_string(), store.list_owned(&pods(), uid(j))))
-        .collect();
+    let pods_by_owner = pods_by_job(store, &all_jobs);
     let mut jobs_by_owner: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
     let mut wake = None;
     for j in &all_jobs {
