@@ -255,3 +255,34 @@ async fn a_scheduled_issuer_renewal_after_a_new_root_uses_the_new_root() {
     assert_eq!(mesh.oracle().ratio(), 1.0, "identity kept the old issuer");
     mesh.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_identity_certificates_expire_and_the_oracle_says_why() {
+    let (store, mesh) = demo(durations(Duration::from_secs(6))).await;
+    mesh.oracle().reset();
+    // Nobody answers CSRs any more: every proxy keeps its certificate until it expires.
+    store
+        .mutate(
+            &k("apps", "deployments"),
+            Some("linkerd"),
+            "linkerd-identity",
+            |d| {
+                d["spec"]["replicas"] = serde_json::json!(0);
+                Ok(())
+            },
+        )
+        .expect("scale identity to zero");
+    wait_for("mTLS to break", Duration::from_secs(20), || {
+        mesh.oracle().ratio() < 1.0
+    })
+    .await;
+    let why = mesh.oracle().report().current.example.unwrap_or_default();
+    assert!(
+        why.contains("has no valid certificate (it expired at ")
+            && why.ends_with(
+                "its last renewal failed: identity service unavailable: no running identity pod"
+            ),
+        "{why}"
+    );
+    mesh.shutdown().await;
+}

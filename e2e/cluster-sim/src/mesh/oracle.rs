@@ -261,6 +261,27 @@ pub fn evaluate(proxies: &[Arc<Proxy>], meshed_pods: usize) -> OracleSnapshot {
             format!("{}/{}", proxies[i].namespace, proxies[i].pod)
         })
     };
+    // Why a pod's certificate is not valid now, and why its renewal did not replace it.
+    let no_valid = |class: &(usize, Option<usize>)| {
+        let Some(p) = representative.get(class).map(|&i| &proxies[i]) else {
+            return String::new();
+        };
+        let mut why = format!("{}/{} has no valid certificate", p.namespace, p.pod);
+        if let Some(h) = p.held() {
+            let at = |t: i64| {
+                jiff::Timestamp::from_second(t).map_or_else(|_| t.to_string(), |t| t.to_string())
+            };
+            why += &if h.not_after <= now {
+                format!(" (it expired at {})", at(h.not_after))
+            } else {
+                format!(" (it is valid from {})", at(h.not_before))
+            };
+        }
+        match p.last_renewal_error() {
+            Some(e) => why + &format!("; its last renewal failed: {e}"),
+            None => why,
+        }
+    };
     let mut example: Option<String> = None;
     let class_list: Vec<((usize, Option<usize>), usize)> = classes.into_iter().collect();
     let n = views.len() as u128;
@@ -287,8 +308,8 @@ pub fn evaluate(proxies: &[Arc<Proxy>], meshed_pods: usize) -> OracleSnapshot {
                 if example.is_none() {
                     let (client, server) = (pod_name(&(cr, cc)), pod_name(&(sr, sc)));
                     example = Some(match (cc, sc) {
-                        (None, _) => format!("{client} has no valid certificate"),
-                        (_, None) => format!("{server} has no valid certificate"),
+                        (None, _) => no_valid(&(cr, cc)),
+                        (_, None) => no_valid(&(sr, sc)),
                         (Some(cc), Some(sc)) => {
                             let why = |c: usize, r: usize, usage: Usage| {
                                 pki::verify(&chain_reps[c], &roots_list[r], now, usage)

@@ -61,6 +61,8 @@ struct Counters {
     ok: u64,
     error: u64,
     refreshed_at: f64,
+    /// Why the last renewal failed, until one succeeds (the oracle names it).
+    last_error: Option<String>,
 }
 
 pub struct Proxy {
@@ -169,6 +171,7 @@ impl Proxy {
         match result {
             Ok(info) => {
                 c.ok += 1;
+                c.last_error = None;
                 c.refreshed_at = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
                 let tail: Vec<u8> = chain[1..].iter().flat_map(|d| d.iter().copied()).collect();
                 let held = Held {
@@ -184,9 +187,27 @@ impl Proxy {
             }
             Err(e) => {
                 c.error += 1;
+                c.last_error = Some(e.clone());
                 Err(e)
             }
         }
+    }
+
+    /// Records a renewal that identity refused (`accept` records its own refusals).
+    fn renewal_failed(&self, error: &str) {
+        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if c.last_error.as_deref() != Some(error) {
+            c.last_error = Some(error.to_string());
+        }
+    }
+
+    /// Why the last renewal failed, if none has succeeded since.
+    pub fn last_renewal_error(&self) -> Option<String> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error
+            .clone()
     }
 
     pub(crate) fn metrics(&self) -> String {
@@ -313,6 +334,7 @@ pub(crate) async fn refresh_loop(
             }
             Err(e) => {
                 tracing::debug!(pod = %proxy.pod, namespace = %proxy.namespace, error = %e, "certification failed");
+                proxy.renewal_failed(&e);
                 // Exponential back-off from 100ms, up to MIN_REFRESH.
                 failures = failures.saturating_add(1);
                 let backoff = Duration::from_millis(100).saturating_mul(1 << failures.min(10));
