@@ -660,7 +660,11 @@ pub struct Reconciler {
 /// [`DRAIN`]). Cancelling this future (on leadership loss) stops everything at once.
 pub async fn run(r: &Reconciler, mut stop: watch::Receiver<bool>) {
     let api: Api<TrustAnchorRotation> = Api::all(r.client.clone());
-    let events = Arc::new(KubeEvents::new(r.client.clone(), Some(r.identity.clone())));
+    let events = Arc::new(KubeEvents::new(
+        r.client.clone(),
+        Some(r.identity.clone()),
+        Some(r.gate.clone()),
+    ));
     let mut runner: Option<(Option<String>, Runner)> = None;
     // Look at once: a new leader must not wait for a watch event.
     let mut next = tokio::time::Instant::now();
@@ -761,7 +765,7 @@ pub async fn run(r: &Reconciler, mut stop: watch::Receiver<bool>) {
                 .min(leading_since + POD_SYNC_GRACE);
             continue;
         }
-        let fut = current.reconcile();
+        let fut = current.reconcile_read(tar.clone());
         tokio::pin!(fut);
         let result = tokio::select! {
             r = &mut fut => r,

@@ -122,13 +122,17 @@ impl CopyPreviousAnchor {
         ctx: &StepContext,
         progress: &mut Progress,
     ) -> Result<Outcome, StepError> {
-        let observed = match read::split_missing(
-            read::trust_bundle(&ctx.client, &ctx.spec.trust_roots).await,
-        )? {
+        // Both reads at once (one round trip on the path from a renewed anchor to the
+        // expanded bundle); their errors are judged in this order.
+        let (bundle, previous) = tokio::join!(
+            read::trust_bundle(&ctx.client, &ctx.spec.trust_roots),
+            read::previous_anchor(&ctx.client, &ctx.spec.previous_anchor),
+        );
+        let observed = match read::split_missing(bundle)? {
             Ok(b) => b,
             Err(m) => return Ok(Outcome::blocked(m)),
         };
-        let previous = read::previous_anchor(&ctx.client, &ctx.spec.previous_anchor).await?;
+        let previous = previous?;
         match decide_copy(
             &observed.bundle,
             previous.as_ref(),

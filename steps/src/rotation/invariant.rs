@@ -447,17 +447,23 @@ pub async fn read_expectation(
     ctx: &StepContext,
     stage: Stage,
 ) -> Result<Result<(Expectation, TrustBundle), String>, StepError> {
-    let to = match current_new_root(ctx).await? {
+    // Every read at once (ReconcileBundle's look is on the path from a renewed anchor to the
+    // expanded bundle); their errors are judged in this order.
+    let (to, bundle, previous, issuer) = tokio::join!(
+        current_new_root(ctx),
+        read::trust_bundle(&ctx.client, &ctx.spec.trust_roots),
+        read::previous_anchor(&ctx.client, &ctx.spec.previous_anchor),
+        read::issuer_chain(&ctx.client, &ctx.spec.identity_issuer),
+    );
+    let to = match to? {
         Ok(c) => c,
         Err(m) => return Ok(Err(m)),
     };
-    let observed =
-        match read::split_missing(read::trust_bundle(&ctx.client, &ctx.spec.trust_roots).await)? {
-            Ok(b) => b,
-            Err(m) => return Ok(Err(m)),
-        };
-    let previous = read::previous_anchor(&ctx.client, &ctx.spec.previous_anchor).await?;
-    let issuer = read::issuer_chain(&ctx.client, &ctx.spec.identity_issuer).await?;
+    let observed = match read::split_missing(bundle)? {
+        Ok(b) => b,
+        Err(m) => return Ok(Err(m)),
+    };
+    let (previous, issuer) = (previous?, issuer?);
     let known = |fp: &str| -> Option<Certificate> {
         previous
             .iter()

@@ -100,9 +100,15 @@ impl Trigger for AnchorTrigger {
         spec: &TrustAnchorRotationSpec,
         pods: Option<&dyn crate::snapshot::PodSource>,
     ) -> Result<SyncedView, StepError> {
-        let anchor = read::anchor(client, &spec.trust_anchor).await?;
-        let previous = read::previous_anchor(client, &spec.previous_anchor).await?;
-        let issuer = read::issuer_chain(client, &spec.identity_issuer).await.ok();
+        // Every read at once (the look that starts a rotation is on the path from a renewed
+        // anchor to the expanded bundle); their errors are judged in this order.
+        let (anchor, previous, issuer, bundle) = tokio::join!(
+            read::anchor(client, &spec.trust_anchor),
+            read::previous_anchor(client, &spec.previous_anchor),
+            read::issuer_chain(client, &spec.identity_issuer),
+            read::trust_bundle(client, &spec.trust_roots),
+        );
+        let (anchor, previous, issuer) = (anchor?, previous?, issuer.ok());
         let validity = crate::schedule::AnchorValidity {
             fingerprint: anchor.fingerprint().to_string(),
             not_before: anchor.not_before(),
@@ -117,18 +123,17 @@ impl Trigger for AnchorTrigger {
                 .map(Certificate::summary),
             ..Default::default()
         };
-        let observed =
-            match read::split_missing(read::trust_bundle(client, &spec.trust_roots).await)? {
-                Ok(b) => b,
-                Err(m) => {
-                    return Ok(SyncedView {
-                        progress,
-                        start: None,
-                        blocked: Some(m),
-                        ..Default::default()
-                    })
-                }
-            };
+        let observed = match read::split_missing(bundle)? {
+            Ok(b) => b,
+            Err(m) => {
+                return Ok(SyncedView {
+                    progress,
+                    start: None,
+                    blocked: Some(m),
+                    ..Default::default()
+                })
+            }
+        };
         // While Synced, the counts say how many pods carry the bundle (all, normally).
         let pods = crate::snapshot::meshed_pods(client, spec, pods).await?;
         let tally = crate::convergence::bundle_convergence(&pods, &observed.value);

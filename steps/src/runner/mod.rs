@@ -207,6 +207,13 @@ impl Runner {
         let Some(tar) = self.store.get().await? else {
             return Ok(Requeue(self.config.resync));
         };
+        self.reconcile_read(tar).await
+    }
+
+    /// [`Runner::reconcile`] from the rotation as the caller has just read it (the
+    /// controller lists every TrustAnchorRotation each look; reading this one again would
+    /// cost a round trip before anything acts).
+    pub async fn reconcile_read(&self, tar: TrustAnchorRotation) -> Result<Requeue, StepError> {
         let prev = tar.status.clone().unwrap_or_default();
         if let Err(message) = tar.spec.validate() {
             let t = transition::invalid_spec(&prev, &message, self.moment(&tar));
@@ -243,15 +250,17 @@ impl Runner {
                 .await
                 .map(|(_, r)| r);
         }
-        let (tar, status) = if prev.rotation.is_none() {
+        let (tar, status, target_just_read) = if prev.rotation.is_none() {
             match self.synced(tar, prev, &schedule, &window).await? {
-                Ok(started) => started,
+                Ok((tar, status)) => (tar, status, true),
                 Err(requeue) => return Ok(wake(requeue)),
             }
         } else {
-            (tar, prev)
+            (tar, prev, false)
         };
-        self.advance(tar, status, &window).await.map(wake)
+        self.advance(tar, status, &window, target_just_read)
+            .await
+            .map(wake)
     }
 
     /// No rotation in progress: refresh what the status shows and start one if needed.
@@ -396,6 +405,7 @@ impl Runner {
         mut tar: TrustAnchorRotation,
         mut status: TrustAnchorRotationStatus,
         window: &crate::schedule::WindowState,
+        target_just_read: bool,
     ) -> Result<Requeue, StepError> {
         let Some(mut rotation) = status.rotation.clone() else {
             return Ok(Requeue(self.config.resync));
@@ -406,12 +416,30 @@ impl Runner {
         // At most one retarget per reconcile: a target that keeps moving is looked at again
         // on the next one, after the steps had a chance to report.
         let mut retargeted = false;
+        // A rotation this look started has the target just read: not read again before its
+        // first step.
+        let mut target_fresh = target_just_read;
         loop {
+            // The target as looked at together with the re-read below (one round trip).
+            let mut target_read = None;
             if !first {
                 // Re-read between steps so that `paused` set meanwhile stops the next write.
-                match self.store.get().await? {
+                let look_at_target = !retargeted && !target_fresh;
+                let (fresh, target) = tokio::join!(self.store.get(), async {
+                    match look_at_target {
+                        true => Some(self.check_target(&tar, &rotation, &status).await),
+                        false => None,
+                    }
+                });
+                match fresh? {
                     // Deleted, or replaced by a new object: its status is not ours to carry on.
-                    Some(fresh) if fresh.metadata.uid == tar.metadata.uid => tar = fresh,
+                    Some(fresh) if fresh.metadata.uid == tar.metadata.uid => {
+                        // A changed spec may name another anchor: its target is looked at again.
+                        if fresh.metadata.generation == tar.metadata.generation {
+                            target_read = target;
+                        }
+                        tar = fresh;
+                    }
                     Some(_) => return Ok(Requeue(Duration::ZERO)),
                     None => return Ok(Requeue(self.config.resync)),
                 }
@@ -426,8 +454,12 @@ impl Runner {
                 }
             }
             first = false;
-            if !retargeted {
-                if let Some(rt) = self.check_target(&tar, &rotation, &status).await {
+            if !retargeted && !std::mem::take(&mut target_fresh) {
+                let target = match target_read {
+                    Some(t) => t,
+                    None => self.check_target(&tar, &rotation, &status).await,
+                };
+                if let Some(rt) = target {
                     retargeted = true;
                     info!(rotation = %rotation.id, from = ?rotation.to_anchor, to = ?rt.to_anchor, redo_from = %rt.redo_from, "the rotation's target moved: retargeting");
                     let m = self.moment(&tar);

@@ -27,6 +27,9 @@ struct FakeStore {
     tar: Mutex<Option<TrustAnchorRotation>>,
     writes: Mutex<Vec<TrustAnchorRotationStatus>>,
     fail_writes: Mutex<bool>,
+    /// Reads left until someone changes the spec just before one (a new generation naming
+    /// another anchor Secret).
+    respec_in: Mutex<Option<usize>>,
 }
 
 impl FakeStore {
@@ -48,6 +51,10 @@ impl FakeStore {
             .clone()
             .unwrap_or_default()
     }
+    fn spec_anchor_secret(&self) -> String {
+        let tar = self.tar.lock().unwrap();
+        tar.as_ref().unwrap().spec.trust_anchor.secret.clone()
+    }
     fn set_paused(&self, paused: bool) {
         self.tar.lock().unwrap().as_mut().unwrap().spec.paused = paused;
     }
@@ -67,7 +74,18 @@ impl FakeStore {
 #[async_trait]
 impl StatusStore for FakeStore {
     async fn get(&self) -> Result<Option<TrustAnchorRotation>, StepError> {
-        Ok(self.tar.lock().unwrap().clone())
+        let mut tar = self.tar.lock().unwrap();
+        let mut respec_in = self.respec_in.lock().unwrap();
+        if let Some(n) = respec_in.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                *respec_in = None;
+                let t = tar.as_mut().unwrap();
+                t.spec.trust_anchor.secret = "renamed".into();
+                t.metadata.generation = Some(2);
+            }
+        }
+        Ok(tar.clone())
     }
     async fn apply(
         &self,
@@ -1346,5 +1364,62 @@ async fn outside_the_windows_the_runner_looks_again_when_the_next_opens() {
     assert!(
         m.starts_with("spec.automation.schedule.maintenanceWindows[1].timeZone: \"Mars/Olympus\""),
         "{m}"
+    );
+}
+
+/// Records which anchor Secret each look at the target read, and after which steps.
+struct SpecWatch {
+    seen: Arc<Mutex<Vec<String>>>,
+    log: RunLog,
+}
+
+#[async_trait]
+impl crate::workflow::TargetWatch for SpecWatch {
+    async fn check(
+        &self,
+        _c: &kube::Client,
+        s: &TrustAnchorRotationSpec,
+        _rotation: &RotationRecord,
+        _records: &[trust_rotation_crds::StepRecord],
+    ) -> Result<Option<crate::workflow::Retarget>, StepError> {
+        let after = self.log.lock().unwrap().len();
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("{} after {after}", s.trust_anchor.secret));
+        Ok(None)
+    }
+}
+
+#[tokio::test]
+async fn the_target_is_read_with_the_re_read_spec_and_not_right_after_the_start() {
+    let h = Harness::new();
+    let default_secret = h.store.spec_anchor_secret();
+    // The spec changes just before the re-read between First and Second (the look's first
+    // read is the second).
+    *h.store.respec_in.lock().unwrap() = Some(2);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let r = h.build(
+        HashMap::new(),
+        true,
+        RunnerConfig::default(),
+        Some(Box::new(SpecWatch {
+            seen: seen.clone(),
+            log: h.log.clone(),
+        })),
+    );
+    r.reconcile().await.unwrap();
+    assert_eq!(h.runs(), ["First", "Second", "Third", "Fourth"]);
+    // None before First (the look that started the rotation had just read the anchor); before
+    // Second one with the spec as it was, alongside the re-read, then one with the new spec.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            format!("{default_secret} after 1"),
+            "renamed after 1".to_string(),
+            "renamed after 2".to_string(),
+            "renamed after 3".to_string(),
+            "renamed after 4".to_string(),
+        ]
     );
 }
