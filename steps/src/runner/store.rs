@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::Resource;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 use trust_rotation_crds::{TrustAnchorRotation, TrustAnchorRotationStatus};
 
 // === stores and sinks ===
@@ -146,19 +146,57 @@ pub trait EventSink: Send + Sync {
 }
 
 /// Events through kube's [`Recorder`] (events.k8s.io/v1), regarding the TrustAnchorRotation.
+///
+/// Published in order by a background task, off the path of the writes that act: as
+/// client-go's event broadcaster does, an Event never delays a step (two Events used to cost
+/// two API round trips between a renewed anchor and the expanded bundle). At most
+/// [`EVENT_QUEUE`] wait; more are dropped with a warning. Each keeps the span it was
+/// published under, which ends once the API answered.
 pub struct KubeEvents {
-    recorder: Recorder,
+    queue: tokio::sync::mpsc::Sender<Queued>,
+}
+
+/// Events waiting to be published before more are dropped.
+pub const EVENT_QUEUE: usize = 256;
+
+struct Queued {
+    regarding: k8s_openapi::api::core::v1::ObjectReference,
+    event: KubeEvent,
+    span: tracing::Span,
 }
 
 impl KubeEvents {
-    pub fn new(client: kube::Client, instance: Option<String>) -> Self {
+    /// Starts the publishing task (on the current Tokio runtime). `gate` is asked before each
+    /// Event goes out: a replica that lost its Lease does not publish what it had queued.
+    pub fn new(
+        client: kube::Client,
+        instance: Option<String>,
+        gate: Option<super::WriteGate>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance,
         };
-        Self {
-            recorder: Recorder::new(client, reporter),
-        }
+        let recorder = Recorder::new(client, reporter);
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<Queued>(EVENT_QUEUE);
+        tokio::spawn(async move {
+            while let Some(q) = rx.recv().await {
+                if gate.as_ref().is_some_and(|may_write| !may_write()) {
+                    debug!(reason = %q.event.reason, "not leading any more: an Event is not published");
+                    continue;
+                }
+                let reason = q.event.reason.clone();
+                if let Err(e) = recorder
+                    .publish(&q.event, &q.regarding)
+                    .instrument(q.span)
+                    .await
+                {
+                    // Events are best effort: a failure must not stop the rotation.
+                    warn!(error = %e, reason, "could not publish an Event");
+                }
+            }
+        });
+        Self { queue }
     }
 }
 
@@ -181,9 +219,16 @@ impl EventSink for KubeEvents {
             action: action.clone(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &tar.object_ref(&())).await {
-            // Events are best effort: a failure must not stop the rotation.
-            warn!(error = %e, reason, "could not publish an Event");
+        let queued = Queued {
+            regarding: tar.object_ref(&()),
+            event,
+            span: tracing::Span::current(),
+        };
+        if let Err(e) = self.queue.try_send(queued) {
+            warn!(
+                reason,
+                "{EVENT_QUEUE} Events are waiting to be published: this one is dropped ({e})"
+            );
         }
     }
 }
