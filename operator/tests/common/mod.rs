@@ -915,7 +915,13 @@ pub async fn walkthrough(sim: &Sim, ops: &Ops) -> (String, String) {
                 && s.current_step.as_deref() == Some("AwaitIssuer")
                 && s.steps
                     .iter()
-                    .any(|r| r.name == "AwaitIssuer" && r.message.is_some())
+                    // (Not a passing error's "retrying" message: the one a person acts on.)
+                    .any(|r| {
+                        r.name == "AwaitIssuer"
+                            && r.message
+                                .as_deref()
+                                .is_some_and(|m| m.contains("cmctl renew"))
+                    })
         },
     )
     .await;
