@@ -50,22 +50,6 @@ async fn kubectl_apply_bundle(client: &kube::Client, roots: &[&str]) {
         .expect("bundle applied");
 }
 
-/// Notes of the events.k8s.io Events about the rotation with this reason.
-async fn event_notes(client: &kube::Client, reason: &str) -> Vec<String> {
-    Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
-                && e.reason.as_deref() == Some(reason)
-        })
-        .filter_map(|e| e.note)
-        .collect()
-}
-
 async fn wait_for<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,

@@ -153,20 +153,6 @@ async fn workload_pods_terminating(client: &kube::Client) -> usize {
         .count()
 }
 
-async fn event_reasons(client: &kube::Client) -> Vec<String> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-    api.list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
-        })
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
 fn set(v: &[&str]) -> BTreeSet<String> {
     v.iter().map(|s| s.to_string()).collect()
 }

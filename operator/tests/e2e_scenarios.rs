@@ -11,30 +11,13 @@ use trust_rotation_crds::{Phase, TrustAnchorRotation};
 
 const T: Duration = Duration::from_secs(60);
 
-/// events.k8s.io Events the operator recorded about the rotation, as `reason` list.
-async fn rotation_event_reasons(client: &kube::Client) -> Vec<String> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-    let mut evs: Vec<_> = api
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
-        })
-        .collect();
-    evs.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
-    evs.into_iter().filter_map(|e| e.reason).collect()
-}
-
 /// The rotation's Event reasons once they include every one of `wanted`, or after 30 s. The
 /// operator publishes an Event after the status write it reports (Synced first, then
 /// RotationComplete), so a test that saw the status must let the Event arrive.
 async fn rotation_event_reasons_including(client: &kube::Client, wanted: &[&str]) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let reasons = rotation_event_reasons(client).await;
+        let reasons = event_reasons(client).await;
         if wanted.iter().all(|w| reasons.iter().any(|r| r == w))
             || tokio::time::Instant::now() >= deadline
         {
@@ -653,7 +636,7 @@ async fn an_anchor_renewed_twice_mid_rotation_is_followed_to_the_newest_without_
         secret_cert_fingerprint(&client, "cert-manager", "linkerd-previous-anchor").await,
         d
     );
-    let reasons = rotation_event_reasons(&client).await;
+    let reasons = event_reasons(&client).await;
     assert_eq!(
         reasons
             .iter()

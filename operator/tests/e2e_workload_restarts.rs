@@ -112,22 +112,6 @@ async fn workloads_and_bounds(
     out
 }
 
-/// Events about the rotation with `reason`: their notes.
-async fn event_notes(client: &kube::Client, reason: &str) -> Vec<String> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-    api.list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
-                && e.reason.as_deref() == Some(reason)
-        })
-        .map(|e| e.note.unwrap_or_default())
-        .collect()
-}
-
 async fn start(sim: &cluster_sim::Sim) -> std::sync::Arc<Ops> {
     let client = sim.client();
     let ops = Ops::new(sim.kubeconfig_path(), vec![]);

@@ -648,10 +648,11 @@ pub async fn approve(client: &kube::Client, gate: trust_rotation_crds::ApprovalG
     .expect("annotated");
 }
 
-/// Reasons of the Events recorded about the rotation.
-pub async fn event_reasons(client: &kube::Client) -> Vec<String> {
+/// The events.k8s.io Events about the rotation, in the order they were created.
+pub async fn rotation_events(client: &kube::Client) -> Vec<k8s_openapi::api::events::v1::Event> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-    api.list(&ListParams::default())
+    let mut evs: Vec<_> = api
+        .list(&ListParams::default())
         .await
         .expect("events")
         .items
@@ -659,7 +660,32 @@ pub async fn event_reasons(client: &kube::Client) -> Vec<String> {
         .filter(|e| {
             e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
         })
+        .collect();
+    evs.sort_by_key(|e| {
+        e.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    evs
+}
+
+/// Reasons of the Events recorded about the rotation, oldest first.
+pub async fn event_reasons(client: &kube::Client) -> Vec<String> {
+    rotation_events(client)
+        .await
+        .into_iter()
         .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Notes of the Events about the rotation with this reason, oldest first.
+pub async fn event_notes(client: &kube::Client, reason: &str) -> Vec<String> {
+    rotation_events(client)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
         .collect()
 }
 

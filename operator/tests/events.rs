@@ -1,10 +1,9 @@
 //! The operator's Events against the simulator: published in order by a background task, and
 //! not by a replica that no longer leads.
 
-use cluster_sim::mesh::{Durations, Topology};
-use cluster_sim::{Sim, SimConfig};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
+mod common;
+
+use common::{event_reasons, start_bare_sim};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,26 +21,9 @@ fn record(reason: &'static str) -> EventRecord {
 
 /// Reasons of the Events about the rotation, oldest first, once there are `n` (or after 20 s).
 async fn reasons(client: &kube::Client, n: usize) -> Vec<String> {
-    let api: Api<Event> = Api::all(client.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let mut evs: Vec<Event> = api
-            .list(&ListParams::default())
-            .await
-            .expect("events")
-            .items
-            .into_iter()
-            .filter(|e| {
-                e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
-            })
-            .collect();
-        evs.sort_by_key(|e| {
-            e.metadata
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse::<u64>().ok())
-        });
-        let out: Vec<String> = evs.into_iter().filter_map(|e| e.reason).collect();
+        let out = event_reasons(client).await;
         if out.len() >= n || tokio::time::Instant::now() > deadline {
             return out;
         }
@@ -51,13 +33,7 @@ async fn reasons(client: &kube::Client, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_go_out_in_order_and_only_while_leading() {
-    let sim = Sim::start(SimConfig {
-        topology: Topology::Demo,
-        durations: Durations::fast(),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("demo starts");
+    let sim = start_bare_sim().await;
     let client = sim.client();
     // What the Events are about (the API server does not check that it exists).
     let mut tar = TrustAnchorRotation::new("cluster", TrustAnchorRotationSpec::default());
