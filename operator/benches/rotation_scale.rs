@@ -34,7 +34,7 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
@@ -181,6 +181,59 @@ async fn ok_only<T, E>(item: Result<T, E>) -> Option<T> {
     item.ok()
 }
 
+/// The anchor's and the bundle's changes, when the simulator's store made them: straight
+/// from its change stream in this process, not through an HTTP watch, whose delivery under a
+/// 50,000-pod load can come seconds late (a run's watch saw the anchor change after the
+/// expanded bundle, and so reported the reduced bundle's write, 686 s later, as the reaction).
+fn spawn_store_watch(sim: &cluster_sim::Sim, seen: &Arc<Mutex<Seen>>) {
+    use cluster_sim::store::{ResourceKey, Store};
+    use tokio::sync::broadcast::error::RecvError;
+    let store = sim.store().clone();
+    let (_, mut rx) = store.watch(None).expect("the store's change stream");
+    // (The anchor's certificate, the bundle) as the store holds them now.
+    let pki = |store: &Store| {
+        let field = |plural: &str, ns: &str, name: &str, field: &str| {
+            let o = store.get(&ResourceKey::new("", plural), Some(ns), name)?;
+            o["data"][field].as_str().map(str::to_string)
+        };
+        (
+            field("secrets", "cert-manager", "linkerd-trust-anchor", "tls.crt"),
+            field(
+                "configmaps",
+                "linkerd",
+                "linkerd-identity-trust-roots",
+                "ca-bundle.crt",
+            ),
+        )
+    };
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let (mut anchor, mut bundle) = pki(&store);
+        loop {
+            match rx.recv().await {
+                Ok(ev) if matches!(ev.key.plural.as_str(), "secrets" | "configmaps") => {}
+                Ok(_) => continue,
+                // Missed changes: compare with what the store holds now.
+                Err(RecvError::Lagged(n)) => {
+                    eprintln!("rotation_scale: the store's change stream skipped {n} changes")
+                }
+                Err(RecvError::Closed) => return,
+            }
+            let now = Instant::now();
+            let (a, b) = pki(&store);
+            let mut v = s.lock().unwrap();
+            if a != anchor {
+                v.anchor_changes.push(now);
+                anchor = a;
+            }
+            if b != bundle {
+                v.bundle_changes.push(now);
+                bundle = b;
+            }
+        }
+    });
+}
+
 fn spawn_watchers(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
     let tars: Api<TrustAnchorRotation> = Api::all(client.clone());
     let s = seen.clone();
@@ -197,45 +250,6 @@ fn spawn_watchers(client: &kube::Client, seen: &Arc<Mutex<Seen>>) {
                     v.phases.push((Instant::now(), p));
                 }
             }
-        }
-    });
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "cert-manager");
-    let s = seen.clone();
-    tokio::spawn(async move {
-        let cfg = watcher::Config::default().fields("metadata.name=linkerd-trust-anchor");
-        let mut stream = watcher(secrets, cfg)
-            .default_backoff()
-            .applied_objects()
-            .filter_map(ok_only)
-            .boxed();
-        let mut last: Option<Vec<u8>> = None;
-        while let Some(secret) = stream.next().await {
-            let crt = secret
-                .data
-                .and_then(|mut d| d.remove("tls.crt"))
-                .map(|b| b.0);
-            if last.is_some() && crt != last {
-                s.lock().unwrap().anchor_changes.push(Instant::now());
-            }
-            last = crt;
-        }
-    });
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "linkerd");
-    let s = seen.clone();
-    tokio::spawn(async move {
-        let cfg = watcher::Config::default().fields("metadata.name=linkerd-identity-trust-roots");
-        let mut stream = watcher(cms, cfg)
-            .default_backoff()
-            .applied_objects()
-            .filter_map(ok_only)
-            .boxed();
-        let mut last: Option<String> = None;
-        while let Some(cm) = stream.next().await {
-            let bundle = cm.data.and_then(|mut d| d.remove("ca-bundle.crt"));
-            if last.is_some() && bundle != last {
-                s.lock().unwrap().bundle_changes.push(Instant::now());
-            }
-            last = bundle;
         }
     });
     let pods: Api<Pod> = Api::all(client.clone());
@@ -423,6 +437,7 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
     }
     let seen = Arc::new(Mutex::new(Seen::default()));
     spawn_watchers(&client, &seen);
+    spawn_store_watch(&sim, &seen);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let steady_before_kib = proc_status_kib(pid, "VmRSS:");
     let cpu_before = proc_cpu_s(pid);
