@@ -356,6 +356,8 @@ fn child(pods: usize) -> anyhow::Result<()> {
 }
 
 async fn child_run(pods: usize) -> anyhow::Result<()> {
+    // The source as the run starts (a run takes half an hour; the tree may move meanwhile).
+    let commit = source_commit();
     let operator_cpu: Option<usize> = std::env::var("ROTATION_BENCH_OPERATOR_CPU")
         .ok()
         .and_then(|c| c.parse().ok());
@@ -732,8 +734,7 @@ async fn child_run(pods: usize) -> anyhow::Result<()> {
         "proxies": proxies,
         "profile": profile,
         "pinning": pinned,
-        "commit": std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        "commit": commit,
         "simulator_start_s": sim_start_s,
         "first_synced_s": first_synced_s,
         "rotation_wall_s": wall_s,
@@ -807,6 +808,22 @@ kubectl get pods -A -l linkerd.io/control-plane-ns=linkerd -o json | jq -r --arg
 // === the parent: one child per size ===
 
 /// Whether to pin: two cores in this process' affinity and `taskset` on the PATH.
+/// `HEAD`, with `-dirty` when the working tree differs from it.
+fn source_commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}-dirty") } else { head })
+}
+
 fn can_pin() -> bool {
     if std::env::var("ROTATION_BENCH_PIN").as_deref() == Ok("0") {
         return false;
