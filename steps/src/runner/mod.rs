@@ -416,15 +416,12 @@ impl Runner {
         // At most one retarget per reconcile: a target that keeps moving is looked at again
         // on the next one, after the steps had a chance to report.
         let mut retargeted = false;
-        // A rotation this look started has the target just read: not read again before its
-        // first step.
-        let mut target_fresh = target_just_read;
         loop {
             // The target as looked at together with the re-read below (one round trip).
             let mut target_read = None;
             if !first {
                 // Re-read between steps so that `paused` set meanwhile stops the next write.
-                let look_at_target = !retargeted && !target_fresh;
+                let look_at_target = !retargeted;
                 let (fresh, target) = tokio::join!(self.store.get(), async {
                     match look_at_target {
                         true => Some(self.check_target(&tar, &rotation, &status).await),
@@ -453,8 +450,11 @@ impl Runner {
                         .map(|(_, r)| r);
                 }
             }
+            // A rotation this look started has the target just read: not read again before
+            // its first step.
+            let target_fresh = first && target_just_read;
             first = false;
-            if !retargeted && !std::mem::take(&mut target_fresh) {
+            if !retargeted && !target_fresh {
                 let target = match target_read {
                     Some(t) => t,
                     None => self.check_target(&tar, &rotation, &status).await,
