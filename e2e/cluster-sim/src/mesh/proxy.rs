@@ -187,18 +187,18 @@ impl Proxy {
             }
             Err(e) => {
                 c.error += 1;
-                c.last_error = Some(e.clone());
                 Err(e)
             }
         }
     }
 
-    /// Records a renewal that identity refused (`accept` records its own refusals).
+    /// Records a renewal that failed, refused by identity or by [`Proxy::accept`] (a success
+    /// clears it).
     fn renewal_failed(&self, error: &str) {
-        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        if c.last_error.as_deref() != Some(error) {
-            c.last_error = Some(error.to_string());
-        }
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(error.to_string());
     }
 
     /// Why the last renewal failed, if none has succeeded since.
