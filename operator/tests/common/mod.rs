@@ -648,7 +648,7 @@ pub async fn approve(client: &kube::Client, gate: trust_rotation_crds::ApprovalG
     .expect("annotated");
 }
 
-/// The events.k8s.io Events about the rotation, in the order they were created.
+/// The events.k8s.io Events about the rotation, in the order they were recorded.
 pub async fn rotation_events(client: &kube::Client) -> Vec<k8s_openapi::api::events::v1::Event> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
     let mut evs: Vec<_> = api
@@ -661,12 +661,9 @@ pub async fn rotation_events(client: &kube::Client) -> Vec<k8s_openapi::api::eve
             e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TrustAnchorRotation")
         })
         .collect();
-    evs.sort_by_key(|e| {
-        e.metadata
-            .resource_version
-            .as_deref()
-            .and_then(|v| v.parse::<u64>().ok())
-    });
+    // By the time the recorder gave each (microseconds): resourceVersions are opaque to
+    // clients on a real API server.
+    evs.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
     evs
 }
 
